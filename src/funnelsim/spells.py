@@ -1,0 +1,185 @@
+"""Turn an event log into stays in stages ("spells").
+
+A spell is one stay of one deal in one open stage: when it entered, when it left,
+where it went, and how many days it stayed. Where it went (``move``) is one of
+
+- ``next``     the next open stage,
+- ``skip``     a later open stage, skipping at least one,
+- ``back``     an earlier open stage,
+- ``won`` / ``lost``  an outcome,
+- ``censored`` nothing yet: the deal is still in the stage at ``as_of``; ``days``
+  is then its age in the stage.
+
+``as_of`` is a date and means *the end of that day*: every event after it is hidden
+(so the log cut at ``as_of`` gives exactly the same spells), and open stays are aged
+up to midnight after it. Durations are in days (fractions kept when the log has
+times of day). Edge cases are kept and counted, never silently dropped:
+
+- a deal created directly as won or lost has no stay (counted as
+  ``created_terminal``);
+- a row that repeats the stage the deal is already in does not start a new stay
+  (counted as ``repeated_stage``; the stay continues from the first entry);
+- a deal that comes back to a stage later starts a new stay there (a ``back`` move);
+- a stay of zero days (two events with the same time) is kept (``zero_length``).
+
+Everything here is an Ibis expression; it runs where the events live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ibis
+import pandas as pd
+
+from .events import ROW, EventLog, FunnelDefinition
+
+__all__ = ["Spells", "to_spells", "resolve_as_of", "MOVES", "NO_SEGMENT"]
+
+MOVES = ("next", "skip", "back", "won", "lost", "censored")
+NO_SEGMENT = "all"
+BLANK_SEGMENT = "(blank)"
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass
+class Spells:
+    """Stays in stages as an Ibis table, with the cut date and edge-case counts.
+
+    ``table`` columns: ``deal_id``, ``segment``, ``stage``, ``stage_index``,
+    ``entered``, ``left`` (null if censored), ``destination`` (stage, won or lost
+    label; null if censored), ``move`` (see module doc), ``days`` (float, days).
+    """
+
+    table: ibis.Table
+    funnel: FunnelDefinition
+    as_of: pd.Timestamp
+    segment_by: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """All spells as a DataFrame ordered by deal and entry (small logs only)."""
+        return self.table.order_by(["deal_id", "entered", "stage_index"]).to_pandas()
+
+    def duration_counts(self, resolution_days: float = 1 / 24) -> pd.DataFrame:
+        """Spells grouped by (stage, segment, move, destination, days rounded to
+        ``resolution_days``): the small table the funnel estimators need."""
+        t = self.table
+        days = (t.days / resolution_days).round().cast("float64") * resolution_days
+        grouped = (t.mutate(days=days)
+                   .group_by(["stage", "stage_index", "segment", "move", "destination", "days"])
+                   .agg(n=ibis._.count()))
+        return grouped.to_pandas().sort_values(["stage_index", "segment", "move", "days"],
+                                               ignore_index=True)
+
+
+def resolve_as_of(log: EventLog, as_of=None) -> pd.Timestamp:
+    """The cut date: ``as_of`` as a date, or the date of the log's last event."""
+    if as_of is None:
+        last = log.table.timestamp.max().execute()
+        return pd.Timestamp(last).normalize()
+    try:
+        return pd.Timestamp(as_of).normalize()
+    except (ValueError, TypeError):
+        from .events import FunnelDataError
+
+        raise FunnelDataError("cannot read the as-of date", column="as_of", value=str(as_of),
+                              hint="Give it as YYYY-MM-DD.") from None
+
+
+def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spells:
+    """Each deal's history as stays in stages, as the CRM looked at the end of ``as_of``.
+
+    Parameters
+    ----------
+    log : EventLog
+        From :func:`funnelsim.events.read_events`.
+    as_of : date-like, optional
+        Hide every event after this day; open stays are aged to its end. Default:
+        the day of the last event in the log.
+    segment_by : str, optional
+        Attribute column whose value on a deal's first event names its segment
+        (blank values become ``"(blank)"``). Without it every deal is in ``"all"``.
+    """
+    log.check_segment(segment_by)
+    as_of = resolve_as_of(log, as_of)
+    cutoff = ibis.timestamp(as_of + pd.Timedelta(days=1))
+    funnel = log.funnel
+    visible = log.table.filter(log.table.timestamp < cutoff)
+
+    by_deal = ibis.window(group_by="deal_id", order_by=["timestamp", ROW])
+    if segment_by:
+        first_value = visible[segment_by].cast("string").first().over(by_deal)
+        segment = first_value.strip().nullif("").fill_null(BLANK_SEGMENT)
+    else:
+        segment = ibis.literal(NO_SEGMENT)
+    events = visible.mutate(segment=segment, _previous=visible.stage.lag().over(by_deal),
+                            _position=ibis.row_number().over(by_deal))
+    repeated = events._previous == events.stage
+    events = events.mutate(_repeated=repeated.fill_null(False))
+    kept = events.filter(~events._repeated)
+    kept = kept.mutate(_next=kept.stage.lead().over(by_deal), left=kept.timestamp.lead().over(by_deal))
+
+    stays = kept.filter(kept.stage.isin(list(funnel.stages)))
+    stays = _classify(stays, funnel, cutoff)
+    spells = Spells(stays, funnel, as_of, segment_by)
+    spells.counts = _edge_counts(events, stays, funnel)
+    spells.notes = _notes(spells.counts)
+    return spells
+
+
+def _classify(stays: ibis.Table, funnel: FunnelDefinition, cutoff) -> ibis.Table:
+    index = {stage: i for i, stage in enumerate(funnel.stages)}
+    stage_index = stays.stage.cases(*index.items(), else_=ibis.null("int64")).cast("int64")
+    next_index = stays._next.cases(*index.items(), else_=ibis.null("int64")).cast("int64")
+    won, lost = list(funnel.won), list(funnel.lost)
+    destination = (ibis.cases((stays._next.isin(won), funnel.won_name),
+                              (stays._next.isin(lost) if lost else ibis.literal(False), funnel.lost_name),
+                              else_=stays._next))
+    move = ibis.cases(
+        (stays._next.isnull(), "censored"),
+        (stays._next.isin(won), "won"),
+        (stays._next.isin(lost) if lost else ibis.literal(False), "lost"),
+        (next_index == stage_index + 1, "next"),
+        (next_index > stage_index + 1, "skip"),
+        else_="back",
+    )
+    end = stays.left.fill_null(cutoff)
+    days = (end.epoch_seconds() - stays.timestamp.epoch_seconds()).cast("float64") / SECONDS_PER_DAY
+    return stays.select(
+        "deal_id", "segment", "stage", stage_index=stage_index, entered=stays.timestamp,
+        left=stays.left, destination=destination, move=move, days=days,
+    )
+
+
+def _edge_counts(events: ibis.Table, stays: ibis.Table, funnel: FunnelDefinition) -> dict[str, int]:
+    terminal = events.stage.isin(list(funnel.won + funnel.lost))
+    deal_level = events.aggregate(
+        deals=events.deal_id.nunique(),
+        created_terminal=((events._position == 0) & terminal).cast("int64").sum(),
+        repeated_stage=events._repeated.cast("int64").sum(),
+    ).to_pandas().iloc[0]
+    spell_level = stays.aggregate(
+        spells=stays.count(),
+        open=(stays.move == "censored").cast("int64").sum(),
+        went_back=(stays.move == "back").cast("int64").sum(),
+        zero_length=((stays.days == 0) & (stays.move != "censored")).cast("int64").sum(),
+    ).to_pandas().iloc[0]
+    merged = {**deal_level.to_dict(), **spell_level.to_dict()}
+    return {k: int(0 if pd.isna(v) else v) for k, v in merged.items()}
+
+
+def _notes(counts: dict[str, int]) -> list[str]:
+    notes = []
+    if counts["created_terminal"]:
+        notes.append(f"{counts['created_terminal']} deal(s) were created directly as won or lost "
+                     "(no stay in any stage; they count in no stage's conversion)")
+    if counts["repeated_stage"]:
+        notes.append(f"{counts['repeated_stage']} row(s) repeat the stage the deal was already in; "
+                     "the stay continues from the first entry")
+    if counts["zero_length"]:
+        notes.append(f"{counts['zero_length']} stay(s) lasted zero time (two events at the same moment)")
+    if counts["went_back"]:
+        notes.append(f"{counts['went_back']} stay(s) ended by going back to an earlier stage")
+    return notes
