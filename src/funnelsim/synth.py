@@ -1,0 +1,364 @@
+"""Synthetic CRM event logs with a known truth, for testing parameter recovery.
+
+The generator follows the same semi-Markov, competing-risks-with-stall process the funnel
+model assumes (see DESIGN.md, "The funnel model"). Times are in days, amounts in currency units.
+
+Per deal:
+1. Creation. Creation times are an exact-size sample from a mildly seasonal daily density
+   (yearly cosine, weekends rare) over ``weeks`` weeks, at a time of day between 08:00 and 18:00.
+   A deal belongs to segment g with probability ``segments[g]``. It is created directly as Won or
+   Lost with probability ``p_created_terminal`` (a single row), otherwise in the second open stage
+   with probability ``p_created_second`` and in the first open stage otherwise.
+2. Moves. In open stage s a deal of segment g leaves to destination j with probability
+   π[s,g,j]: the next stage (Won from the last stage), one stage ahead of that (``p_skip``, only
+   onto an open stage), back one stage (``p_backward``, from the second stage on), Won directly
+   from the second-to-last stage (``p_direct_win``), Lost, or ``"stall"``: it goes dark and never
+   moves again. Base probabilities per stage are turned into logits against stall (the reference,
+   logit 0); a segment adds ``segment_logit_shift[g] = (forward, lost)`` to the logits of forward
+   destinations (next, skip, Won) and of Lost. Given j, the time in stage is
+   LogNormal(log median[s,j,g], sigma[s,j]) days; segments scale the medians by
+   ``segment_speed[g]``. A deal moving more than ``max_moves`` times stalls.
+3. Amounts. Created with LogNormal(log amount_median[g], amount_sigma); times exp(N(0,
+   move_amount_sigma)) at every move between open stages; unchanged on Lost; on Won the realised
+   value is the last amount times exp(N(won_log_ratio_mean, won_log_ratio_sigma)).
+4. Censoring. The log ends at ``end = start + 7 * weeks`` days (the truth's ``as_of``); events
+   after it are dropped, so late deals are still open.
+
+The truth has one cell per (stage, segment) and per stage for the whole funnel (segment None),
+with destination probabilities, LogNormal sojourn parameters, P(win from entry) from the
+absorbing Markov chain of destinations (the ``max_moves`` cap is ignored there; its effect is
+negligible), and the median time to exit given the deal leaves. Whole-funnel cells mix the
+segments with weight share[g] x E[entries into s per deal of g] (``segment_weights``): the mixture
+a random entry into stage s is drawn from, which is what pooling all deals estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+from scipy.special import ndtr
+
+STALL = "stall"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Knobs of the synthetic CRM. Probabilities per exit; medians in days; amounts in currency."""
+
+    stages: tuple[str, ...] = ("Prospecting", "Qualified", "Proposal", "Negotiation")
+    won: str = "Won"
+    lost: str = "Lost"
+    segments: dict[str, float] = field(
+        default_factory=lambda: {"Enterprise": 0.15, "MidMarket": 0.35, "SMB": 0.49, "Partner": 0.01})
+    start: str = "2024-01-01"
+    weeks: int = 104
+    segment_column: str = "segment"
+    p_backward: float = 0.05
+    p_skip: float = 0.05
+    p_stall_base: float = 0.08
+    p_created_terminal: float = 0.002
+    p_created_won: float = 0.5            # share of created-terminal deals that are Won
+    p_created_second: float = 0.10        # created in the second open stage
+    p_direct_win: float = 0.02            # second-to-last stage straight to Won
+    p_lost: tuple[float, ...] | None = None               # per stage; None: 0.30 -> 0.25
+    advance_median_days: tuple[float, ...] | None = None  # per stage; None: 10 -> 25 days
+    lost_median_factor: float = 1.6       # lost exits are slower than advances
+    back_median_factor: float = 1.3
+    skip_median_factor: float = 1.2       # skips and direct wins
+    sigma_forward: float = 0.6
+    sigma_back: float = 0.8
+    sigma_lost: float = 0.9
+    segment_logit_shift: dict[str, tuple[float, float]] = field(default_factory=lambda: {
+        "Enterprise": (0.35, -0.25), "MidMarket": (0.0, 0.0), "SMB": (-0.15, 0.30),
+        "Partner": (0.20, -0.10)})
+    segment_speed: dict[str, float] = field(default_factory=lambda: {
+        "Enterprise": 1.5, "MidMarket": 1.0, "SMB": 0.7, "Partner": 1.1})
+    amount_median: dict[str, float] = field(default_factory=lambda: {
+        "Enterprise": 80_000.0, "MidMarket": 20_000.0, "SMB": 5_000.0, "Partner": 15_000.0})
+    amount_sigma: float = 0.7
+    move_amount_sigma: float = 0.1
+    won_log_ratio_mean: float = -0.05
+    won_log_ratio_sigma: float = 0.1
+    seasonal_amplitude: float = 0.15      # relative amplitude of the yearly inflow cycle
+    weekend_weight: float = 0.1           # weekend days' inflow relative to weekdays
+    max_moves: int = 30
+
+
+def _per_stage(value, first: float, last: float, n: int, name: str) -> np.ndarray:
+    if value is None:
+        return np.linspace(first, last, n) if n > 1 else np.array([first])
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} values but there are {n} stages")
+    return np.asarray(value, dtype=float)
+
+
+def _forward_mask(n_stages: int) -> np.ndarray:
+    """(S, K) boolean: destination j is a forward exit (later open stage or Won) from stage s."""
+    k = np.arange(n_stages + 3)
+    s = np.arange(n_stages)[:, None]
+    return ((k < n_stages) & (k > s)) | (k == n_stages)
+
+
+def _base_probs(cfg: SynthConfig) -> np.ndarray:
+    """(S, K) destination probabilities before segment shifts; columns = dest_names order."""
+    n = len(cfg.stages)
+    won, lost, stall = n, n + 1, n + 2
+    p_lost = _per_stage(cfg.p_lost, 0.30, 0.25, n, "p_lost")
+    probs = np.zeros((n, n + 3))
+    for s in range(n):
+        probs[s, stall] = cfg.p_stall_base
+        probs[s, lost] = p_lost[s]
+        if s >= 1:
+            probs[s, s - 1] = cfg.p_backward
+        if s + 2 < n:
+            probs[s, s + 2] = cfg.p_skip
+        if s == n - 2:
+            probs[s, won] = cfg.p_direct_win
+        rest = 1.0 - probs[s].sum()
+        if rest <= 0.0 or cfg.p_stall_base <= 0.0:
+            raise ValueError(f"stage {cfg.stages[s]!r}: need p_stall_base > 0 and the other exits "
+                             f"to leave room for advancing (left {rest:.3f})")
+        probs[s, s + 1 if s + 1 < n else won] += rest
+    return probs
+
+
+def _destination_probs(cfg: SynthConfig) -> np.ndarray:
+    """(S, G, K) π[s, g, j]: segment shifts added on the logit scale (stall = reference 0)."""
+    base = _base_probs(cfg)
+    n = len(cfg.stages)
+    fwd = _forward_mask(n).astype(float)
+    is_lost = (np.arange(n + 3) == n + 1).astype(float)
+    with np.errstate(divide="ignore"):
+        eta = np.log(base) - np.log(base[:, [n + 2]])
+    out = []
+    for g in cfg.segments:
+        f, l = cfg.segment_logit_shift.get(g, (0.0, 0.0))
+        w = np.exp(eta + f * fwd + l * is_lost)
+        out.append(w / w.sum(axis=1, keepdims=True))
+    return np.stack(out, axis=1)
+
+
+def _sojourn_params(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """LogNormal time in stage: median (S, K, G) days and sigma (S, K); stall entries unused."""
+    n = len(cfg.stages)
+    adv = _per_stage(cfg.advance_median_days, 10.0, 25.0, n, "advance_median_days")
+    med = np.ones((n, n + 3))
+    sig = np.full((n, n + 3), cfg.sigma_forward)
+    for s in range(n):
+        for j in range(n + 2):
+            if j == n + 1:
+                med[s, j], sig[s, j] = adv[s] * cfg.lost_median_factor, cfg.sigma_lost
+            elif j < s:
+                med[s, j], sig[s, j] = adv[s] * cfg.back_median_factor, cfg.sigma_back
+            elif j == s + 1 or (j == n and s == n - 1):
+                med[s, j] = adv[s]
+            else:
+                med[s, j] = adv[s] * cfg.skip_median_factor
+    speed = np.array([cfg.segment_speed.get(g, 1.0) for g in cfg.segments])
+    return med[:, :, None] * speed[None, None, :], sig
+
+
+def _creation_days(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.ndarray:
+    """Sorted creation times, days since start: seasonal day weights, 08:00-18:00 time of day."""
+    n_days = cfg.weeks * 7
+    dates = np.datetime64(cfg.start, "D") + np.arange(n_days)
+    day_of_year = (dates - dates.astype("datetime64[Y]")).astype(int)
+    weekday = (dates.astype(int) + 3) % 7  # 0 = Monday
+    weight = 1.0 + cfg.seasonal_amplitude * np.cos(2 * np.pi * (day_of_year - 300) / 365.25)
+    weight = weight * np.where(weekday >= 5, cfg.weekend_weight, 1.0)
+    day = rng.choice(n_days, size=n, p=weight / weight.sum())
+    return np.sort(day + (8.0 + 10.0 * rng.random(n)) / 24.0)
+
+
+def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
+    """Walk all open deals at once, one move per loop. Returns event arrays (deal, code, t, amount, seq)."""
+    n_st = len(cfg.stages)
+    won, lost, stall = n_st, n_st + 1, n_st + 2
+    cum = np.cumsum(pi, axis=2)
+    cum[..., -1] = 1.0
+    log_med = np.log(median)
+    out = [(np.arange(seg.size), entry, t0, amount0, np.zeros(seg.size, np.int16))]
+    idx = np.flatnonzero(entry < n_st)
+    st, t, amt = entry[idx], t0[idx], amount0[idx]
+    for move in range(1, cfg.max_moves + 1):
+        if idx.size == 0:
+            break
+        g = seg[idx]
+        u, z, e = rng.random(idx.size), rng.standard_normal(idx.size), rng.standard_normal(idx.size)
+        dest = (cum[st, g] <= u[:, None]).sum(axis=1).astype(np.int8)
+        t = t + np.exp(log_med[st, dest, g] + sigma[st, dest] * z)
+        amt = np.where(dest < n_st, amt * np.exp(cfg.move_amount_sigma * e), amt)
+        amt = np.where(dest == won, amt * np.exp(cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * e),
+                       amt)
+        seen = (dest != stall) & (t <= end)
+        out.append((idx[seen], dest[seen], t[seen], amt[seen], np.full(seen.sum(), move, np.int16)))
+        keep = seen & (dest < n_st)
+        idx, st, t, amt = idx[keep], dest[keep], t[keep], amt[keep]
+    return [np.concatenate(parts) for parts in zip(*out)]
+
+
+def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
+             ) -> tuple[pd.DataFrame, dict]:
+    """Return (events, truth): a canonical event log of ``n_deals`` deals and its true parameters.
+
+    Columns: deal_id, stage, timestamp (to the minute), amount (currency), <segment_column>;
+    sorted by timestamp then deal_id. Same seed and config give an identical frame.
+    """
+    cfg = config or SynthConfig()
+    _validate(cfg, n_deals)
+    rng = np.random.default_rng(seed)
+    n_st, segs = len(cfg.stages), list(cfg.segments)
+    shares = np.array([cfg.segments[g] for g in segs], dtype=float)
+    shares /= shares.sum()
+    pi = _destination_probs(cfg)
+    median, sigma = _sojourn_params(cfg)
+    end = cfg.weeks * 7.0
+
+    t0 = _creation_days(rng, cfg, n_deals)
+    seg = rng.choice(len(segs), size=n_deals, p=shares).astype(np.int8)
+    u = rng.random(n_deals)
+    entry = np.where(u < cfg.p_created_second, min(1, n_st - 1), 0).astype(np.int8)
+    p_won0 = cfg.p_created_terminal * cfg.p_created_won
+    entry[u >= 1 - cfg.p_created_terminal] = n_st + 1
+    entry[(u >= 1 - cfg.p_created_terminal) & (u < 1 - cfg.p_created_terminal + p_won0)] = n_st
+    med_amt = np.array([cfg.amount_median.get(g, 10_000.0) for g in segs])
+    amount0 = med_amt[seg] * np.exp(cfg.amount_sigma * rng.standard_normal(n_deals))
+    amount0 = np.where(entry == n_st, amount0 * np.exp(
+        cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * rng.standard_normal(n_deals)), amount0)
+
+    deal, code, t, amt, seq = _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end)
+    minutes = np.rint(t * 1440.0).astype(np.int64)
+    order = np.lexsort((seq, deal, minutes))
+    deal, code, minutes, amt = deal[order], code[order], minutes[order], amt[order]
+    width = max(7, len(str(n_deals)))
+    ids = np.array([f"D{i:0{width}d}" for i in range(1, n_deals + 1)], dtype=object)
+    names = np.array([*cfg.stages, cfg.won, cfg.lost, STALL], dtype=object)
+    events = pd.DataFrame({
+        "deal_id": ids[deal],
+        "stage": names[code],
+        "timestamp": (np.datetime64(cfg.start, "m") + minutes.astype("timedelta64[m]")
+                      ).astype("datetime64[ns]"),
+        "amount": np.round(amt, 2),
+        cfg.segment_column: np.array(segs, dtype=object)[seg[deal]],
+    })
+    return events, _truth(cfg, pi, median, sigma, shares, n_deals, seed)
+
+
+def _validate(cfg: SynthConfig, n_deals: int) -> None:
+    names = [*cfg.stages, cfg.won, cfg.lost, STALL]
+    if not cfg.stages or len(set(names)) != len(names):
+        raise ValueError(f"stage, won and lost names must be distinct and not {STALL!r}: {names}")
+    if n_deals < 1 or cfg.weeks < 1 or not cfg.segments or min(cfg.segments.values()) <= 0:
+        raise ValueError("need n_deals >= 1, weeks >= 1 and positive segment shares")
+    if cfg.p_created_second + cfg.p_created_terminal > 1:
+        raise ValueError("p_created_second + p_created_terminal must be <= 1")
+
+
+def _mixture_median(weights, log_medians, sigmas) -> float:
+    """Median (days) of a mixture of LogNormals, by brentq on the mixture CDF in log-days."""
+    w = np.asarray(weights, float) / np.sum(weights)
+    mu, sd = np.asarray(log_medians, float), np.asarray(sigmas, float)
+    f = lambda x: float(np.sum(w * ndtr((x - mu) / sd))) - 0.5  # noqa: E731
+    lo, hi = mu.min() - 12 * sd.max(), mu.max() + 12 * sd.max()
+    return float(np.exp(brentq(f, lo, hi, xtol=1e-12)))
+
+
+def _absorbing(pi_g: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(eventually Won | entered s) and expected entries into each stage, for one segment."""
+    n = pi_g.shape[0]
+    a = np.eye(n) - pi_g[:, :n]
+    return np.linalg.solve(a, pi_g[:, n]), np.linalg.solve(a.T, start)
+
+
+def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> dict:
+    n = len(cfg.stages)
+    names = [*cfg.stages, cfg.won, cfg.lost, STALL]
+    r = lambda x: round(float(x), 6)  # noqa: E731
+    cell = {
+        "stage": cfg.stages[s], "segment": segment,
+        "destinations": {names[j]: r(p) for j, p in enumerate(probs) if p > 0},
+        "sojourn": {names[j]: {"median_days": r(m), "sigma": r(sd)} for j, (m, sd) in sojourn.items()},
+        "conversion": r(probs[_forward_mask(n)[s]].sum()),
+        "p_lost": r(probs[n + 1]), "p_stall": r(probs[n + 2]),
+        "p_win_from_entry": r(p_win), "median_days": r(median_days),
+    }
+    return cell | (extra or {})
+
+
+def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
+    n, segs = len(cfg.stages), list(cfg.segments)
+    start = np.zeros(n)
+    start[0] += 1 - cfg.p_created_second
+    start[min(1, n - 1)] += cfg.p_created_second
+    solved = [_absorbing(pi[:, g], start) for g in range(len(segs))]
+    p_win = np.stack([w for w, _ in solved], axis=1)                    # (S, G)
+    visits = np.stack([v for _, v in solved], axis=1) * shares[None]    # (S, G) entries per deal
+    cells = []
+    for s in range(n):
+        exits = [j for j in range(n + 2) if pi[s, :, j].max() > 0]
+        for g, name in enumerate(segs):
+            soj = {j: (median[s, j, g], sigma[s, j]) for j in exits if pi[s, g, j] > 0}
+            med = _mixture_median(pi[s, g, exits], np.log(median[s, exits, g]), sigma[s, exits])
+            cells.append(_cell(cfg, s, name, pi[s, g], soj, p_win[s, g], med))
+        v = visits[s] / visits[s].sum()
+        soj = {}
+        for j in exits:
+            mu = np.log(median[s, j])
+            wj = v * pi[s, :, j] / np.sum(v * pi[s, :, j])
+            sd = np.sqrt(sigma[s, j] ** 2 + np.sum(wj * (mu - np.sum(wj * mu)) ** 2))
+            soj[j] = (_mixture_median(wj, mu, np.full(len(segs), sigma[s, j])), sd)
+        w_all = (v[:, None] * pi[s][:, exits]).ravel()
+        med = _mixture_median(w_all, np.log(median[s][exits].T).ravel(),
+                              np.repeat(sigma[s, exits][None], len(segs), 0).ravel())
+        extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(segs, v)}}
+        cells.append(_cell(cfg, s, None, v @ pi[s], soj, v @ p_win[s], med, extra))
+    as_of = np.datetime64(cfg.start, "D") + np.timedelta64(cfg.weeks * 7, "D")
+    return {
+        "as_of": str(as_of), "stages": list(cfg.stages), "won": cfg.won, "lost": cfg.lost,
+        "segment_column": cfg.segment_column,
+        "segments": {g: round(float(x), 6) for g, x in zip(segs, shares)},
+        "n_deals": int(n_deals), "seed": int(seed),
+        "entry": {"p_created_terminal": cfg.p_created_terminal, "p_created_won": cfg.p_created_won,
+                  "p_created_stage": {cfg.stages[i]: round(float(x), 6)
+                                      for i, x in enumerate(start) if x > 0}},
+        "amounts": {"median_created": {g: cfg.amount_median.get(g, 10_000.0) for g in segs},
+                    "sigma_created": cfg.amount_sigma, "move_log_sigma": cfg.move_amount_sigma,
+                    "won_log_ratio_mean": cfg.won_log_ratio_mean,
+                    "won_log_ratio_sigma": cfg.won_log_ratio_sigma},
+        "max_moves": cfg.max_moves,
+        "cells": cells,
+    }
+
+
+def _atomic_write(path: Path, writer) -> None:
+    """Call writer(tmp) on a temp file in path's directory, then rename it onto path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(path, n_deals: int, seed: int = 0, config: SynthConfig | None = None) -> dict:
+    """Write events to ``path`` (Parquet if it ends in .parquet, else CSV) and the truth to
+    ``<stem>.truth.json`` beside it, each atomically. Return the truth."""
+    path = Path(path)
+    events, truth = generate(n_deals, seed, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        _atomic_write(path, lambda tmp: events.to_parquet(tmp, index=False))
+    else:
+        _atomic_write(path, lambda tmp: events.to_csv(tmp, index=False))
+    truth_path = path.with_name(path.stem + ".truth.json")
+    _atomic_write(truth_path, lambda tmp: Path(tmp).write_text(json.dumps(truth, indent=2) + "\n"))
+    return truth
