@@ -36,6 +36,7 @@ __all__ = ["FunnelDataError", "FunnelDefinition", "EventLog", "read_events", "RE
 
 REQUIRED_COLUMNS = ("deal_id", "stage", "timestamp")
 ROW = "_row"  # position of the event in its source, as a spreadsheet numbers it
+ORDER = "_order"  # sort key of a deal's events: seconds since 1970 x 2, + 1 for won/lost
 
 
 class FunnelDataError(ValueError):
@@ -119,7 +120,7 @@ class EventLog:
 
     def to_pandas(self) -> pd.DataFrame:
         """The events as a DataFrame ordered by deal and time (small logs only)."""
-        return self.table.order_by(["deal_id", "timestamp", ROW]).to_pandas()
+        return self.table.order_by(["deal_id", *event_order()]).drop(ORDER).to_pandas()
 
     def check_segment(self, segment_by: str | None) -> None:
         """Raise a clear error if ``segment_by`` is not a column of the log."""
@@ -154,23 +155,27 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
         won/lost event, or two won/lost events for one deal.
     """
     name, raw = _load(source)
-    table = _rename(raw, columns or {}, name)
-    table = _canonical(table, name, dayfirst)
-    _check_stages(table, funnel, name)
-    table, n_duplicates = _drop_duplicates(table)
-    table = _materialise(table)
-    _check_terminal_order(table, funnel, name)
+    raw = _rename(raw, columns or {}, name)
+    typed, checks = _typed(raw, funnel, dayfirst)
+    table = _materialise(typed)
+    scan = _scan(table)
+    if scan["problems"]:
+        _raise_first_problem(table, checks, funnel, name)
+    table = table.drop("_problem", "_bad_value")
     notes = []
-    if n_duplicates:
-        notes.append(f"dropped {n_duplicates} exact duplicate row(s) from {name}")
-    attributes = tuple(c for c in table.columns if c not in (*REQUIRED_COLUMNS, "amount", ROW))
+    if scan["distinct"] < scan["rows"]:
+        table = _materialise(_drop_duplicates(table))
+        notes.append(f"dropped {scan['rows'] - scan['distinct']} exact duplicate row(s) from {name}")
+    _check_outcomes(table, funnel, name)
+    attributes = tuple(c for c in table.columns if c not in (*REQUIRED_COLUMNS, "amount", ROW, ORDER))
     return EventLog(table, funnel, name, attributes, notes)
 
 
 def _load(source) -> tuple[str, ibis.Table]:
     """Return (a name for messages, an Ibis table with a ``_row`` column)."""
-    if isinstance(source, ibis.Table):
-        return "table", source.mutate(**{ROW: ibis.null("int64")})
+    if isinstance(source, ibis.Table):  # no row numbers in a database: number rows deterministically
+        order = [c for c in ("deal_id", "timestamp", "stage") if c in source.columns]
+        return "table", source.mutate(**{ROW: ibis.row_number().over(order_by=order) + 1})
     if isinstance(source, pd.DataFrame):
         frame = source.reset_index(drop=True)
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
@@ -248,21 +253,45 @@ def _missing_column_error(column, available, source, why, fix) -> FunnelDataErro
 
 
 # --------------------------------------------------------------------------- parsing
+#
+# Parsing and row checks happen in one pass: each row gets the first problem it has
+# (``_problem``, an index into the list of checks) and the offending text
+# (``_bad_value``). Only when some row has a problem does a second query fetch the
+# first such row to describe it.
 
-def _canonical(table: ibis.Table, name: str, dayfirst: bool) -> ibis.Table:
-    """Types and trims the canonical columns; raises on the first unparseable value."""
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    problem: str
+    hint: str
+
+
+def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool) -> tuple[ibis.Table, list[_Check]]:
+    """The canonical columns, typed, plus ``_problem`` / ``_bad_value`` per row."""
     deal = table.deal_id.cast("string").strip()
     stage = table.stage.cast("string").strip()
-    _first_bad(table, deal.isnull() | (deal == ""), "deal_id", name,
-               "the deal id is missing", "Every row needs the deal it belongs to.")
-    timestamp = _parse_timestamp(table, name, dayfirst)
-    mutations = {"deal_id": deal, "stage": stage, "timestamp": timestamp}
-    mutations["amount"] = _parse_amount(table, name) if "amount" in table.columns else ibis.null("float64")
-    return table.mutate(**mutations)
+    timestamp, timestamp_checks = _parse_timestamp(table.timestamp, dayfirst)
+    if "amount" in table.columns:
+        amount, amount_checks = _parse_amount(table.amount)
+    else:
+        amount, amount_checks = ibis.null("float64"), []
+    checks = [
+        (deal.isnull() | (deal == ""), table.deal_id,
+         _Check("deal_id", "the deal id is missing", "Every row needs the deal it belongs to.")),
+        *timestamp_checks,
+        (stage.isnull() | ~stage.isin(list(funnel.labels)), table.stage, _Check("stage", "unknown stage", "")),
+        *amount_checks,
+    ]
+    problem = ibis.cases(*[(bad, i) for i, (bad, _, _) in enumerate(checks)], else_=ibis.null("int64"))
+    bad_value = ibis.cases(*[(bad, raw.cast("string")) for bad, raw, _ in checks], else_=ibis.null("string"))
+    outcome = stage.isin(list(funnel.won + funnel.lost)).cast("int64")
+    typed = table.mutate(deal_id=deal, stage=stage, timestamp=timestamp, amount=amount,
+                         _problem=problem, _bad_value=bad_value,
+                         **{ORDER: timestamp.epoch_seconds().cast("int64") * 2 + outcome})
+    return typed, [check for _, _, check in checks]
 
 
-def _parse_timestamp(table: ibis.Table, name: str, dayfirst: bool) -> ibis.Value:
-    raw = table.timestamp
+def _parse_timestamp(raw: ibis.Value, dayfirst: bool):
     if raw.type().is_timestamp():
         parsed = raw.cast(dt.Timestamp())  # drop any time zone: stage dates are local business dates
     elif raw.type().is_date():
@@ -275,10 +304,11 @@ def _parse_timestamp(table: ibis.Table, name: str, dayfirst: bool) -> ibis.Value
         parsed = text.replace("T", " ").try_cast("timestamp")
     hint = ("Use ISO 8601 dates (2024-03-31 or 2024-03-31 14:05)"
             + ("." if dayfirst else ", or pass --dayfirst for 31-03-2024."))
-    _first_bad(table, raw.notnull() & parsed.isnull(), "timestamp", name, "cannot read this as a date", hint)
-    _first_bad(table, raw.isnull(), "timestamp", name, "the timestamp is missing",
-               "Every event needs the date the deal entered the stage.")
-    return parsed
+    return parsed, [
+        (raw.isnull(), raw, _Check("timestamp", "the timestamp is missing",
+                                   "Every event needs the date the deal entered the stage.")),
+        (parsed.isnull(), raw, _Check("timestamp", "cannot read this as a date", hint)),
+    ]
 
 
 def _zero_pad_iso(text: ibis.StringValue) -> ibis.StringValue:
@@ -287,26 +317,29 @@ def _zero_pad_iso(text: ibis.StringValue) -> ibis.StringValue:
     return text.re_replace(r"^(\d{4})-(\d{2})-(\d)(\D|$)", r"\1-\2-0\3\4")
 
 
-def _parse_amount(table: ibis.Table, name: str) -> ibis.Value:
-    raw = table.amount
+def _parse_amount(raw: ibis.Value):
+    checks = []
     if raw.type().is_numeric():
         amount = raw.cast("float64")
     else:
         text = raw.cast("string").strip()
         amount = text.try_cast("float64")
-        _first_bad(table, (text != "") & amount.isnull(), "amount", name, "the amount is not a number",
-                   "Write amounts as plain numbers (12500.50) without currency signs or thousands separators.")
-    _first_bad(table, amount < 0, "amount", name, "the amount is negative",
-               "Deal values must be zero or more; fix the row or leave the amount empty.")
-    return amount
+        checks.append(((text != "") & amount.isnull(), raw, _Check(
+            "amount", "the amount is not a number",
+            "Write amounts as plain numbers (12500.50) without currency signs or thousands separators.")))
+    checks.append((amount < 0, raw, _Check(
+        "amount", "the amount is negative", "Deal values must be zero or more; fix the row or leave the amount empty.")))
+    return amount, checks
 
 
-def _first_bad(table: ibis.Table, bad: ibis.BooleanValue, column: str, name: str, problem: str, hint: str):
-    """Raise FunnelDataError for the first row where ``bad`` holds, if any."""
-    offender = table.filter(bad).order_by([ROW]).select(ROW, "deal_id", value=table[column]).limit(1).to_pandas()
-    if len(offender):
-        raise FunnelDataError(problem, source=name, row=_row_of(offender.iloc[0]), column=column,
-                              value=_plain(offender["value"].iloc[0]), hint=hint)
+def _raise_first_problem(table: ibis.Table, checks: list[_Check], funnel: FunnelDefinition, name: str):
+    first = (table.filter(table._problem.notnull()).order_by([ROW, "deal_id", "timestamp"])
+             .select(ROW, "_problem", "_bad_value").limit(1).to_pandas().iloc[0])
+    check = checks[int(first["_problem"])]
+    value = None if pd.isna(first["_bad_value"]) else first["_bad_value"]
+    hint = _stage_hint(value, funnel) if check.column == "stage" else check.hint
+    raise FunnelDataError(check.problem, source=name, row=_row_of(first), column=check.column,
+                          value=value, hint=hint)
 
 
 def _row_of(record) -> int | None:
@@ -314,61 +347,72 @@ def _row_of(record) -> int | None:
     return None if pd.isna(row) else int(row)
 
 
-def _plain(value):
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return str(value)
-    return value.item() if hasattr(value, "item") else value
-
-
 def _materialise(table: ibis.Table) -> ibis.Table:
-    """Store the parsed log once in its backend (a temporary table) so later steps
-    do not parse the text again. (``Table.cache`` would do, but its clean-up fails
-    at interpreter exit with DuckDB 2.)"""
+    """Store a table once in its backend (a temporary table) so later steps do not
+    recompute it. (``Table.cache`` would do, but its clean-up fails at interpreter
+    exit with DuckDB 2.)"""
     import uuid
 
     backend = table._find_backend(use_default=True)
-    return backend.create_table(f"funnelsim_events_{uuid.uuid4().hex[:12]}", table, temp=True)
+    return backend.create_table(f"funnelsim_{uuid.uuid4().hex[:12]}", table, temp=True)
 
 
 # --------------------------------------------------------------------------- checks
 
-def _check_stages(table: ibis.Table, funnel: FunnelDefinition, name: str) -> None:
-    seen = table.group_by("stage").agg(**{ROW: table[ROW].min()}).to_pandas()
-    known = set(funnel.labels)
-    unknown = seen[~seen["stage"].isin(known)].sort_values(ROW)
-    if len(unknown):
-        first = unknown.iloc[0]
-        label = first["stage"]
-        lower = {s.lower(): s for s in funnel.labels}
-        close = ([lower[label.lower()]] if label and label.lower() in lower
-                 else difflib.get_close_matches(label or "", funnel.labels, n=1, cutoff=0.4))
-        hint = f"Did you mean '{close[0]}'? " if close else ""
-        hint += (f"Known stages: {', '.join(funnel.stages)}; won: {', '.join(funnel.won)}; "
-                 f"lost: {', '.join(funnel.lost) or '(none)'}. Add it to --stages/--won/--lost or fix the row.")
-        more = f"unknown stage (and {len(unknown) - 1} other unknown label(s))" if len(unknown) > 1 else "unknown stage"
-        raise FunnelDataError(more, source=name, row=_row_of(first), column="stage", value=label, hint=hint)
+def _stage_hint(label: str | None, funnel: FunnelDefinition) -> str:
+    lower = {s.lower(): s for s in funnel.labels}
+    close = ([lower[label.lower()]] if label and label.lower() in lower
+             else difflib.get_close_matches(label or "", funnel.labels, n=1, cutoff=0.4))
+    hint = f"Did you mean '{close[0]}'? " if close else ""
+    return hint + (f"Known stages: {', '.join(funnel.stages)}; won: {', '.join(funnel.won)}; "
+                   f"lost: {', '.join(funnel.lost) or '(none)'}. Add it to --stages/--won/--lost or fix the row.")
 
 
-def _drop_duplicates(table: ibis.Table) -> tuple[ibis.Table, int]:
-    """Keep the first of each set of exactly equal rows; return the count dropped."""
-    keys = [c for c in table.columns if c != ROW]
-    deduped = table.group_by(keys).agg(**{ROW: table[ROW].min()}).select(*table.columns)
-    dropped = int(table.count().execute()) - int(deduped.count().execute())
-    return (deduped if dropped else table), dropped
+def _scan(table: ibis.Table) -> dict:
+    """One pass: rows, rows with a problem, and distinct rows (to spot duplicates)."""
+    content = [c for c in table.columns if c not in (ROW, ORDER, "_problem", "_bad_value")]
+    row_hash = ibis.struct({c: table[c] for c in content}).hash()
+    result = table.aggregate(rows=table.count(), problems=table._problem.notnull().cast("int64").sum(),
+                             distinct=row_hash.nunique()).to_pandas().iloc[0]
+    return {k: int(0 if pd.isna(v) else v) for k, v in result.items()}
 
 
-def _check_terminal_order(table: ibis.Table, funnel: FunnelDefinition, name: str) -> None:
-    """A won/lost event ends a deal: nothing may follow it, not even another outcome."""
+def _drop_duplicates(table: ibis.Table) -> ibis.Table:
+    """Keep the first of each set of exactly equal rows."""
+    keys = [c for c in table.columns if c not in (ROW, ORDER)]
+    return table.group_by(keys).agg(**{ROW: table[ROW].min(), ORDER: table[ORDER].min()}).select(*table.columns)
+
+
+def event_order() -> list[str]:
+    """Sort keys that order a deal's events: by time (to the second); at equal times
+    a won/lost event comes last (a date-only log often has the last stage and the
+    outcome on the same day), then by source row."""
+    return [ORDER, ROW]
+
+
+def _check_outcomes(table: ibis.Table, funnel: FunnelDefinition, name: str) -> None:
+    """A won/lost event ends a deal: nothing may follow it, not even another outcome.
+
+    A per-deal aggregate finds whether any deal breaks the rule; only then does a
+    window query find the first offending row."""
     terminal = table.stage.isin(list(funnel.won + funnel.lost))
-    window = ibis.cumulative_window(group_by="deal_id", order_by=["timestamp", ROW])
+    per_deal = table.group_by("deal_id").aggregate(
+        outcomes=terminal.cast("int64").sum(),
+        outcome_at=table.timestamp.max(where=terminal),
+        last_open_at=table.timestamp.max(where=~terminal),
+    )
+    broken = per_deal.filter((per_deal.outcomes > 1) | (per_deal.last_open_at > per_deal.outcome_at))
+    if int(broken.count().execute()):
+        _raise_first_after_outcome(table, funnel, name)
+
+
+def _raise_first_after_outcome(table: ibis.Table, funnel: FunnelDefinition, name: str) -> None:
+    terminal = table.stage.isin(list(funnel.won + funnel.lost))
+    window = ibis.cumulative_window(group_by="deal_id", order_by=event_order())
     prior = terminal.cast("int64").sum().over(window) - terminal.cast("int64")
     offenders = (table.mutate(_terminal=terminal, _prior=prior)
                  .filter(lambda t: t._prior.fill_null(0) > 0)
                  .order_by([ROW, "deal_id", "timestamp"]).limit(1).to_pandas())
-    if not len(offenders):
-        return
     bad = offenders.iloc[0]
     if bad["_terminal"]:
         raise FunnelDataError(f"deal {bad['deal_id']!r} has a second won/lost event", source=name,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import ibis
 import pandas as pd
 
-from .events import ROW, EventLog, FunnelDefinition
+from .events import EventLog, FunnelDefinition, _materialise, event_order
 
 __all__ = ["Spells", "to_spells", "resolve_as_of", "MOVES", "NO_SEGMENT"]
 
@@ -108,23 +108,22 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     funnel = log.funnel
     visible = log.table.filter(log.table.timestamp < cutoff)
 
-    by_deal = ibis.window(group_by="deal_id", order_by=["timestamp", ROW])
-    if segment_by:
+    by_deal = ibis.window(group_by="deal_id", order_by=event_order())
+    if segment_by:  # the value on the deal's first event
         first_value = visible[segment_by].cast("string").first().over(by_deal)
         segment = first_value.strip().nullif("").fill_null(BLANK_SEGMENT)
     else:
         segment = ibis.literal(NO_SEGMENT)
     events = visible.mutate(segment=segment, _previous=visible.stage.lag().over(by_deal),
                             _position=ibis.row_number().over(by_deal))
-    repeated = events._previous == events.stage
-    events = events.mutate(_repeated=repeated.fill_null(False))
-    kept = events.filter(~events._repeated)
+    kept = events.filter(events._previous.isnull() | (events._previous != events.stage))
+    by_deal = ibis.window(group_by="deal_id", order_by=event_order())
     kept = kept.mutate(_next=kept.stage.lead().over(by_deal), left=kept.timestamp.lead().over(by_deal))
+    kept = _materialise(kept.select("deal_id", "segment", "stage", "timestamp", "_position", "_next", "left"))
 
-    stays = kept.filter(kept.stage.isin(list(funnel.stages)))
-    stays = _classify(stays, funnel, cutoff)
+    stays = _classify(kept.filter(kept.stage.isin(list(funnel.stages))), funnel, cutoff)
     spells = Spells(stays, funnel, as_of, segment_by)
-    spells.counts = _edge_counts(events, stays, funnel)
+    spells.counts = _edge_counts(visible, kept, stays, funnel)
     spells.notes = _notes(spells.counts)
     return spells
 
@@ -153,13 +152,15 @@ def _classify(stays: ibis.Table, funnel: FunnelDefinition, cutoff) -> ibis.Table
     )
 
 
-def _edge_counts(events: ibis.Table, stays: ibis.Table, funnel: FunnelDefinition) -> dict[str, int]:
-    terminal = events.stage.isin(list(funnel.won + funnel.lost))
-    deal_level = events.aggregate(
-        deals=events.deal_id.nunique(),
-        created_terminal=((events._position == 0) & terminal).cast("int64").sum(),
-        repeated_stage=events._repeated.cast("int64").sum(),
+def _edge_counts(visible: ibis.Table, kept: ibis.Table, stays: ibis.Table,
+                 funnel: FunnelDefinition) -> dict[str, int]:
+    terminal = kept.stage.isin(list(funnel.won + funnel.lost))
+    deal_level = kept.aggregate(
+        deals=(kept._position == 0).cast("int64").sum(),
+        created_terminal=((kept._position == 0) & terminal).cast("int64").sum(),
+        events=kept.count(),
     ).to_pandas().iloc[0]
+    deal_level["repeated_stage"] = int(visible.count().execute()) - int(deal_level.pop("events"))
     spell_level = stays.aggregate(
         spells=stays.count(),
         open=(stays.move == "censored").cast("int64").sum(),
