@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(width=None if Console().is_terminal else 160)  # files and pipes get the whole table
 err = Console(stderr=True)
 
 EventsArg = Annotated[Path, typer.Argument(help="Event log: a .csv or .parquet file.", show_default=False)]
@@ -115,8 +115,6 @@ def funnel(
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
     table = funnel_table(spells, notes=log.notes)
     out.print(table)
-    for note in table.notes:
-        out.print(f"[dim]note: {note}[/]", highlight=False)
     if json:
         table.to_json(json)
         out.print(f"wrote {json}", highlight=False)
