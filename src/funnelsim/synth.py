@@ -21,8 +21,9 @@ Per deal:
 3. Amounts. Created with LogNormal(log amount_median[g], amount_sigma); times exp(N(0,
    move_amount_sigma)) at every move between open stages; unchanged on Lost; on Won the realised
    value is the last amount times exp(N(won_log_ratio_mean, won_log_ratio_sigma)).
-4. Censoring. The log ends at ``end = start + 7 * weeks`` days (the truth's ``as_of``); events
-   after it are dropped, so late deals are still open.
+4. Censoring. The log ends at midnight ``end = start + 7 * weeks`` days; events after it are
+   dropped, so late deals are still open. The truth's ``as_of`` is the day before ``end``: in
+   funnelsim an as-of date means the end of that day, so ``as_of`` sees exactly this log.
 
 The truth has one cell per (stage, segment) and per stage for the whole funnel (segment None),
 with destination probabilities, LogNormal sojourn parameters, P(win from entry) from the
@@ -122,7 +123,7 @@ def _base_probs(cfg: SynthConfig) -> np.ndarray:
         if s == n - 2:
             probs[s, won] = cfg.p_direct_win
         rest = 1.0 - probs[s].sum()
-        if rest <= 0.0 or cfg.p_stall_base <= 0.0:
+        if rest <= 0.0 or cfg.p_stall_base <= 0.0 or (probs[s] < 0).any():
             raise ValueError(f"stage {cfg.stages[s]!r}: need p_stall_base > 0 and the other exits "
                              f"to leave room for advancing (left {rest:.3f})")
         probs[s, s + 1 if s + 1 < n else won] += rest
@@ -178,9 +179,13 @@ def _creation_days(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.nda
 
 
 def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
-    """Walk all open deals at once, one move per loop. Returns event arrays (deal, code, t, amount, seq)."""
+    """Move all open deals at once, one move per loop iteration (vectorised over deals).
+
+    Returns concatenated event arrays: deal index, destination code, time (days since start),
+    amount (currency) and move number (0 = creation). Stalls and events after ``end`` are not rows.
+    """
     n_st = len(cfg.stages)
-    won, lost, stall = n_st, n_st + 1, n_st + 2
+    won, stall = n_st, n_st + 2
     cum = np.cumsum(pi, axis=2)
     cum[..., -1] = 1.0
     log_med = np.log(median)
@@ -204,6 +209,40 @@ def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
     return [np.concatenate(parts) for parts in zip(*out)]
 
 
+def _create_deals(rng, cfg: SynthConfig, n: int, shares: np.ndarray):
+    """Creation time (days since start, sorted), segment index, entry code and amount (currency)."""
+    n_st = len(cfg.stages)
+    t0 = _creation_days(rng, cfg, n)
+    seg = rng.choice(len(shares), size=n, p=shares).astype(np.int16)
+    u = rng.random(n)
+    entry = np.where(u < cfg.p_created_second, min(1, n_st - 1), 0).astype(np.int8)
+    terminal = u >= 1 - cfg.p_created_terminal
+    entry[terminal] = n_st + 1
+    entry[terminal & (u < 1 - cfg.p_created_terminal * (1 - cfg.p_created_won))] = n_st
+    med_amt = np.array([cfg.amount_median.get(g, 10_000.0) for g in cfg.segments])
+    amount0 = med_amt[seg] * np.exp(cfg.amount_sigma * rng.standard_normal(n))
+    won_factor = np.exp(cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * rng.standard_normal(n))
+    return t0, seg, entry, np.where(entry == n_st, amount0 * won_factor, amount0)
+
+
+def _frame(cfg: SynthConfig, n_deals, seg, deal, code, t, amt, seq) -> pd.DataFrame:
+    """Event arrays -> canonical frame, times rounded to the minute, sorted by (time, deal)."""
+    minutes = np.rint(t * 1440.0).astype(np.int64)
+    order = np.lexsort((seq, deal, minutes))  # move number breaks (unlikely) same-minute ties
+    deal, code, minutes, amt = deal[order], code[order], minutes[order], amt[order]
+    width = max(7, len(str(n_deals)))  # fixed width: string order = creation order
+    ids = np.array([f"D{i:0{width}d}" for i in range(1, n_deals + 1)], dtype=object)
+    names = np.array([*cfg.stages, cfg.won, cfg.lost, STALL], dtype=object)
+    stamps = np.datetime64(cfg.start, "m") + minutes.astype("timedelta64[m]")
+    return pd.DataFrame({
+        "deal_id": ids[deal],
+        "stage": names[code],
+        "timestamp": stamps.astype("datetime64[ns]"),
+        "amount": np.round(amt, 2),
+        cfg.segment_column: np.array(list(cfg.segments), dtype=object)[seg[deal]],
+    })
+
+
 def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
              ) -> tuple[pd.DataFrame, dict]:
     """Return (events, truth): a canonical event log of ``n_deals`` deals and its true parameters.
@@ -214,40 +253,13 @@ def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
     cfg = config or SynthConfig()
     _validate(cfg, n_deals)
     rng = np.random.default_rng(seed)
-    n_st, segs = len(cfg.stages), list(cfg.segments)
-    shares = np.array([cfg.segments[g] for g in segs], dtype=float)
+    shares = np.array(list(cfg.segments.values()), dtype=float)
     shares /= shares.sum()
     pi = _destination_probs(cfg)
     median, sigma = _sojourn_params(cfg)
-    end = cfg.weeks * 7.0
-
-    t0 = _creation_days(rng, cfg, n_deals)
-    seg = rng.choice(len(segs), size=n_deals, p=shares).astype(np.int8)
-    u = rng.random(n_deals)
-    entry = np.where(u < cfg.p_created_second, min(1, n_st - 1), 0).astype(np.int8)
-    p_won0 = cfg.p_created_terminal * cfg.p_created_won
-    entry[u >= 1 - cfg.p_created_terminal] = n_st + 1
-    entry[(u >= 1 - cfg.p_created_terminal) & (u < 1 - cfg.p_created_terminal + p_won0)] = n_st
-    med_amt = np.array([cfg.amount_median.get(g, 10_000.0) for g in segs])
-    amount0 = med_amt[seg] * np.exp(cfg.amount_sigma * rng.standard_normal(n_deals))
-    amount0 = np.where(entry == n_st, amount0 * np.exp(
-        cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * rng.standard_normal(n_deals)), amount0)
-
-    deal, code, t, amt, seq = _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end)
-    minutes = np.rint(t * 1440.0).astype(np.int64)
-    order = np.lexsort((seq, deal, minutes))
-    deal, code, minutes, amt = deal[order], code[order], minutes[order], amt[order]
-    width = max(7, len(str(n_deals)))
-    ids = np.array([f"D{i:0{width}d}" for i in range(1, n_deals + 1)], dtype=object)
-    names = np.array([*cfg.stages, cfg.won, cfg.lost, STALL], dtype=object)
-    events = pd.DataFrame({
-        "deal_id": ids[deal],
-        "stage": names[code],
-        "timestamp": (np.datetime64(cfg.start, "m") + minutes.astype("timedelta64[m]")
-                      ).astype("datetime64[ns]"),
-        "amount": np.round(amt, 2),
-        cfg.segment_column: np.array(segs, dtype=object)[seg[deal]],
-    })
+    t0, seg, entry, amount0 = _create_deals(rng, cfg, n_deals, shares)
+    arrays = _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end=cfg.weeks * 7.0)
+    events = _frame(cfg, n_deals, seg, *arrays)
     return events, _truth(cfg, pi, median, sigma, shares, n_deals, seed)
 
 
@@ -271,13 +283,18 @@ def _mixture_median(weights, log_medians, sigmas) -> float:
 
 
 def _absorbing(pi_g: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """P(eventually Won | entered s) and expected entries into each stage, for one segment."""
+    """Embedded jump chain of one segment (open stages transient; Won, Lost, stall absorbing).
+
+    Returns P(eventually Won | entered s) = (I - Q)^-1 r_won, and the expected number of entries
+    into each stage per deal created open with entry distribution ``start`` = start (I - Q)^-1.
+    """
     n = pi_g.shape[0]
     a = np.eye(n) - pi_g[:, :n]
     return np.linalg.solve(a, pi_g[:, n]), np.linalg.solve(a.T, start)
 
 
 def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> dict:
+    """One truth row; probs (K,) over destinations, sojourn {j: (median days, sigma)}."""
     n = len(cfg.stages)
     names = [*cfg.stages, cfg.won, cfg.lost, STALL]
     r = lambda x: round(float(x), 6)  # noqa: E731
@@ -290,6 +307,24 @@ def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> di
         "p_win_from_entry": r(p_win), "median_days": r(median_days),
     }
     return cell | (extra or {})
+
+
+def _whole_cell(cfg, s, exits, v, pi_s, median_s, sigma_s, p_win_s) -> dict:
+    """Whole-funnel cell for stage s: segments mixed with weights v (share x expected entries).
+
+    Per destination the sojourn is a mixture of the segments' LogNormals: its median (days) is
+    the mixture median and its sigma the standard deviation of log-days under the mixture.
+    """
+    soj = {}
+    for j in exits:
+        mu = np.log(median_s[j])
+        w = v * pi_s[:, j] / np.sum(v * pi_s[:, j])
+        sd = np.sqrt(sigma_s[j] ** 2 + np.sum(w * (mu - np.sum(w * mu)) ** 2))
+        soj[j] = (_mixture_median(w, mu, np.full(len(v), sigma_s[j])), sd)
+    med = _mixture_median((v[:, None] * pi_s[:, exits]).ravel(), np.log(median_s[exits].T).ravel(),
+                          np.tile(sigma_s[exits], len(v)))
+    extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(cfg.segments, v)}}
+    return _cell(cfg, s, None, v @ pi_s, soj, v @ p_win_s, med, extra)
 
 
 def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
@@ -307,19 +342,9 @@ def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
             soj = {j: (median[s, j, g], sigma[s, j]) for j in exits if pi[s, g, j] > 0}
             med = _mixture_median(pi[s, g, exits], np.log(median[s, exits, g]), sigma[s, exits])
             cells.append(_cell(cfg, s, name, pi[s, g], soj, p_win[s, g], med))
-        v = visits[s] / visits[s].sum()
-        soj = {}
-        for j in exits:
-            mu = np.log(median[s, j])
-            wj = v * pi[s, :, j] / np.sum(v * pi[s, :, j])
-            sd = np.sqrt(sigma[s, j] ** 2 + np.sum(wj * (mu - np.sum(wj * mu)) ** 2))
-            soj[j] = (_mixture_median(wj, mu, np.full(len(segs), sigma[s, j])), sd)
-        w_all = (v[:, None] * pi[s][:, exits]).ravel()
-        med = _mixture_median(w_all, np.log(median[s][exits].T).ravel(),
-                              np.repeat(sigma[s, exits][None], len(segs), 0).ravel())
-        extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(segs, v)}}
-        cells.append(_cell(cfg, s, None, v @ pi[s], soj, v @ p_win[s], med, extra))
-    as_of = np.datetime64(cfg.start, "D") + np.timedelta64(cfg.weeks * 7, "D")
+        cells.append(_whole_cell(cfg, s, exits, visits[s] / visits[s].sum(), pi[s], median[s],
+                                 sigma[s], p_win[s]))
+    as_of = np.datetime64(cfg.start, "D") + np.timedelta64(cfg.weeks * 7 - 1, "D")
     return {
         "as_of": str(as_of), "stages": list(cfg.stages), "won": cfg.won, "lost": cfg.lost,
         "segment_column": cfg.segment_column,
@@ -341,8 +366,11 @@ def _atomic_write(path: Path, writer) -> None:
     """Call writer(tmp) on a temp file in path's directory, then rename it onto path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
