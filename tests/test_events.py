@@ -90,13 +90,13 @@ def test_unknown_stage_suggests_closest(tmp_path, funnel, small_log):
 
 
 def test_event_after_terminal(tmp_path, funnel, small_log):
-    extra = pd.DataFrame([("d1", "Proposal", "2024-03-01", None, "EU")], columns=small_log.columns)
+    extra = pd.DataFrame([("d1", "Proposal", "2024-03-01", 1.0, "EU")], columns=small_log.columns)
     error = _error(write_csv(tmp_path, pd.concat([small_log, extra])), funnel)
     assert error.row == 15 and "after it was won or lost" in str(error) and "d1" in str(error)
 
 
 def test_two_terminal_events(tmp_path, funnel, small_log):
-    extra = pd.DataFrame([("d3", "Lost", "2024-03-01", None, "EU")], columns=small_log.columns)
+    extra = pd.DataFrame([("d3", "Lost", "2024-03-01", 1.0, "EU")], columns=small_log.columns)
     error = _error(write_csv(tmp_path, pd.concat([small_log, extra])), funnel)
     assert error.row == 15 and "second won/lost" in str(error)
 
