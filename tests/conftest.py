@@ -3,9 +3,6 @@ import pytest
 
 from funnelsim.events import FunnelDefinition
 
-OLIST = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "olist"
-
-
 @pytest.fixture
 def funnel():
     return FunnelDefinition(stages=("Lead", "Qualified", "Proposal"), won=("Won", "Closed Won"), lost=("Lost",))
