@@ -84,3 +84,8 @@ def test_every_stay_accounted_for(funnel):
 def test_unknown_segment_column(funnel, small_log):
     with pytest.raises(FunnelDataError, match="no column 'regoin'.*Did you mean 'region'"):
         to_spells(read_events(small_log, funnel), segment_by="regoin")
+
+
+def test_as_of_before_the_log_is_a_clear_error(funnel, small_log):
+    with pytest.raises(FunnelDataError, match="no event on or before the as-of date 2023-12-31.*starts on 2024-01-01"):
+        to_spells(read_events(small_log, funnel), as_of="2023-12-31")

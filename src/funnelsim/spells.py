@@ -107,6 +107,12 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     cutoff = ibis.timestamp(as_of + pd.Timedelta(days=1))
     funnel = log.funnel
     visible = log.table.filter(log.table.timestamp < cutoff)
+    if not int(visible.count().execute()):
+        from .events import FunnelDataError
+
+        first = pd.Timestamp(log.table.timestamp.min().execute())
+        raise FunnelDataError(f"no event on or before the as-of date {as_of.date()}", source=log.source,
+                              column="as_of", hint=f"The log starts on {first.date()}; choose a later date.")
 
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
     if segment_by:  # the value on the deal's first event
