@@ -60,7 +60,10 @@ class Spells:
 
     def to_pandas(self) -> pd.DataFrame:
         """All spells as a DataFrame ordered by deal and entry (small logs only)."""
-        return self.table.order_by(["deal_id", "entered", "stage_index"]).to_pandas()
+        frame = self.table.order_by(["deal_id", "entered", "stage_index"]).to_pandas()
+        # Ibis returns a timestamp column with nulls at another resolution; keep both alike
+        frame["left"] = frame["left"].astype(frame["entered"].dtype)
+        return frame
 
     def duration_counts(self, resolution_days: float = 1 / 24) -> pd.DataFrame:
         """Spells grouped by (stage, segment, move, destination, days rounded to
