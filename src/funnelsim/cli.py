@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 bad input or usage, 1 anything else.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -76,18 +77,10 @@ def _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns
     from .spells import to_spells
 
     funnel = FunnelDefinition(stages, won, lost)
-    with err.status("Reading events...", spinner="dots") if err.is_terminal else _nullcontext():
+    with err.status("Reading events...", spinner="dots") if err.is_terminal else nullcontext():
         log = read_events(events, funnel, columns=_columns(columns), dayfirst=dayfirst)
         spells = to_spells(log, as_of=as_of, segment_by=segment_by)
     return log, spells
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @app.command()
