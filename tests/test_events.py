@@ -113,3 +113,9 @@ def test_funnel_definition_from_strings():
     assert funnel.stages == ("A", "B", "C") and funnel.won == ("Won", "Closed Won")
     with pytest.raises(FunnelDataError, match="appears twice"):
         FunnelDefinition("A,B", "B")
+
+
+def test_corrupt_parquet_is_a_clear_error(tmp_path, funnel):
+    (tmp_path / "bad.parquet").write_text("deal_id,stage\nnot,parquet\n")
+    error = _error(tmp_path / "bad.parquet", funnel)
+    assert "cannot read Parquet" in str(error) and "bad.parquet" in str(error)

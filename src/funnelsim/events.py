@@ -187,14 +187,13 @@ def _load(source) -> tuple[str, ibis.Table]:
     if path.is_dir() or path.stat().st_size == 0:
         raise FunnelDataError("the file is empty" if not path.is_dir() else "this is a folder, not a file",
                               source=name, hint="Export the event log with a header row and one row per stage change.")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
+    if path.suffix.lower() in (".parquet", ".pq"):  # DuckDB reads it in place, in parallel
         try:
-            arrow = pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise FunnelDataError(f"cannot read Parquet: {exc}", source=name) from None
-        return name, _memtable(arrow, first_row=1)
+            table = ibis.get_backend().read_parquet(path, file_row_number=True)
+            table.count().execute()
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+            raise FunnelDataError(f"cannot read Parquet: {str(exc).splitlines()[0]}", source=name) from None
+        return name, table.rename({ROW: "file_row_number"}).mutate(**{ROW: ibis._[ROW] + 1})
     return name, _memtable(_read_csv(path, name), first_row=2)
 
 
