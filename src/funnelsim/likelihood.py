@@ -1,0 +1,263 @@
+"""The funnel model's PyMC graph: censored competing risks with stalls, pooled across segments.
+
+For each open stage s and segment g a deal eventually leaves to one destination j (a later
+stage, an earlier stage, won, lost) or **stalls** (goes dark and never moves again):
+
+- destination probabilities ``pi[s, g, :] = softmax(eta[s, g, :])`` with the stall logit
+  fixed at 0 (this identifies the softmax) and, for every destination seen from the stage,
+  ``eta[s, g, j] ~ Normal(alpha[s, j], spread[s, j])``: small segments shrink to the stage
+  mean. Destinations never seen from a stage are left out (probability 0);
+- time in stage given destination j, ``t = days + 0.5``: LogNormal(mu[s, g, j], sigma[s, j])
+  with ``mu`` pooled across segments the same way, or Weibull(shape[s, j], scale[s, g, j])
+  with log scale pooled (``sojourn="weibull"``);
+- likelihood, from the statistics of :mod:`funnelsim.stats`: n exits to j with Σ log t and
+  Σ (log t)² add ``n log pi_j + Σ log f_j(t)`` (exact for the LogNormal; per duration bin for
+  the Weibull); n stays still open at age a add ``n log(pi_stall + Σ_j pi_j S_j(a))``. Counts
+  are weights, so the cost follows the number of groups, not of deals.
+
+Pooling is chosen per (stage, destination, segment) cell by data size: centred where the cell
+has at least ``centred_min_exits`` exits (the centred form samples far faster with plenty of
+data), non-centred elsewhere; ``model_config={"pooling": "centred" | "non-centred"}``
+overrides it for every cell. The spreads across segments have boundary-avoiding Gamma priors.
+
+The graph is dense: statistics are laid out on (stage, segment, duration bin, destination)
+arrays and parameters spread onto them by a constant one-hot matrix, so gradients need no
+scatter or gather over rows. :class:`funnelsim.model.FunnelModel` wraps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .events import FunnelDataError, FunnelDefinition
+from .stats import CENSORED
+
+__all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "centred_cells", "build_pymc_model", "stats_hash"]
+
+STALL = "stall"
+DEFAULT_CONFIG = {
+    # log-odds of each destination against stalling: alpha[s, j] ~ Normal(mu, sigma)
+    "logit_mean": {"mu": 1.0, "sigma": 2.0},
+    # spread of segments around the stage mean: Gamma(alpha, beta), a boundary-avoiding prior
+    # (mean alpha/beta = 0.33 on the logit scale): with a handful of segments a prior with
+    # mass at 0 lets the spread collapse and the sampler diverge in the funnel it makes
+    "logit_spread": {"alpha": 2.0, "beta": 6.0},
+    # location of log t (t = days + 0.5) for each (stage, destination): Normal(mu, sigma)
+    "log_days_mean": {"mu": float(np.log(30.0)), "sigma": 1.5},
+    "log_days_spread": {"alpha": 2.0, "beta": 6.0},
+    # LogNormal sigma of log t: HalfNormal(scale); Weibull log shape: Normal(mu, sigma)
+    "log_days_sigma": 1.0,
+    "weibull_log_shape": {"mu": 0.0, "sigma": 0.5},
+    "pooling": "auto",
+    "centred_min_exits": 300,
+}
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class ModelData:
+    """The statistics table as dense arrays for the likelihood (no gathers in the graph).
+
+    Axes: stage S, segment G, duration bin B, exit destination E = S + 2 (stages, won,
+    lost; stall has no time in stage). ``pairs`` lists the (stage, destination) indices
+    seen in the data; the model has parameters for those only.
+    """
+
+    stages: tuple[str, ...]
+    segments: tuple[str, ...]
+    destinations: tuple[str, ...]        # stages, won, lost, stall
+    pairs: np.ndarray                    # (K, 2) int: stage index, destination index
+    exit_n: np.ndarray                   # (S, G, E) exits, all durations
+    exit_sum_log_t: np.ndarray           # (S, G, E) Σ log t
+    exit_sum_log_t2: np.ndarray          # (S, G, E) Σ (log t)²
+    bin_exit_n: np.ndarray               # (S, G, B, E) exits per duration bin
+    bin_exit_log_t: np.ndarray           # (S, G, B, E) mean log t of those exits
+    open_n: np.ndarray                   # (S, G, B) stays still open, by age bin
+    open_log_t: np.ndarray               # (S, G, B) their mean log age
+
+    @property
+    def entries(self) -> np.ndarray:
+        """Stays per (stage, segment)."""
+        return self.exit_n.sum(axis=2) + self.open_n.sum(axis=2)
+
+    @property
+    def pair_labels(self) -> list[str]:
+        return [f"{self.stages[s]} -> {self.destinations[j]}" for s, j in self.pairs]
+
+
+def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
+    """Dense arrays from the statistics table. Exits summed over bins give n, Σ log t and
+    Σ (log t)² per (stage, segment, destination): exact for the LogNormal."""
+    from .stats import bin_edges
+
+    stages = tuple(funnel.stages)
+    destinations = (*stages, funnel.won_name, funnel.lost_name, STALL)
+    segments = tuple(sorted(stats["segment"].unique()))
+    S, G, E, B = len(stages), len(segments), len(destinations) - 1, int(stats["bin"].max()) + 1
+    s = stats["stage"].map({x: i for i, x in enumerate(stages)}).to_numpy(int)
+    g = stats["segment"].map({x: i for i, x in enumerate(segments)}).to_numpy(int)
+    b = stats["bin"].to_numpy(int)
+    is_open = (stats["destination"] == CENSORED).to_numpy()
+    j = stats["destination"].map({x: i for i, x in enumerate(destinations)}).fillna(-1).to_numpy(int)
+    n, s1, s2 = (stats[c].to_numpy(float) for c in ("n", "sum_log_t", "sum_log_t2"))
+
+    centre = np.log(bin_edges(B)[:-1] * 2 ** (0.5 / 3))  # empty bins: any finite age
+    exit_n, exit_s1, exit_s2 = (np.zeros((S, G, E)) for _ in range(3))
+    bin_n, bin_s1 = np.zeros((S, G, B, E)), np.zeros((S, G, B, E))
+    open_n, open_s1 = np.zeros((S, G, B)), np.zeros((S, G, B))
+    x = ~is_open
+    for target, values in ((exit_n, n), (exit_s1, s1), (exit_s2, s2)):
+        np.add.at(target, (s[x], g[x], j[x]), values[x])
+    np.add.at(bin_n, (s[x], g[x], b[x], j[x]), n[x])
+    np.add.at(bin_s1, (s[x], g[x], b[x], j[x]), s1[x])
+    np.add.at(open_n, (s[is_open], g[is_open], b[is_open]), n[is_open])
+    np.add.at(open_s1, (s[is_open], g[is_open], b[is_open]), s1[is_open])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bin_log_t = np.where(bin_n > 0, bin_s1 / bin_n, centre[None, None, :, None])
+        open_log_t = np.where(open_n > 0, open_s1 / open_n, centre[None, None, :])
+    pairs = np.argwhere(exit_n.sum(axis=1) > 0)
+    return ModelData(stages, segments, destinations, pairs, exit_n, exit_s1, exit_s2,
+                     bin_n, bin_log_t, open_n, open_log_t)
+
+
+def centred_cells(data: ModelData, pooling: str, min_exits: float) -> np.ndarray:
+    """Which (pair, segment) cells use the centred form: those with at least ``min_exits``
+    exits to that destination, whose logit and time in stage the data pin down far more
+    tightly than the spread across segments does."""
+    exits = data.exit_n[data.pairs[:, 0], :, data.pairs[:, 1]]   # (K, G)
+    if pooling in ("centred", "non-centred"):
+        return np.full(exits.shape, pooling == "centred")
+    if pooling != "auto":
+        raise FunnelDataError(f"unknown pooling {pooling!r}", hint="Use 'auto', 'centred' or 'non-centred'.")
+    return exits >= min_exits
+
+
+def stats_hash(stats: pd.DataFrame) -> str:
+    """A fingerprint of the training statistics (sha256 of their canonical CSV)."""
+    columns = ["stage", "segment", "destination", "bin", "n", "sum_log_t", "sum_log_t2"]
+    ordered = stats[columns].sort_values(columns[:4]).round(9)
+    return hashlib.sha256(ordered.to_csv(index=False).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the PyMC model
+
+_DATA_NAMES = ("exit_n", "exit_sum_log_t", "exit_sum_log_t2", "bin_exit_n", "bin_exit_log_t",
+               "open_n", "open_log_t")
+
+
+def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray):
+    """The PyMC model. Data live in ``pm.Data`` containers so one compiled model can be
+    refitted on new statistics of the same shape (stages, segments, destinations seen).
+    ``centred`` is the (pair, segment) mask of cells given the centred parametrisation."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    S, G, E = data.exit_n.shape
+    K = len(data.pairs)
+    # parameters live on the pairs seen; a constant one-hot matrix spreads them onto the
+    # dense (stage, exit) grid, so the graph has matrix products instead of scatters
+    onehot = np.zeros((K, S * E))
+    onehot[np.arange(K), data.pairs[:, 0] * E + data.pairs[:, 1]] = 1.0
+    unseen = np.where(onehot.sum(axis=0).reshape(S, E) > 0, 0.0, -1e3)
+
+    def dense(values):  # (K, G) -> (S, G, E); (K,) -> (S, E)
+        if values.ndim == 1:
+            return pt.dot(values, onehot).reshape((S, E))
+        return pt.dot(values.T, onehot).reshape((G, S, E)).dimshuffle(1, 0, 2)
+
+    coords = {"stage": list(data.stages), "segment": list(data.segments),
+              "destination": list(data.destinations), "exit": list(data.destinations[:-1]),
+              "pair": data.pair_labels}
+    with pm.Model(coords=coords) as model:
+        d = {name: pm.Data(name, getattr(data, name)) for name in _DATA_NAMES}
+
+        def pooled(name, mean, spread):
+            """Segment values around a stage mean: centred where the cell has plenty of
+            data, non-centred elsewhere (each form is fast where the other struggles)."""
+            k, g = np.nonzero(centred)
+            kz, gz = np.nonzero(~centred)
+            values = pt.zeros((K, G))
+            if len(k):
+                values = pt.set_subtensor(values[k, g], pm.Normal(f"{name}_c", mean[k], spread[k], shape=len(k)))
+            if len(kz):
+                z = pm.Normal(f"{name}_z", 0.0, 1.0, shape=len(kz))
+                values = pt.set_subtensor(values[kz, gz], mean[kz] + spread[kz] * z)
+            return pm.Deterministic(name, values, dims=("pair", "segment"))
+
+        alpha = pm.Normal("alpha", **config["logit_mean"], dims="pair")
+        alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="pair")
+        logits = dense(pooled("eta", alpha, alpha_spread)) + unseen[:, None, :]   # stall logit: 0
+        log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
+        log_pi = logits - log_norm                     # (S, G, E)
+        log_stall = -log_norm[..., 0]                  # (S, G)
+        pm.Deterministic("pi", pt.concatenate([pt.exp(log_pi), pt.exp(log_stall)[..., None]], axis=-1),
+                         dims=("stage", "segment", "destination"))
+
+        location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
+        location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="pair")
+        loc = dense(pooled("loc", location, location_spread))
+        if sojourn == "lognormal":
+            scale = pm.HalfNormal("sigma_t", config["log_days_sigma"], dims="pair")
+        else:
+            scale = pm.Deterministic(
+                "shape", pt.exp(pm.Normal("log_shape", **config["weibull_log_shape"], dims="pair")), dims="pair")
+        scale = dense(scale) + (unseen < 0)            # 1 where unseen, so every entry is finite
+        names = ("mu", "sigma") if sojourn == "lognormal" else ("log_scale", "shape_k")
+        pm.Deterministic(names[0], loc, dims=("stage", "segment", "exit"))
+        pm.Deterministic(names[1], scale, dims=("stage", "exit"))
+
+        exit_ll = _exit_loglik(d, log_pi, loc, scale, sojourn)
+        open_ll = _open_loglik(d, log_pi, log_stall, loc, scale, sojourn)
+        pm.Potential("loglik", exit_ll + open_ll)
+    return model
+
+
+def _exit_loglik(d, log_pi, loc, scale, sojourn):
+    """Σ over exits of log pi_j + log f_j(t)."""
+    import pytensor.tensor as pt
+
+    n = d["exit_n"]
+    choice = (n * log_pi).sum()
+    if sojourn == "lognormal":     # exact from n, Σ log t, Σ (log t)²
+        s1, s2 = d["exit_sum_log_t"], d["exit_sum_log_t2"]
+        sig = scale[:, None, :]
+        times = (-n * (pt.log(sig) + 0.5 * np.log(2 * np.pi)) - s1
+                 - (s2 - 2 * loc * s1 + n * loc**2) / (2 * sig**2))
+        return choice + times.sum()
+    k = scale[:, None, None, :]    # Weibull, per bin: Σ (t/λ)^k taken at the bin's mean log t
+    lam = loc[:, :, None, :]
+    nb, lt = d["bin_exit_n"], d["bin_exit_log_t"]
+    times = nb * (pt.log(k) - k * lam + (k - 1) * lt - pt.exp(k * (lt - lam)))
+    return choice + times.sum()
+
+
+def _open_loglik(d, log_pi, log_stall, loc, scale, sojourn):
+    """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a))."""
+    import pytensor.tensor as pt
+
+    log_a = d["open_log_t"][..., None]                          # (S, G, B, 1)
+    lam, sig = loc[:, :, None, :], scale[:, None, None, :]      # (S, G, 1, E), (S, 1, 1, E)
+    if sojourn == "lognormal":
+        log_surv = _normal_log_sf((log_a - lam) / sig)
+    else:
+        log_surv = -pt.exp(sig * (log_a - lam))
+    mixture = pt.logsumexp(log_pi[:, :, None, :] + log_surv, axis=-1)     # (S, G, B)
+    return (d["open_n"] * pt.logaddexp(mixture, log_stall[:, :, None])).sum()
+
+
+def _normal_log_sf(z):
+    """log P(Z > z) for a standard normal, stable in both tails: erfc on the left,
+    the scaled erfcx on the right (each branch sees only its own half, so neither
+    overflows and the gradient of the branch not taken is finite)."""
+    import pytensor.tensor as pt
+
+    x = z / np.sqrt(2.0)
+    right = pt.maximum(x, 0.0)
+    upper = np.log(0.5) + pt.log(pt.erfcx(right)) - right**2
+    lower = pt.log(0.5 * pt.erfc(pt.minimum(x, 0.0)))
+    return pt.switch(x > 0, upper, lower)

@@ -1,0 +1,297 @@
+"""The Bayesian funnel model: fit, check, summarise, save and load.
+
+:class:`FunnelModel` takes the sufficient statistics of :mod:`funnelsim.stats` (or an event
+log and a funnel definition), builds the PyMC model of :mod:`funnelsim.likelihood`, samples
+it (nutpie by default), checks the fit on every run, and turns the posterior into the stage
+table a revenue team reads: P(advance), P(lost), P(stall), P(win from stage entry), median
+days in stage and expected days to close, each with a mean and a 90% interval.
+
+Compiling the model takes longer than sampling it for small data, so a compiled model is
+kept per process for each model shape (stages, segments, destinations seen, pooling, priors)
+and refitting new statistics of the same shape only swaps the data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import derived
+from .events import FunnelDataError, FunnelDefinition
+from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, stats_hash
+
+__all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning"]
+
+THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
+QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
+_COMPILED: dict[str, object] = {}   # model signature -> compiled nutpie model
+
+
+class ConvergenceWarning(UserWarning):
+    """The sampler's diagnostics failed their thresholds: do not trust this fit."""
+
+
+class FunnelModel:
+    """Censored competing-risks funnel model with stalls, pooled across segments.
+
+    Parameters
+    ----------
+    stats : DataFrame
+        From :func:`funnelsim.stats.to_stage_stats` (its ``attrs`` carry the funnel).
+    sojourn : "lognormal" or "weibull"
+        Family of time in stage given the destination.
+    model_config : dict, optional
+        Merged over :data:`funnelsim.likelihood.DEFAULT_CONFIG` (priors and pooling).
+
+    Use :meth:`from_events` to start from an event log.
+    """
+
+    def __init__(self, stats: pd.DataFrame, *, sojourn: str = "lognormal", model_config: dict | None = None):
+        if sojourn not in ("lognormal", "weibull"):
+            raise FunnelDataError(f"unknown sojourn family {sojourn!r}", hint="Use 'lognormal' or 'weibull'.")
+        if "funnel" not in stats.attrs:
+            raise FunnelDataError("the statistics carry no funnel definition",
+                                  hint="Build them with funnelsim.stats.to_stage_stats.")
+        self.stats = stats
+        self.funnel = FunnelDefinition(**stats.attrs["funnel"])
+        self.sojourn = sojourn
+        self.config = {**DEFAULT_CONFIG, **(model_config or {})}
+        self.data = model_data(stats, self.funnel)
+        self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_min_exits"])
+        self.idata = None
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
+                    dayfirst: bool = False, **kwargs) -> FunnelModel:
+        """Read an event log (path, DataFrame or Ibis table) and build the model from its statistics."""
+        from .events import read_events
+        from .spells import to_spells
+        from .stats import to_stage_stats
+
+        log = read_events(events, funnel, dayfirst=dayfirst)
+        return cls(to_stage_stats(to_spells(log, as_of=as_of, segment_by=segment_by)), **kwargs)
+
+    # ------------------------------------------------------------------ fitting
+
+    @property
+    def signature(self) -> str:
+        """What fixes the compiled graph: shapes, destinations seen, pooling, priors."""
+        d = self.data
+        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(),
+                           self.centred.astype(int).tolist(), d.open_n.shape], default=str)
+
+    def build_model(self):
+        """The PyMC model (a new one each call)."""
+        return build_pymc_model(self.data, self.sojourn, self.config, self.centred)
+
+    def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, sampler: str = "nutpie",
+            random_seed: int | None = None, target_accept: float = 0.9, progressbar: bool = False):
+        """Sample the posterior; returns (and keeps as ``idata``) an ArviZ DataTree.
+
+        Diagnostics are checked on every fit (``diagnostics``); a fit that fails them emits a
+        :class:`ConvergenceWarning` and has ``converged`` False.
+        """
+        start = time.perf_counter()
+        if sampler == "nutpie":
+            idata = self._fit_nutpie(draws, tune, chains, random_seed, target_accept, progressbar)
+        elif sampler in ("pymc", "numpyro"):
+            idata = self._fit_pymc(draws, tune, chains, sampler, random_seed, target_accept, progressbar)
+        else:
+            raise FunnelDataError(f"unknown sampler {sampler!r}", hint="Use 'nutpie', 'pymc' or 'numpyro'.")
+        self.timings["seconds"] = time.perf_counter() - start
+        self.timings["sample_s"] = self.timings["seconds"] - self.timings.get("compile_s", 0.0)
+        self.idata = idata
+        self.idata.attrs["funnelsim_sampler"] = sampler
+        report = self.diagnostics
+        if not report["converged"]:
+            warnings.warn(f"the fit failed its diagnostics: {report['problems']}; do not forecast from it "
+                          "(sample longer: more tune and draws)", ConvergenceWarning, stacklevel=2)
+        return idata
+
+    def _fit_nutpie(self, draws, tune, chains, seed, target_accept, progressbar):
+        import nutpie
+
+        t0 = time.perf_counter()
+        compiled = _COMPILED.get(self.signature)
+        if compiled is None:
+            compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
+            _COMPILED[self.signature] = compiled
+        else:
+            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in _data_names()})
+        self.timings["compile_s"] = time.perf_counter() - t0
+        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
+                             seed=seed, progress_bar=progressbar, target_accept=target_accept, save_warmup=False)
+
+    def _fit_pymc(self, draws, tune, chains, sampler, seed, target_accept, progressbar):
+        import pymc as pm
+
+        t0 = time.perf_counter()
+        model = self.build_model()
+        self.timings["compile_s"] = time.perf_counter() - t0
+        try:
+            with model:
+                return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
+                                 nuts_sampler=sampler, target_accept=target_accept, progressbar=progressbar,
+                                 compute_convergence_checks=False)
+        except ImportError as exc:
+            raise FunnelDataError(f"the {sampler} sampler is not installed ({exc})",
+                                  hint="Use --sampler nutpie (the default) or install its packages.") from None
+
+    # ------------------------------------------------------------------ checks
+
+    @property
+    def diagnostics(self) -> dict:
+        """Max R-hat, min bulk and tail ESS and divergences of the free parameters, against
+        :data:`THRESHOLDS`; ``converged`` says whether all hold."""
+        import arviz as az
+
+        idata = self._require_fit()
+        free = [v for v in idata.posterior.data_vars if _is_free(v, idata.posterior)]
+        post = idata.posterior.to_dataset()[free]
+        r_hat = _extreme(az.rhat(post), max)
+        ess_bulk = _extreme(az.ess(post, method="bulk"), min)
+        ess_tail = _extreme(az.ess(post, method="tail"), min)
+        divergences = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata.children else 0
+        problems = []
+        if not r_hat <= THRESHOLDS["r_hat_max"]:
+            problems.append(f"max R-hat {r_hat:.3f} > {THRESHOLDS['r_hat_max']}")
+        if not min(ess_bulk, ess_tail) >= THRESHOLDS["ess_min"]:
+            problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
+        if divergences > THRESHOLDS["divergences"]:
+            problems.append(f"{divergences} divergent transitions")
+        return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
+                "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
+                "converged": not problems, "problems": problems, "thresholds": dict(THRESHOLDS)}
+
+    def _require_fit(self):
+        if self.idata is None:
+            raise RuntimeError("the model is not fitted yet: call fit() first")
+        return self.idata
+
+    # ------------------------------------------------------------------ results
+
+    def posterior_arrays(self) -> dict[str, np.ndarray]:
+        """Posterior draws as plain arrays with (chain, draw) stacked into one axis:
+        ``pi`` (D, S, G, S+3) and the time-in-stage parameters (see :mod:`funnelsim.derived`)."""
+        post = self._require_fit().posterior
+        flat = {name: _stacked(post[name]) for name in post.data_vars
+                if name in ("pi", "mu", "sigma", "log_scale", "shape_k")}
+        return flat
+
+    def sojourn_draws(self) -> derived.Sojourn:
+        arrays = self.posterior_arrays()
+        if self.sojourn == "lognormal":
+            return derived.Sojourn.lognormal(arrays["mu"], arrays["sigma"])
+        return derived.Sojourn.weibull(arrays["shape_k"], np.exp(arrays["log_scale"]))
+
+    def quantity_draws(self) -> dict[str, np.ndarray]:
+        """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel
+        (segments weighted by their stays in the stage)."""
+        pi = self.posterior_arrays()["pi"]
+        sojourn = self.sojourn_draws()
+        S = len(self.funnel.stages)
+        later = np.triu(np.ones((S, S)), k=1)                      # [s, s'] = 1 if s' after s
+        advance = np.einsum("dsgj,sj->dsg", pi[..., :S], later) + pi[..., S]
+        per_segment = {
+            "p_advance": advance, "p_lost": pi[..., S + 1], "p_stall": pi[..., S + 2],
+            "p_win_from_entry": derived.p_win_from_entry(pi),
+            "median_days": derived.median_days(pi, sojourn),
+            "expected_days_to_close": derived.expected_days_to_close(pi, sojourn),
+        }
+        weights = self.data.entries
+        whole = {name: derived.mix_segments(values, weights) for name, values in per_segment.items()}
+        whole["median_days"] = derived.whole_funnel_median_days(pi, sojourn, weights)
+        return {"segment": per_segment, "whole": whole}
+
+    def stage_table(self, prob: float = 0.9) -> pd.DataFrame:
+        """Per stage, for the whole funnel (``segment`` None) and each segment: every
+        quantity's posterior mean and equal-tailed ``prob`` interval (``_low``, ``_high``).
+        Probabilities are shares (0-1); days are days."""
+        draws = self.quantity_draws()
+        rows = []
+        for g, segment in [(None, None), *enumerate(self.data.segments)]:
+            for s, stage in enumerate(self.funnel.stages):
+                row = {"stage": stage, "segment": segment,
+                       "stays": int(self.data.entries[s].sum() if g is None else self.data.entries[s, g])}
+                for name in QUANTITIES:
+                    values = draws["whole"][name][:, s] if g is None else draws["segment"][name][:, s, g]
+                    mean, low, high = derived.interval(values, prob)
+                    row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def where_deals_are_lost(self, prob: float = 0.9) -> pd.DataFrame:
+        """Stages ranked by their share of eventual losses (lost or stalled) of deals entering
+        the top of the funnel — the bottleneck to fix first. Whole funnel (segments weighted
+        by their stays at the top) and per segment."""
+        pi = self.posterior_arrays()["pi"]
+        shares = derived.loss_shares(pi)                           # (D, S, G)
+        top = self.data.entries[0]
+        whole = (shares * (top / top.sum())[None, None, :]).sum(axis=2) if top.sum() else shares.mean(axis=2)
+        rows = []
+        for segment, values in [(None, whole), *((g, shares[:, :, i]) for i, g in enumerate(self.data.segments))]:
+            for s, stage in enumerate(self.funnel.stages):
+                mean, low, high = derived.interval(values[:, s], prob)
+                rows.append({"segment": segment, "stage": stage, "loss_share": float(mean),
+                             "loss_share_low": float(low), "loss_share_high": float(high)})
+        table = pd.DataFrame(rows)
+        table["rank"] = table.groupby("segment", dropna=False)["loss_share"].rank(ascending=False, method="first").astype(int)
+        return table.sort_values(["segment", "rank"], na_position="first", ignore_index=True)
+
+    def to_dict(self, prob: float = 0.9) -> dict:
+        """``{"stages": [...], "diagnostics": {...}}`` as in DESIGN.md's JSON contract."""
+        table = self.stage_table(prob)
+        keys = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
+        stages = [{"stage": r["stage"], "segment": r["segment"], "stays": r["stays"],
+                   **{k: {"mean": r[k], "low": r[f"{k}_low"], "high": r[f"{k}_high"]} for k in keys}}
+                  for r in table.to_dict(orient="records")]
+        diag = self.diagnostics
+        return {"stages": stages, "diagnostics": {k: diag[k] for k in
+                ("r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences", "sampler", "converged", "problems")}}
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, path) -> Path:
+        """Write ``path/posterior.nc`` (netCDF: posterior, sample stats and the training
+        statistics) and ``path/model.json`` (funnel, config, statistics hash, versions).
+        Nothing is pickled."""
+        from .persist import save_model
+
+        return save_model(self, Path(path))
+
+    @classmethod
+    def load(cls, path, stats: pd.DataFrame | None = None) -> FunnelModel:
+        """Rebuild a saved model. With ``stats``, refuse (FunnelDataError) if they are not
+        the statistics the model was fitted on."""
+        from .persist import load_model
+
+        return load_model(cls, Path(path), stats)
+
+
+def _data_names():
+    from .likelihood import _DATA_NAMES
+
+    return _DATA_NAMES
+
+
+def _is_free(name: str, posterior) -> bool:
+    """Free parameters (not deterministic transforms) of the posterior."""
+    return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "sigma_t", "log_shape") or \
+        name.endswith(("_c", "_z"))
+
+
+def _extreme(dataset, pick) -> float:
+    values = [float(getattr(np, "nanmax" if pick is max else "nanmin")(dataset[v].values))
+              for v in dataset.data_vars if dataset[v].size]
+    return float(pick(values)) if values else float("nan")
+
+
+def _stacked(array) -> np.ndarray:
+    values = array.values
+    return values.reshape(-1, *values.shape[2:])

@@ -1,0 +1,97 @@
+"""Saving and loading fitted funnel models: netCDF plus JSON, never pickle.
+
+A model folder holds ``posterior.nc`` (the ArviZ DataTree: posterior, sample stats, and a
+``training_stats`` group with the statistics table) and ``model.json`` (funnel definition,
+model config, time-in-stage family, a sha256 of the training statistics, diagnostics and
+package versions). Both are written to temporary files and renamed, so a folder never holds
+half a model.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from ._io import atomic_write, write_json
+from .events import FunnelDataError
+from .likelihood import stats_hash
+
+__all__ = ["save_model", "load_model"]
+
+FORMAT = 1
+PACKAGES = ("funnelsim", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def save_model(model, folder: Path) -> Path:
+    """Write the model folder (see module doc); returns it."""
+    import xarray as xr
+
+    idata = model._require_fit()
+    folder.mkdir(parents=True, exist_ok=True)
+    tree = xr.DataTree.from_dict({name: idata[name].to_dataset() for name in ("posterior", "sample_stats")
+                                  if name in idata.children})
+    stats = model.stats.reset_index(drop=True)
+    tree["training_stats"] = xr.Dataset.from_dataframe(stats.rename_axis("row"))
+    tree.attrs = {k: str(v) for k, v in idata.attrs.items()}
+    atomic_write(folder / "posterior.nc", lambda tmp: tree.to_netcdf(tmp))
+    meta = {
+        "format": FORMAT,
+        "funnel": model.funnel.to_dict(),
+        "sojourn": model.sojourn,
+        "config": model.config,
+        "stats_hash": stats_hash(model.stats),
+        "stats_attrs": _plain_attrs(model.stats.attrs),
+        "diagnostics": {k: v for k, v in model.diagnostics.items() if k != "thresholds"},
+        "timings": model.timings,
+        "versions": _versions(),
+    }
+    write_json(folder / "model.json", meta)
+    return folder
+
+
+def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
+    """Rebuild a saved model (see :meth:`funnelsim.model.FunnelModel.load`)."""
+    import xarray as xr
+
+    meta_path, nc_path = folder / "model.json", folder / "posterior.nc"
+    for path in (meta_path, nc_path):
+        if not path.exists():
+            raise FunnelDataError("not a saved funnel model (missing file)", source=str(path),
+                                  hint="Fit one with `funnelsim fit ... --out FOLDER`.")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise FunnelDataError(f"saved with model format {meta.get('format')}, this version reads {FORMAT}",
+                              source=str(meta_path), hint="Refit the model with this version.")
+    tree = xr.open_datatree(nc_path).load()
+    saved = tree["training_stats"].to_dataset().to_dataframe().reset_index(drop=True)
+    saved.attrs = meta["stats_attrs"]
+    if stats_hash(saved) != meta["stats_hash"]:
+        raise FunnelDataError("posterior.nc and model.json do not belong together (statistics hash differs)",
+                              source=str(folder), hint="Refit and save the model again.")
+    if stats is not None and stats_hash(stats) != meta["stats_hash"]:
+        raise FunnelDataError("the model was fitted on different data than the statistics given",
+                              source=str(folder),
+                              hint="Refit on this log (same --as-of and --segment-by), or load without data.")
+    model = cls(saved, sojourn=meta["sojourn"], model_config=meta["config"])
+    model.idata = xr.DataTree.from_dict({name: tree[name].to_dataset() for name in ("posterior", "sample_stats")
+                                         if name in tree.children})
+    model.idata.attrs = dict(tree.attrs)
+    model.timings = meta.get("timings", {})
+    return model
+
+
+def _plain_attrs(attrs: dict) -> dict:
+    return json.loads(json.dumps(attrs, default=str))
