@@ -89,10 +89,12 @@ def test_help_reads_like_the_readme():
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = run("demo", "--deals", 2000, "--out", tmp_path / "demo")
+    result = run("demo", "--deals", 2000, "--out", tmp_path / "demo", "--draws", 100, "--tune", 100, "--chains", 2)
     assert result.returncode == 0, result.stderr
     funnel = json.loads((tmp_path / "demo" / "funnel.json").read_text())
     assert {r["segment"] for r in funnel["stages"]} >= {None, "SMB", "Enterprise"}
     events = pd.read_csv(tmp_path / "demo" / "events.csv")
     assert events["deal_id"].nunique() == 2000
-    assert "end up won" in result.stdout
+    assert "end up won" in result.stdout and "is won with probability" in result.stdout
+    assert (tmp_path / "demo" / "model" / "posterior.nc").exists()
+    assert "diagnostics" in result.stdout

@@ -1,11 +1,13 @@
 """The ``funnelsim`` command line: parses arguments, calls the API, prints results.
 
-Exit codes: 0 ok, 2 bad input or usage, 1 anything else.
+Exit codes: 0 ok, 2 bad input or usage, 3 a fit that failed its diagnostics under
+``--strict``, 1 anything else.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
@@ -114,6 +116,85 @@ def funnel(
 
 
 @app.command()
+def fit(
+    events: EventsArg,
+    stages: StagesOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the fitted model in (netCDF + JSON), e.g. models/q3.", show_default=False)],
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    as_of: AsOfOpt = None,
+    segment_by: SegmentOpt = None,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = 1000,
+    chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same posterior.")] = 0,
+    sojourn: Annotated[str, typer.Option("--sojourn", help="Time-in-stage family: lognormal or weibull.")] = "lognormal",
+    sampler: Annotated[str, typer.Option("--sampler", help="nutpie (default), pymc or numpyro.")] = "nutpie",
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and save nothing if the fit fails its diagnostics.")] = False,
+) -> None:
+    """Fit the Bayesian funnel model (conversion and time in stage per stage and segment,
+    open deals censored, stalled deals modelled) and save it.
+
+    Example: funnelsim fit crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region --out models/crm
+    """
+    from .model import FunnelModel
+    from .render import diagnostics_panel, stage_table_rich
+    from .stats import to_stage_stats
+
+    _, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    model = FunnelModel(to_stage_stats(spells), sojourn=sojourn)
+    err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
+              f"{chains} chains x {draws} draws...", highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
+                  progressbar=err.is_terminal)
+    out.print(stage_table_rich(model.stage_table()))
+    diagnostics = model.diagnostics
+    out.print(diagnostics_panel(diagnostics))
+    timings = model.timings
+    out.print(f"compile {timings['compile_s']:.1f} s, sampling {timings['sample_s']:.1f} s", highlight=False)
+    if strict and not diagnostics["converged"]:
+        err.print("--strict: the fit failed its diagnostics; nothing saved.", highlight=False)
+        raise typer.Exit(3)
+    model.save(out_dir)
+    out.print(f"saved {out_dir}", highlight=False)
+
+
+@app.command()
+def stages(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="A folder written by funnelsim fit.", show_default=False)],
+    json: JsonOpt = None,
+) -> None:
+    """Print a saved model's stage table: P(advance), P(lost), P(stall), P(win from stage
+    entry), median days in stage and expected days to close, each with a 90% interval, plus
+    where deals are lost and the fit's diagnostics.
+
+    Example: funnelsim stages models/crm --json stages.json
+    """
+    from ._io import write_json
+    from .model import FunnelModel
+    from .render import diagnostics_panel, stage_table_rich
+
+    model = FunnelModel.load(model_dir)
+    out.print(stage_table_rich(model.stage_table()))
+    _print_losses(model)
+    out.print(diagnostics_panel(model.diagnostics))
+    if json:
+        write_json(json, model.to_dict())
+        out.print(f"wrote {json}", highlight=False)
+
+
+def _print_losses(model) -> None:
+    losses = model.where_deals_are_lost()
+    whole = losses[losses["segment"].isna()]
+    ranked = ", ".join(f"{r.stage} {r.loss_share:.0%}" for r in whole.itertuples())
+    out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
+
+
+@app.command()
 def synth(
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the events (.csv or .parquet); the truth goes beside it as OUT.truth.json.", show_default=False)],
     deals: Annotated[int, typer.Option("--deals", min=1, help="Number of deals.")] = 5000,
@@ -136,9 +217,13 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("demo_output"),
     deals: Annotated[int, typer.Option("--deals", min=100, help="Deals in the synthetic CRM.")] = 20000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = 1000,
+    chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains.")] = 4,
 ) -> None:
-    """Run the whole job on a synthetic CRM: generate it, read it back, and print its funnel
-    by segment (the model and forecast steps join as they land).
+    """Run the whole job on a synthetic CRM: generate it, print its funnel by segment, fit
+    the Bayesian funnel model and print the stage table with intervals (the forecast joins
+    when it lands). Files go to --out.
     """
     from . import synth as synth_module
     from .funnel import funnel_table
@@ -152,14 +237,41 @@ def demo(
     table = funnel_table(spells, notes=log.notes)
     out.print(table)
     table.to_json(out_dir / "funnel.json")
-    whole = table.table[table.table["segment"].isna()].set_index("stage")
-    top = config.stages[0]
+    counted = table.table[table.table["segment"].isna()].set_index("stage")
     out.print(
-        f"\nOf deals entering {top}, {whole.loc[config.won, 'through_conversion']:.1%} end up won "
-        f"(a spreadsheet that counts open deals as lost would say "
-        f"{whole.loc[config.won, 'through_conversion_naive']:.1%}). Files in {out_dir}/.",
+        f"Of deals entering {config.stages[0]}, {counted.loc[config.won, 'through_conversion']:.1%} end up won "
+        f"by the funnel table (a spreadsheet that counts open deals as lost would say "
+        f"{counted.loc[config.won, 'through_conversion_naive']:.1%}).",
         highlight=False,
     )
+
+    from .model import FunnelModel
+    from .render import diagnostics_panel, stage_table_rich
+    from .stats import to_stage_stats
+
+    model = FunnelModel(to_stage_stats(spells))
+    err.print(f"Fitting the Bayesian funnel model ({chains} chains x {draws} draws)...", highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=err.is_terminal)
+    stage_rows = model.stage_table()
+    out.print(stage_table_rich(stage_rows))
+    _print_losses(model)
+    out.print(diagnostics_panel(model.diagnostics))
+    model.save(out_dir / "model")
+    stage_rows.to_csv(out_dir / "stage_table.csv", index=False)
+    whole = stage_rows[stage_rows["segment"].isna()].set_index("stage")
+    top = whole.iloc[0]
+    out.print(
+        f"\nA deal entering {whole.index[0]} is won with probability {top['p_win_from_entry']:.1%} "
+        f"(90% interval {top['p_win_from_entry_low']:.1%}–{top['p_win_from_entry_high']:.1%}); "
+        f"the synthetic truth is {_truth_p_win(truth, whole.index[0]):.1%}. Files in {out_dir}/.",
+        highlight=False,
+    )
+
+
+def _truth_p_win(truth: dict, stage: str) -> float:
+    return next(c["p_win_from_entry"] for c in truth["cells"] if c["segment"] is None and c["stage"] == stage)
 
 
 if __name__ == "__main__":
