@@ -98,3 +98,36 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "end up won" in result.stdout and "is won with probability" in result.stdout
     assert (tmp_path / "demo" / "model" / "posterior.nc").exists()
     assert "diagnostics" in result.stdout
+
+
+@pytest.mark.slow
+def test_fit_then_stages(tmp_path):
+    """fit saves a model folder; stages reloads it and writes the JSON contract."""
+    events = tmp_path / "crm.csv"
+    assert run("synth", events, "--deals", 1500, "--seed", 3).returncode == 0
+    stages = ["--stages", "Prospecting,Qualified,Proposal,Negotiation", "--won", "Won", "--lost", "Lost"]
+    model = tmp_path / "models" / "crm"
+    fitted = run("fit", events, *stages, "--segment-by", "segment", "--draws", 100, "--tune", 100,
+                 "--chains", 2, "--out", model)
+    assert fitted.returncode == 0, fitted.stderr
+    assert (model / "posterior.nc").exists() and (model / "model.json").exists()
+    assert "diagnostics" in fitted.stdout
+    out = tmp_path / "stages.json"
+    shown = run("stages", model, "--json", out)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(out.read_text())
+    row = data["stages"][0]
+    assert row["stage"] == "Prospecting" and row["segment"] is None
+    for key in ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days"):
+        assert row[key]["low"] <= row[key]["mean"] <= row[key]["high"]
+    assert {"r_hat_max", "ess_bulk_min", "divergences", "sampler", "converged"} <= set(data["diagnostics"])
+    # 2 chains x 20 draws cannot reach ESS 400: --strict refuses to save and exits 3
+    strict = run("fit", events, *stages, "--draws", 20, "--tune", 20, "--chains", 2, "--strict",
+                 "--out", tmp_path / "models" / "strict")
+    assert strict.returncode == 3 and not (tmp_path / "models" / "strict").exists()
+    assert "FAILED" in strict.stdout
+
+
+def test_stages_of_a_missing_model_exits_2(tmp_path):
+    result = run("stages", tmp_path / "nothing")
+    assert result.returncode == 2 and "not a saved funnel model" in result.stderr
