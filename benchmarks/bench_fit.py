@@ -1,0 +1,84 @@
+"""Fit time of the funnel model from a synthetic log: statistics, compile, sampling.
+
+Prints one JSON line per size with keys deals, stats_s, compile_s, sample_s, seconds,
+peak_mb, converged (and the diagnostics). Default: 5 stages x 20 segments, 4 chains x
+1000 draws after 1000 tuning steps, nutpie. Each size runs in a fresh process.
+
+    python benchmarks/bench_fit.py [--sizes 100000,1000000] [--draws 1000] [--chains 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+
+def config(segments: int):
+    import numpy as np
+
+    from funnelsim import synth
+
+    rng = np.random.default_rng(segments)
+    names = [f"S{i:02d}" for i in range(segments)]
+    weights = [1.0 / (i + 1) for i in range(segments)]    # a few big segments, a long tail
+    total = sum(weights)
+    return synth.SynthConfig(
+        stages=("Lead", "Qualified", "Demo", "Proposal", "Negotiation"),
+        segments={n: w / total for n, w in zip(names, weights)},
+        segment_logit_shift={n: tuple(rng.normal(0, 0.3, 2).round(3)) for n in names},
+        segment_speed={n: float(np.exp(rng.normal(0, 0.2)).round(3)) for n in names},
+        amount_median={n: 20000.0 for n in names},
+    )
+
+
+def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
+    from funnelsim import synth
+    from funnelsim.events import FunnelDefinition, read_events
+    from funnelsim.model import FunnelModel
+    from funnelsim.spells import to_spells
+    from funnelsim.stats import to_stage_stats
+
+    cfg = config(segments)
+    events, _ = synth.generate(deals, seed=deals, config=cfg)
+    funnel = FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
+    start = time.perf_counter()
+    stats = to_stage_stats(to_spells(read_events(events, funnel), segment_by="segment"))
+    stats_s = time.perf_counter() - start
+    model = FunnelModel(stats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=tune, chains=chains, random_seed=1)
+    diag = model.diagnostics
+    return {"deals": deals, "stats_s": round(stats_s, 2), "compile_s": round(model.timings["compile_s"], 2),
+            "sample_s": round(model.timings["sample_s"], 2), "seconds": round(stats_s + model.timings["seconds"], 2),
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "converged": diag["converged"], "r_hat_max": round(diag["r_hat_max"], 4),
+            "ess_bulk_min": round(diag["ess_bulk_min"]), "divergences": diag["divergences"],
+            "stats_rows": len(stats), "segments": segments, "chains": chains, "draws": draws}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--segments", type=int, default=20)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains)), flush=True)
+        return
+    for deals in (int(s) for s in args.sizes.split(",")):
+        subprocess.run([sys.executable, __file__, "--one", str(deals), "--segments", str(args.segments),
+                        "--draws", str(args.draws), "--tune", str(args.tune), "--chains", str(args.chains)],
+                       check=True)
+
+
+if __name__ == "__main__":
+    main()
