@@ -5,8 +5,10 @@ stage, an earlier stage, won, lost) or **stalls** (goes dark and never moves aga
 
 - destination probabilities ``pi[s, g, :] = softmax(eta[s, g, :])`` with the stall logit
   fixed at 0 (this identifies the softmax) and, for every destination seen from the stage,
-  ``eta[s, g, j] ~ Normal(alpha[s, j], spread[s, j])``: small segments shrink to the stage
-  mean. Destinations never seen from a stage are left out (probability 0);
+  ``eta[s, g, j] ~ Normal(alpha[s, j], spread[s])``: small segments shrink to the stage
+  mean. One spread per stage, shared by its destinations: with a handful of segments a
+  spread per (stage, destination) is barely identified and the sampler mixes poorly.
+  Destinations never seen from a stage are left out (probability 0);
 - time in stage given destination j, ``t = days + 0.5``: LogNormal(mu[s, g, j], sigma[s, j])
   with ``mu`` pooled across segments the same way, or Weibull(shape[s, j], scale[s, g, j])
   with log scale pooled (``sojourn="weibull"``);
@@ -190,7 +192,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
             return pm.Deterministic(name, values, dims=("pair", "segment"))
 
         alpha = pm.Normal("alpha", **config["logit_mean"], dims="pair")
-        alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="pair")
+        alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="stage")[data.pairs[:, 0]]
         logits = dense(pooled("eta", alpha, alpha_spread)) + unseen[:, None, :]   # stall logit: 0
         log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
         log_pi = logits - log_norm                     # (S, G, E)
@@ -199,7 +201,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
                          dims=("stage", "segment", "destination"))
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
-        location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="pair")
+        location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="stage")[data.pairs[:, 0]]
         loc = dense(pooled("loc", location, location_spread))
         if sojourn == "lognormal":
             scale = pm.HalfNormal("sigma_t", config["log_days_sigma"], dims="pair")
