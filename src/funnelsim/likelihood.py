@@ -22,9 +22,9 @@ has at least ``centred_min_exits`` exits (the centred form samples far faster wi
 data), non-centred elsewhere; ``model_config={"pooling": "centred" | "non-centred"}``
 overrides it for every cell. The spreads across segments have boundary-avoiding Gamma priors.
 
-The graph is dense: statistics are laid out on (stage, segment, duration bin, destination)
-arrays and parameters spread onto them by a constant one-hot matrix, so gradients need no
-scatter or gather over rows. :class:`funnelsim.model.FunnelModel` wraps it.
+Exits are dense (stage, segment, destination) arrays and parameters are spread onto them by
+a constant one-hot matrix; open stays are evaluated only in the (stage, segment, age bin)
+cells that hold some, for the destinations seen from their stage. :class:`funnelsim.model.FunnelModel` wraps it.
 """
 
 from __future__ import annotations
@@ -88,6 +88,28 @@ class ModelData:
         return self.exit_n.sum(axis=2) + self.open_n.sum(axis=2)
 
     @property
+    def open_cells(self) -> tuple[np.ndarray, ...]:
+        """The (stage, segment, age bin) cells holding open stays: indices, counts, log ages."""
+        s, g, b = np.nonzero(self.open_n)
+        return s, g, self.open_n[s, g, b], self.open_log_t[s, g, b]
+
+    open_stage = property(lambda self: self.open_cells[0])
+    open_segment = property(lambda self: self.open_cells[1])
+    open_count = property(lambda self: self.open_cells[2])
+    open_age = property(lambda self: self.open_cells[3])
+
+    @property
+    def destinations_seen(self) -> tuple[np.ndarray, np.ndarray]:
+        """(S, A) exit indices seen from each stage, padded, and the mask of real ones."""
+        seen = [self.pairs[self.pairs[:, 0] == s, 1] for s in range(len(self.stages))]
+        width = max(1, max(len(x) for x in seen))
+        table = np.zeros((len(seen), width), dtype=int)
+        mask = np.zeros((len(seen), width), dtype=bool)
+        for s, js in enumerate(seen):
+            table[s, :len(js)], mask[s, :len(js)] = js, True
+        return table, mask
+
+    @property
     def pair_labels(self) -> list[str]:
         return [f"{self.stages[s]} -> {self.destinations[j]}" for s, j in self.pairs]
 
@@ -149,7 +171,7 @@ def stats_hash(stats: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- the PyMC model
 
 _DATA_NAMES = ("exit_n", "exit_sum_log_t", "exit_sum_log_t2", "bin_exit_n", "bin_exit_log_t",
-               "open_n", "open_log_t")
+               "open_stage", "open_segment", "open_count", "open_age")
 
 
 def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray):
@@ -214,7 +236,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         pm.Deterministic(names[1], scale, dims=("stage", "exit"))
 
         exit_ll = _exit_loglik(d, log_pi, loc, scale, sojourn)
-        open_ll = _open_loglik(d, log_pi, log_stall, loc, scale, sojourn)
+        open_ll = _open_loglik(d, data.destinations_seen, log_pi, log_stall, loc, scale, sojourn)
         pm.Potential("loglik", exit_ll + open_ll)
     return model
 
@@ -238,18 +260,26 @@ def _exit_loglik(d, log_pi, loc, scale, sojourn):
     return choice + times.sum()
 
 
-def _open_loglik(d, log_pi, log_stall, loc, scale, sojourn):
-    """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a))."""
+def _open_loglik(d, seen, log_pi, log_stall, loc, scale, sojourn):
+    """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)).
+
+    Only cells holding open stays and destinations seen from their stage are evaluated:
+    the survival functions are most of the gradient's cost."""
     import pytensor.tensor as pt
 
-    log_a = d["open_log_t"][..., None]                          # (S, G, B, 1)
-    lam, sig = loc[:, :, None, :], scale[:, None, None, :]      # (S, G, 1, E), (S, 1, 1, E)
+    table, mask = seen                                          # (S, A)
+    rows = np.arange(table.shape[0])[:, None]
+    s, g = d["open_stage"], d["open_segment"]
+    log_choice = log_pi[rows, :, table][s, :, g] + pt.as_tensor(np.where(mask, 0.0, -1e3))[s]   # (R, A)
+    lam = loc[rows, :, table][s, :, g]                          # (R, A)
+    sig = scale[rows, table][s]                                  # (R, A)
+    log_a = d["open_age"][:, None]
     if sojourn == "lognormal":
         log_surv = _normal_log_sf((log_a - lam) / sig)
     else:
         log_surv = -pt.exp(sig * (log_a - lam))
-    mixture = pt.logsumexp(log_pi[:, :, None, :] + log_surv, axis=-1)     # (S, G, B)
-    return (d["open_n"] * pt.logaddexp(mixture, log_stall[:, :, None])).sum()
+    mixture = pt.logsumexp(log_choice + log_surv, axis=-1)
+    return (d["open_count"] * pt.logaddexp(mixture, log_stall[s, g])).sum()
 
 
 def _normal_log_sf(z):

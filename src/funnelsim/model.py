@@ -84,7 +84,7 @@ class FunnelModel:
         """What fixes the compiled graph: shapes, destinations seen, pooling, priors."""
         d = self.data
         return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(),
-                           self.centred.astype(int).tolist(), d.open_n.shape], default=str)
+                           self.centred.astype(int).tolist()], default=str)
 
     def build_model(self):
         """The PyMC model (a new one each call)."""
