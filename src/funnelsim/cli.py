@@ -44,7 +44,7 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the 
 def main() -> None:
     """Entry point: bad input exits 2 with a short message and no traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)   # a typer.Exit inside a command comes back as its code
     except FunnelDataError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -60,6 +60,7 @@ def main() -> None:
             sys.exit(130)
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _columns(spec: str | None) -> dict[str, str] | None:
