@@ -6,6 +6,10 @@ it (nutpie by default), checks the fit on every run, and turns the posterior int
 table a revenue team reads: P(advance), P(lost), P(stall), P(win from stage entry), median
 days in stage and expected days to close, each with a mean and a 90% interval.
 
+Comparing the two time-in-stage families: fit one model with ``sojourn="lognormal"`` and
+one with ``sojourn="weibull"`` on the same statistics and call :func:`compare_sojourn`, which
+runs PSIS-LOO (ArviZ) over the rows of the statistics table.
+
 Compiling the model takes longer than sampling it for small data, so a compiled model is
 kept per process for each model shape (stages, segments, destinations seen, pooling, priors)
 and refitting new statistics of the same shape only swaps the data.
@@ -25,7 +29,7 @@ from . import derived
 from .events import FunnelDataError, FunnelDefinition
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, stats_hash
 
-__all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning"]
+__all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn", "pointwise_loglik"]
 
 THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
 QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
@@ -295,3 +299,72 @@ def _extreme(dataset, pick) -> float:
 def _stacked(array) -> np.ndarray:
     values = array.values
     return values.reshape(-1, *values.shape[2:])
+
+
+# --------------------------------------------------------------------------- comparing families
+
+def pointwise_loglik(stats: pd.DataFrame, data, sojourn: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Log-likelihood of each row of the statistics table (a group of stays sharing stage,
+    segment, destination and duration bin) per posterior draw: (draws, rows). ``arrays``
+    are :meth:`FunnelModel.posterior_arrays`. Exits use the row's Σ log t and Σ (log t)²
+    (LogNormal) or its mean log t (Weibull); open rows their mean log age. The rows sum to
+    the model's likelihood; they are the observations LOO leaves out."""
+    from scipy import special
+
+    d = data
+    s = stats["stage"].map({x: i for i, x in enumerate(d.stages)}).to_numpy()
+    g = stats["segment"].map({x: i for i, x in enumerate(d.segments)}).to_numpy()
+    j = stats["destination"].map({x: i for i, x in enumerate(d.destinations)}).fillna(-1).to_numpy(int)
+    n, s1, s2, m = (stats[c].to_numpy(float) for c in ("n", "sum_log_t", "sum_log_t2", "mean_log_t"))
+    is_open = j < 0
+    pi = arrays["pi"]
+    E = len(d.destinations) - 1
+    if sojourn == "lognormal":
+        loc, scale = arrays["mu"], arrays["sigma"]
+    else:
+        loc, scale = arrays["log_scale"], arrays["shape_k"]
+    out = np.empty((pi.shape[0], len(stats)))
+    x = ~is_open
+    jx = j[x]
+    lam, sig = loc[:, s[x], g[x], jx], scale[:, s[x], jx]
+    choice = n[x] * np.log(np.maximum(pi[:, s[x], g[x], jx], 1e-300))
+    if sojourn == "lognormal":
+        times = (-n[x] * (np.log(sig) + 0.5 * np.log(2 * np.pi)) - s1[x]
+                 - (s2[x] - 2 * lam * s1[x] + n[x] * lam**2) / (2 * sig**2))
+    else:
+        times = n[x] * (np.log(sig) - sig * lam + (sig - 1) * m[x] - np.exp(sig * (m[x] - lam)))
+    out[:, x] = choice + times
+    o = is_open
+    lam, sig = loc[:, s[o], g[o], :], scale[:, s[o], :]
+    if sojourn == "lognormal":
+        surv = special.ndtr(-(m[o][None, :, None] - lam) / sig)
+    else:
+        surv = np.exp(-np.exp(sig * (m[o][None, :, None] - lam)))
+    mix = (pi[:, s[o], g[o], :E] * surv).sum(axis=-1) + pi[:, s[o], g[o], E]
+    out[:, o] = n[o] * np.log(mix)
+    return out
+
+
+def compare_sojourn(*models: FunnelModel) -> pd.DataFrame:
+    """Compare fitted models (typically ``sojourn="lognormal"`` and ``"weibull"`` on the same
+    statistics) by PSIS-LOO over the rows of the statistics table; ArviZ's comparison table,
+    best first (higher ``elpd`` is better; see ``weight`` and ``dse``)."""
+    import arviz as az
+    import xarray as xr
+
+    hashes = {stats_hash(m.stats) for m in models}
+    if len(hashes) != 1:
+        raise FunnelDataError("the models were fitted on different statistics; LOO can only compare "
+                              "models of the same data", hint="Fit both families on the same log.")
+    trees = {}
+    for model in models:
+        idata = model._require_fit()
+        chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+        ll = pointwise_loglik(model.stats, model.data, model.sojourn, model.posterior_arrays())
+        ll = ll.reshape(chains, draws, -1)
+        tree = xr.DataTree.from_dict({
+            "posterior": idata.posterior.to_dataset(),
+            "log_likelihood": xr.Dataset({"stats_row": (("chain", "draw", "row"), ll)}),
+        })
+        trees[model.sojourn] = tree
+    return az.compare(trees)
