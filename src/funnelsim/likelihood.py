@@ -152,8 +152,12 @@ def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
 def centred_cells(data: ModelData, pooling: str, min_exits: float) -> np.ndarray:
     """Which (pair, segment) cells use the centred form: those with at least ``min_exits``
     exits to that destination, whose logit and time in stage the data pin down far more
-    tightly than the spread across segments does."""
+    tightly than the spread across segments does (none when there is a single segment)."""
     exits = data.exit_n[data.pairs[:, 0], :, data.pairs[:, 1]]   # (K, G)
+    if len(data.segments) == 1 and pooling == "auto":
+        # one segment: the spread has nothing to learn from, and a centred cell on top of
+        # a free spread is a funnel the sampler diverges in
+        return np.zeros(exits.shape, dtype=bool)
     if pooling in ("centred", "non-centred"):
         return np.full(exits.shape, pooling == "centred")
     if pooling != "auto":

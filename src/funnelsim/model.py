@@ -127,7 +127,9 @@ class FunnelModel:
             compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
             _COMPILED[self.signature] = compiled
         else:
-            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in _data_names()})
+            known = {var.name for var in compiled.shared_var_keys}   # the family's own data only
+            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in _data_names()
+                                             if name in known})
         self.timings["compile_s"] = time.perf_counter() - t0
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
                              seed=seed, progress_bar=progressbar, target_accept=target_accept, save_warmup=False)
