@@ -76,9 +76,9 @@ def test_binned_equals_per_stay_loglik(crm, family):
         arrays = {"pi": pi[None], names[0]: loc[None], names[1]: scale[None]}
         rows = pointwise_loglik(table, data, family, arrays)
         assert rows.shape == (1, len(table))
-        assert rows.sum() == pytest.approx(float(binned), rel=1e-9)
+        assert rows.sum() == pytest.approx(float(binned), rel=1e-4)  # open stays: finer bins here
     # LogNormal: exits exact, open stays at their bin's mean log age; Weibull: all binned
-    tolerance = 1e-4 if family == "lognormal" else 2e-3   # measured: 5e-6 and 3.3e-4
+    tolerance = 1e-4 if family == "lognormal" else 2e-3   # measured: 2.8e-5 and about 3e-4
     assert max(errors) < tolerance, errors
     if family == "lognormal":
         assert min(errors) > 0  # the open stays really are binned (an exact match would mean no test)

@@ -41,6 +41,7 @@ from .stats import CENSORED
 __all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "centred_cells", "build_pymc_model", "stats_hash"]
 
 STALL = "stall"
+OPEN_BIN_MERGE = 2   # statistics bins per model age bin for open stays
 DEFAULT_CONFIG = {
     # log-odds of each destination against stalling: alpha[s, j] ~ Normal(mu, sigma)
     "logit_mean": {"mu": 1.0, "sigma": 2.0},
@@ -79,8 +80,8 @@ class ModelData:
     exit_sum_log_t2: np.ndarray          # (S, G, E) Σ (log t)²
     bin_exit_n: np.ndarray               # (S, G, B, E) exits per duration bin
     bin_exit_log_t: np.ndarray           # (S, G, B, E) mean log t of those exits
-    open_n: np.ndarray                   # (S, G, B) stays still open, by age bin
-    open_log_t: np.ndarray               # (S, G, B) their mean log age
+    open_n: np.ndarray                   # (S, G, B / 2) stays still open, by age bin
+    open_log_t: np.ndarray               # (S, G, B / 2) their mean log age
 
     @property
     def entries(self) -> np.ndarray:
@@ -133,17 +134,22 @@ def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
     centre = np.log(bin_edges(B)[:-1] * 2 ** (0.5 / 3))  # empty bins: any finite age
     exit_n, exit_s1, exit_s2 = (np.zeros((S, G, E)) for _ in range(3))
     bin_n, bin_s1 = np.zeros((S, G, B, E)), np.zeros((S, G, B, E))
-    open_n, open_s1 = np.zeros((S, G, B)), np.zeros((S, G, B))
+    # open stays: two statistics bins per model bin (1.5 per doubling of age); each cell is
+    # evaluated at its stays' mean log age, and the survival functions there are most of
+    # the gradient's cost (the likelihood test bounds the error this adds)
+    ob = b // OPEN_BIN_MERGE
+    B_open = (B + OPEN_BIN_MERGE - 1) // OPEN_BIN_MERGE
+    open_n, open_s1 = np.zeros((S, G, B_open)), np.zeros((S, G, B_open))
     x = ~is_open
     for target, values in ((exit_n, n), (exit_s1, s1), (exit_s2, s2)):
         np.add.at(target, (s[x], g[x], j[x]), values[x])
     np.add.at(bin_n, (s[x], g[x], b[x], j[x]), n[x])
     np.add.at(bin_s1, (s[x], g[x], b[x], j[x]), s1[x])
-    np.add.at(open_n, (s[is_open], g[is_open], b[is_open]), n[is_open])
-    np.add.at(open_s1, (s[is_open], g[is_open], b[is_open]), s1[is_open])
+    np.add.at(open_n, (s[is_open], g[is_open], ob[is_open]), n[is_open])
+    np.add.at(open_s1, (s[is_open], g[is_open], ob[is_open]), s1[is_open])
     with np.errstate(invalid="ignore", divide="ignore"):
         bin_log_t = np.where(bin_n > 0, bin_s1 / bin_n, centre[None, None, :, None])
-        open_log_t = np.where(open_n > 0, open_s1 / open_n, centre[None, None, :])
+        open_log_t = np.where(open_n > 0, open_s1 / open_n, 0.0)
     pairs = np.argwhere(exit_n.sum(axis=1) > 0)
     return ModelData(stages, segments, destinations, pairs, exit_n, exit_s1, exit_s2,
                      bin_n, bin_log_t, open_n, open_log_t)
