@@ -218,3 +218,25 @@ def test_a_tiny_fit_says_it_failed():
         model.fit(chains=2, tune=20, draws=20, random_seed=1)
     diag = model.diagnostics
     assert diag["converged"] is False and diag["problems"]
+
+
+@pytest.mark.slow
+def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
+    """The PyMC NUTS path gives the same kind of result; numpyro without JAX is a clear error."""
+    import importlib.util
+
+    from funnelsim.events import FunnelDataError
+
+    cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 1.0}, weeks=20)
+    funnel = FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
+    events, _ = synth.generate(500, seed=0, config=cfg)
+    model = FunnelModel.from_events(events, funnel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=100, tune=100, chains=2, sampler="pymc", random_seed=1)
+    assert model.idata.posterior.sizes["draw"] == 100
+    assert model.diagnostics["sampler"] == "pymc"
+    assert model.stage_table().shape[0] == 4   # 2 stages x (whole funnel + segment "all")
+    if importlib.util.find_spec("jax") is None:
+        with pytest.raises(FunnelDataError, match="numpyro sampler is not installed"):
+            model.fit(draws=10, tune=10, chains=1, sampler="numpyro")
