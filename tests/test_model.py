@@ -236,7 +236,7 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
         model.fit(draws=100, tune=100, chains=2, sampler="pymc", random_seed=1)
     assert model.idata.posterior.sizes["draw"] == 100
     assert model.diagnostics["sampler"] == "pymc"
-    assert model.stage_table().shape[0] == 4   # 2 stages x (whole funnel + segment "all")
+    assert model.stage_table().shape[0] == 2   # not split by segment: whole-funnel rows only
     if importlib.util.find_spec("jax") is None:
         with pytest.raises(FunnelDataError, match="numpyro sampler is not installed"):
             model.fit(draws=10, tune=10, chains=1, sampler="numpyro")

@@ -221,7 +221,7 @@ class FunnelModel:
         Probabilities are shares (0-1); days are days."""
         draws = self.quantity_draws()
         rows = []
-        for g, segment in [(None, None), *enumerate(self.data.segments)]:
+        for g, segment in [(None, None), *self._segments()]:
             for s, stage in enumerate(self.funnel.stages):
                 row = {"stage": stage, "segment": segment,
                        "stays": int(self.data.entries[s].sum() if g is None else self.data.entries[s, g])}
@@ -241,7 +241,7 @@ class FunnelModel:
         top = self.data.entries[0]
         whole = (shares * (top / top.sum())[None, None, :]).sum(axis=2) if top.sum() else shares.mean(axis=2)
         rows = []
-        for segment, values in [(None, whole), *((g, shares[:, :, i]) for i, g in enumerate(self.data.segments))]:
+        for segment, values in [(None, whole), *((g, shares[:, :, i]) for i, g in self._segments())]:
             for s, stage in enumerate(self.funnel.stages):
                 mean, low, high = derived.interval(values[:, s], prob)
                 rows.append({"segment": segment, "stage": stage, "loss_share": float(mean),
@@ -249,6 +249,15 @@ class FunnelModel:
         table = pd.DataFrame(rows)
         table["rank"] = table.groupby("segment", dropna=False)["loss_share"].rank(ascending=False, method="first").astype(int)
         return table.sort_values(["segment", "rank"], na_position="first", ignore_index=True)
+
+    def _segments(self) -> list[tuple[int, str]]:
+        """(index, name) of the segments to list beside the whole funnel: none when the
+        model was not split by segment."""
+        from .spells import NO_SEGMENT
+
+        if self.data.segments == (NO_SEGMENT,):
+            return []
+        return list(enumerate(self.data.segments))
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """``{"stages": [...], "diagnostics": {...}}`` as in DESIGN.md's JSON contract."""
