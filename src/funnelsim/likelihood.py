@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,7 @@ class ModelData:
         """Stays per (stage, segment)."""
         return self.exit_n.sum(axis=2) + self.open_n.sum(axis=2)
 
-    @property
+    @cached_property
     def open_cells(self) -> tuple[np.ndarray, ...]:
         """The (stage, segment, age bin) cells holding open stays: indices, counts, log ages."""
         s, g, b = np.nonzero(self.open_n)

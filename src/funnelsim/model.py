@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import derived
 from .events import FunnelDataError, FunnelDefinition
+from .likelihood import _DATA_NAMES as DATA_NAMES
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, stats_hash
 
 __all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn", "pointwise_loglik"]
@@ -128,7 +129,7 @@ class FunnelModel:
             _COMPILED[self.signature] = compiled
         else:
             known = {var.name for var in compiled.shared_var_keys}   # the family's own data only
-            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in _data_names()
+            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in DATA_NAMES
                                              if name in known})
         self.timings["compile_s"] = time.perf_counter() - t0
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
@@ -287,12 +288,6 @@ class FunnelModel:
         from .persist import load_model
 
         return load_model(cls, Path(path), stats)
-
-
-def _data_names():
-    from .likelihood import _DATA_NAMES
-
-    return _DATA_NAMES
 
 
 def _is_free(name: str, posterior) -> bool:
