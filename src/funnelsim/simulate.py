@@ -1,0 +1,362 @@
+"""Monte Carlo simulator: push the open pipeline through the fitted funnel.
+
+Pure numpy + numba (no PyMC). For each posterior draw and each open deal:
+
+1. Its first move is conditioned on what we know: the deal has already spent ``age`` days in
+   its stage. Destination j (a stage, won, lost) has weight pi_j * S_j(age), stall has weight
+   pi_stall; the remaining time is drawn from the sojourn distribution truncated to T > age
+   (inverse survival function: S_j(T) = u * S_j(age)).
+2. Every later stay starts fresh: destination by pi, time by the sojourn distribution.
+3. Repeat until won, lost, stalled, or past the horizon. A won deal's value is its last open
+   amount times exp(m_g + s_g * z), the won/last-open ratio of its segment (per draw); a deal
+   with no amount takes one from its segment's won amounts (quantiles, interpolated).
+
+Times follow the model's convention t = days + OFFSET_DAYS (see :mod:`funnelsim.stats`): a
+deal aged a days has survived to t = a + 0.5; a fresh stay lasts max(t - 0.5, 0) days. The
+clock starts at the end of the as-of day; a deal won at clock c (days) closes on as-of day
++ 1 + floor(c).
+
+The same deal-level answer P(win ever) is computed exactly (not sampled) at the first step:
+sum_j w_j(age) * P(win | enter j), with the chain of :func:`funnelsim.derived.p_win_from_entry`.
+
+Random numbers come from a counter-based generator (a hash of seed, draw, deal and step), so
+the same seed gives the same numbers whatever the chunk size or the number of threads. Draws
+are processed in chunks (bounded memory); within a chunk, draws run in parallel threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .stats import OFFSET_DAYS
+
+__all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
+
+MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
+CHUNK_CELLS = 4_000_000   # (draw x deal) cells per chunk: 8 bytes each while a chunk is live
+LOGNORMAL, WEIBULL = 0, 1
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Open deals as arrays: ``stage`` and ``segment`` indices, ``age_days`` in the current
+    stage, ``amount`` (currency; NaN when unknown)."""
+
+    stage: np.ndarray
+    segment: np.ndarray
+    age_days: np.ndarray
+    amount: np.ndarray
+
+    def __post_init__(self):
+        arrays = {"stage": np.asarray(self.stage, np.int64), "segment": np.asarray(self.segment, np.int64),
+                  "age_days": np.asarray(self.age_days, np.float64), "amount": np.asarray(self.amount, np.float64)}
+        sizes = {a.shape for a in arrays.values()}
+        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+            raise ValueError(f"Pipeline arrays must be 1-d and of one length; got shapes {sizes}")
+        if (arrays["age_days"] < 0).any() or np.isnan(arrays["age_days"]).any():
+            raise ValueError("Pipeline ages must be >= 0 days")
+        for name, value in arrays.items():
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return self.stage.size
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Posterior draws as arrays (D draws, S open stages, G segments).
+
+    ``pi`` (D, S, G, S+3): destinations (stages, won, lost, stall).
+    ``family``: "lognormal" (``loc`` = mu, ``shape`` = sigma) or "weibull" (``loc`` =
+    scale lambda in t, ``shape`` = k); ``loc`` (D, S, G, S+2), ``shape`` (D, S, S+2).
+    ``ratio_mean``, ``ratio_sd`` (D, G): log(realised / last open amount) of won deals.
+    ``won_amounts`` (G, Q): quantiles of won amounts per segment (currency), for deals with
+    no amount; a row of NaN values such deals at 0.
+    """
+
+    pi: np.ndarray
+    family: str
+    loc: np.ndarray
+    shape: np.ndarray
+    ratio_mean: np.ndarray
+    ratio_sd: np.ndarray
+    won_amounts: np.ndarray
+
+    @property
+    def draws(self) -> int:
+        return self.pi.shape[0]
+
+    def p_win_from_entry(self) -> np.ndarray:
+        from .derived import p_win_from_entry
+
+        return p_win_from_entry(self.pi)
+
+
+@dataclass
+class Simulation:
+    """What the simulator returns (currency as in the log, days from the end of as-of).
+
+    ``revenue``, ``wins`` (D, P): per draw and period, pipeline deals won in the period.
+    ``p_win_horizon``, ``p_win_ever``, ``expected_revenue`` (N,): per deal, averaged over draws.
+    ``close_days`` (N, H): per deal, how many draws won it on each day of the horizon.
+    ``capped``: paths stopped at MAX_STEPS moves (counted as not won).
+    """
+
+    revenue: np.ndarray
+    wins: np.ndarray
+    p_win_horizon: np.ndarray
+    p_win_ever: np.ndarray
+    expected_revenue: np.ndarray
+    close_days: np.ndarray
+    capped: int
+
+    def median_close_day(self) -> np.ndarray:
+        """Per deal, the median day (0 = the day after as-of) of closing among draws that win
+        it within the horizon; NaN for deals never won in the horizon."""
+        cumulative = np.cumsum(self.close_days, axis=1)
+        total = cumulative[:, -1]
+        day = np.argmax(cumulative >= (total[:, None] + 1) // 2, axis=1).astype(float)
+        day[total == 0] = np.nan
+        return day
+
+
+def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, period_of_day=None,
+             seed: int = 0, chunk_draws: int | None = None) -> Simulation:
+    """Simulate every open deal under every posterior draw up to ``horizon_days``.
+
+    ``period_of_day`` (H,) maps each day of the horizon (0 = the day after as-of) to a period
+    index; default: one period per day. ``chunk_draws`` bounds memory (default: about
+    CHUNK_CELLS draw x deal cells per chunk); it does not change the numbers.
+    """
+    horizon = int(horizon_days)
+    if horizon < 1:
+        raise ValueError(f"horizon_days must be at least 1; got {horizon_days}")
+    period_of_day = np.arange(horizon) if period_of_day is None else np.asarray(period_of_day, np.int64)
+    if period_of_day.shape != (horizon,):
+        raise ValueError(f"period_of_day needs one entry per day of the horizon ({horizon})")
+    D, S, G = params.pi.shape[:3]
+    N = len(pipeline)
+    _check(params, pipeline, S, G)
+    n_periods = int(period_of_day.max()) + 1
+    chunk = chunk_draws or max(1, min(D, CHUNK_CELLS // max(N, 1)))
+
+    family = LOGNORMAL if params.family == "lognormal" else WEIBULL
+    h_win = np.ascontiguousarray(params.p_win_from_entry())                    # (D, S, G)
+    cum_pi = np.ascontiguousarray(np.cumsum(params.pi, axis=3))
+    won_amounts = np.ascontiguousarray(params.won_amounts, np.float64)
+    revenue = np.zeros((D, n_periods))
+    wins = np.zeros((D, n_periods))
+    sums = np.zeros((3, N))                                                    # won in horizon, revenue, p_ever
+    close_days = np.zeros((N, horizon), np.int64)
+    capped = 0
+    for d0 in range(0, D, chunk):
+        n = min(chunk, D - d0)
+        day = np.empty((n, N), np.int32)
+        value = np.empty((n, N), np.float32)
+        ever = np.empty((n, N), np.float32)
+        capped += _simulate_chunk(
+            d0, n, params.pi, cum_pi, family, params.loc, params.shape, h_win,
+            params.ratio_mean, params.ratio_sd, won_amounts,
+            pipeline.stage, pipeline.segment, pipeline.age_days, pipeline.amount,
+            float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+            day, value, ever, revenue, wins)
+        _reduce_chunk(day, value, ever, sums, close_days)
+    return Simulation(revenue=revenue, wins=wins, p_win_horizon=sums[0] / D, expected_revenue=sums[1] / D,
+                      p_win_ever=sums[2] / D, close_days=close_days, capped=int(capped))
+
+
+def _check(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
+    D = params.pi.shape[0]
+    expected = {"pi": (D, S, G, S + 3), "loc": (D, S, G, S + 2), "shape": (D, S, S + 2),
+                "ratio_mean": (D, G), "ratio_sd": (D, G)}
+    for name, shape in expected.items():
+        if getattr(params, name).shape != shape:
+            raise ValueError(f"Parameters.{name} needs shape {shape}; got {getattr(params, name).shape}")
+    if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
+        raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
+    if params.family not in ("lognormal", "weibull"):
+        raise ValueError(f"unknown sojourn family {params.family!r}")
+    if len(pipeline) and (pipeline.stage.min() < 0 or pipeline.stage.max() >= S):
+        raise ValueError(f"Pipeline stage indices must be in 0..{S - 1}")
+    if len(pipeline) and (pipeline.segment.min() < 0 or pipeline.segment.max() >= G):
+        raise ValueError(f"Pipeline segment indices must be in 0..{G - 1}")
+
+
+# --------------------------------------------------------------------------- kernels
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_K_DEAL = np.uint64(0xD1B54A32D192ED03)
+_K_STEP = np.uint64(0x8CB92BA72F3D8DD7)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_INV32 = 1.0 / 4294967296.0
+
+
+@numba.njit(inline="always")
+def _mix(x):
+    """splitmix64 finaliser: a bijective 64-bit hash."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(inline="always")
+def _uniforms(key, step):
+    """Two independent uniforms in (0, 1) for counter ``step`` of path ``key``."""
+    x = _mix(key + np.uint64(step) * _K_STEP)
+    return ((x >> np.uint64(32)) + 0.5) * _INV32, ((x & _LOW32) + 0.5) * _INV32
+
+
+@numba.njit(inline="always")
+def _ndtri(p):
+    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
+    if p < 0.02425:
+        q = np.sqrt(-2.0 * np.log(p))
+        return (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
+                  - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
+            ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
+              + 3.754408661907416e+00) * q + 1.0)
+    if p > 1.0 - 0.02425:
+        q = np.sqrt(-2.0 * np.log1p(-p))
+        return -(((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
+                   - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
+            ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
+              + 3.754408661907416e+00) * q + 1.0)
+    q = p - 0.5
+    r = q * q
+    return (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r
+              + 1.383577518672690e+02) * r - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q / \
+        (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r - 1.556989798598866e+02) * r
+           + 6.680131188771972e+01) * r - 1.328068115222419e+01) * r + 1.0)
+
+
+@numba.njit(inline="always")
+def _sf(family, loc, shape, t):
+    """P(T > t) for the sojourn family (t in days + offset)."""
+    if family == LOGNORMAL:
+        return 0.5 * math.erfc((np.log(t) - loc) / (shape * 1.4142135623730951))
+    return np.exp(-(t / loc) ** shape)
+
+
+@numba.njit(inline="always")
+def _time_at_sf(family, loc, shape, v, minus_log_v):
+    """t with P(T > t) = v; ``minus_log_v`` (= -log v) is used by the Weibull branch."""
+    if family == LOGNORMAL:
+        return np.exp(loc - shape * _ndtri(v))
+    return loc * minus_log_v ** (1.0 / shape)
+
+
+@numba.njit(inline="always")
+def _won_value(d, g, amount, won_amounts, ratio_mean, ratio_sd, key):
+    u1, u2 = _uniforms(key, 1_000_003)
+    if amount != amount:  # NaN: take one from the segment's won amounts
+        q = won_amounts[g]
+        if q[0] != q[0]:
+            return 0.0
+        position = u2 * (q.size - 1)
+        k = min(int(position), q.size - 2)
+        return q[k] + (position - k) * (q[k + 1] - q[k])
+    return amount * np.exp(ratio_mean[d, g] + ratio_sd[d, g] * _ndtri(u1))
+
+
+@numba.njit(parallel=True, cache=True)
+def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
+                    stage0, segment, age, amount, horizon, period_of_day, seed,
+                    out_day, out_value, out_ever, revenue, wins):
+    """Simulate draws d0 .. d0+n-1 for every deal; fills the chunk's per-(draw, deal) day of
+    winning (-1 if not won in the horizon), value and P(win ever), and adds revenue and wins
+    per period to rows d0.. of ``revenue`` and ``wins``. Returns the number of capped paths."""
+    N = stage0.size
+    S = pi.shape[1]
+    J = S + 2                   # destinations with a time: stages, won, lost
+    capped = np.zeros(n, np.int64)
+    for k in numba.prange(n):
+        d = d0 + k
+        weights = np.empty(S + 3)
+        draw_key = _mix(seed ^ _mix(np.uint64(d) + _GOLDEN))
+        for i in range(N):
+            key = _mix(draw_key + np.uint64(i) * _K_DEAL)
+            g = segment[i]
+            s = stage0[i]
+            # First move: conditioned on having survived `age` days in the stage.
+            t_age = age[i] + OFFSET_DAYS
+            total = pi[d, s, g, S + 2]
+            for j in range(J):
+                w = pi[d, s, g, j]
+                if w > 0.0:
+                    w *= _sf(family, loc[d, s, g, j], shape[d, s, j], t_age)
+                weights[j] = w
+                total += w
+            ever = 0.0
+            for j in range(S):
+                ever += weights[j] * h_win[d, j, g]
+            ever = (ever + weights[S]) / total if total > 0.0 else 0.0
+            out_ever[k, i] = ever
+            u_dest, u_time = _uniforms(key, 0)
+            target = u_dest * total
+            dest = S + 2
+            acc = 0.0
+            for j in range(J):
+                acc += weights[j]
+                if target < acc:
+                    dest = j
+                    break
+            clock = 0.0
+            won_at = np.inf
+            step = 1
+            while dest < S + 2 and step <= MAX_STEPS:       # not stalled
+                if step == 1:
+                    survived = weights[dest] / pi[d, s, g, dest]
+                    if family == LOGNORMAL:
+                        t = _time_at_sf(family, loc[d, s, g, dest], shape[d, s, dest], u_time * survived, 0.0)
+                    else:
+                        t = _time_at_sf(family, loc[d, s, g, dest], shape[d, s, dest], 0.0,
+                                        -np.log(u_time) + (t_age / loc[d, s, g, dest]) ** shape[d, s, dest])
+                    clock += max(t - t_age, 0.0)
+                else:
+                    t = _time_at_sf(family, loc[d, s, g, dest], shape[d, s, dest], u_time, -np.log(u_time))
+                    clock += max(t - OFFSET_DAYS, 0.0)
+                if clock >= horizon or dest == S + 1:        # past the horizon, or lost
+                    break
+                if dest == S:                                # won
+                    won_at = clock
+                    break
+                s = dest                                     # a fresh stay in stage `dest`
+                u_dest, u_time = _uniforms(key, step)
+                step += 1
+                dest = S + 2
+                for j in range(J):
+                    if u_dest < cum_pi[d, s, g, j]:
+                        dest = j
+                        break
+            if step > MAX_STEPS:
+                capped[k] += 1
+            if won_at < horizon:
+                value = _won_value(d, g, amount[i], won_amounts, ratio_mean, ratio_sd, key)
+                p = period_of_day[int(won_at)]
+                revenue[d, p] += value
+                wins[d, p] += 1.0
+                out_day[k, i] = int(won_at)
+                out_value[k, i] = value
+            else:
+                out_day[k, i] = -1
+                out_value[k, i] = 0.0
+    return capped.sum()
+
+
+@numba.njit(parallel=True, cache=True)
+def _reduce_chunk(day, value, ever, sums, close_days):
+    """Add a chunk's draws to the per-deal sums, in draw order (the same for any threads)."""
+    n, N = day.shape
+    for i in numba.prange(N):
+        for k in range(n):
+            if day[k, i] >= 0:
+                sums[0, i] += 1.0
+                sums[1, i] += value[k, i]
+                close_days[i, day[k, i]] += 1
+            sums[2, i] += ever[k, i]
