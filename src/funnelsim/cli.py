@@ -144,8 +144,10 @@ def fit(
     from .render import diagnostics_panel, stage_table_rich
     from .stats import to_stage_stats
 
-    _, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
-    model = FunnelModel(to_stage_stats(spells), sojourn=sojourn)
+    from .pipeline import amount_stats
+
+    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), sojourn=sojourn)
     err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
               f"{chains} chains x {draws} draws...", highlight=False)
     with warnings.catch_warnings():
@@ -193,6 +195,70 @@ def _print_losses(model) -> None:
     whole = losses[losses["segment"].isna()]
     ranked = ", ".join(f"{r.stage} {r.loss_share:.0%}" for r in whole.itertuples())
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
+
+
+@app.command()
+def forecast(
+    events: EventsArg,
+    stages: StagesOpt,
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    as_of: AsOfOpt = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")] = 90,
+    segment_by: SegmentOpt = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)] = None,
+    period: Annotated[str, typer.Option("--period", help="Report revenue per day, week, month or quarter.")] = "month",
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")] = 1000,
+    chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same forecast.")] = 0,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.")] = False,
+    json: JsonOpt = None,
+) -> None:
+    """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
+    deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
+    P90) within --horizon days, revenue per period, the chance of reaching --target, the
+    stage table, the ten deals with the largest expected revenue and the fit's diagnostics.
+    Revenue is in the currency of the log's amount column.
+
+    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
+    """
+    from .forecast import forecast as run_forecast
+    from .model import FunnelModel
+    from .pipeline import amount_stats, open_deals
+    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from .stats import to_stage_stats
+
+    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    stats = to_stage_stats(spells)
+    if model_dir:
+        model = FunnelModel.load(model_dir, stats)
+    else:
+        model = FunnelModel(stats, amounts=amount_stats(log, spells))
+        err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
+                  f"{chains} chains x {draws} draws...", highlight=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=err.is_terminal)
+    diagnostics = model.diagnostics
+    if strict and not diagnostics["converged"]:
+        out.print(diagnostics_panel(diagnostics))
+        err.print("--strict: the fit failed its diagnostics; no forecast written.", highlight=False)
+        raise typer.Exit(3)
+    deals = open_deals(log, spells)
+    with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
+        result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed)
+    out.print(periods_rich(result))
+    out.print(stage_table_rich(model.stage_table()))
+    out.print(deals_rich(result.deals().head(10)))
+    out.print(diagnostics_panel(diagnostics))
+    out.print(result.summary(target), highlight=False)
+    if json:
+        result.to_json(json, target=target)
+        out.print(f"wrote {json}", highlight=False)
 
 
 @app.command()

@@ -52,17 +52,24 @@ class FunnelModel:
         Family of time in stage given the destination.
     model_config : dict, optional
         Merged over :data:`funnelsim.likelihood.DEFAULT_CONFIG` (priors and pooling).
+    amounts : DataFrame, optional
+        From :func:`funnelsim.pipeline.amount_stats`: won amounts and the ratio of realised
+        to last open amount per segment, for forecasts in currency (conjugate, see
+        :func:`funnelsim.pipeline.ratio_draws`). Without it, a won deal is worth its last
+        amount and deals with no amount are worth 0.
 
     Use :meth:`from_events` to start from an event log.
     """
 
-    def __init__(self, stats: pd.DataFrame, *, sojourn: str = "lognormal", model_config: dict | None = None):
+    def __init__(self, stats: pd.DataFrame, *, amounts: pd.DataFrame | None = None, sojourn: str = "lognormal",
+                 model_config: dict | None = None):
         if sojourn not in ("lognormal", "weibull"):
             raise FunnelDataError(f"unknown sojourn family {sojourn!r}", hint="Use 'lognormal' or 'weibull'.")
         if "funnel" not in stats.attrs:
             raise FunnelDataError("the statistics carry no funnel definition",
                                   hint="Build them with funnelsim.stats.to_stage_stats.")
         self.stats = stats
+        self.amounts = amounts
         self.funnel = FunnelDefinition(**stats.attrs["funnel"])
         self.sojourn = sojourn
         self.config = {**DEFAULT_CONFIG, **(model_config or {})}
@@ -74,13 +81,16 @@ class FunnelModel:
     @classmethod
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
                     dayfirst: bool = False, **kwargs) -> FunnelModel:
-        """Read an event log (path, DataFrame or Ibis table) and build the model from its statistics."""
+        """Read an event log (path, DataFrame or Ibis table) and build the model from its
+        statistics and won amounts."""
         from .events import read_events
+        from .pipeline import amount_stats
         from .spells import to_spells
         from .stats import to_stage_stats
 
         log = read_events(events, funnel, dayfirst=dayfirst)
-        return cls(to_stage_stats(to_spells(log, as_of=as_of, segment_by=segment_by)), **kwargs)
+        spells = to_spells(log, as_of=as_of, segment_by=segment_by)
+        return cls(to_stage_stats(spells), amounts=amount_stats(log, spells), **kwargs)
 
     # ------------------------------------------------------------------ fitting
 
@@ -190,6 +200,26 @@ class FunnelModel:
         flat = {name: _stacked(post[name]) for name in post.data_vars
                 if name in ("pi", "mu", "sigma", "log_scale", "shape_k")}
         return flat
+
+    def simulation_parameters(self, draws: int | None = None, seed: int = 0):
+        """Posterior draws as :class:`funnelsim.simulate.Parameters` for the simulator:
+        ``draws`` evenly spaced draws of the fit (all by default), amount ratios drawn from
+        their conjugate posterior with ``seed``."""
+        from .pipeline import ratio_draws, won_amount_quantiles
+        from .simulate import Parameters
+
+        arrays = self.posterior_arrays()
+        total = arrays["pi"].shape[0]
+        pick = np.arange(total) if not draws or draws >= total else np.linspace(0, total - 1, draws).round().astype(int)
+        if self.sojourn == "lognormal":
+            loc, shape = arrays["mu"][pick], arrays["sigma"][pick]
+        else:
+            loc, shape = np.exp(arrays["log_scale"][pick]), arrays["shape_k"][pick]
+        segments = self.data.segments
+        ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
+        return Parameters(pi=arrays["pi"][pick], family=self.sojourn, loc=loc, shape=shape,
+                          ratio_mean=ratio_mean, ratio_sd=ratio_sd,
+                          won_amounts=won_amount_quantiles(self.amounts, segments))
 
     def sojourn_draws(self) -> derived.Sojourn:
         arrays = self.posterior_arrays()

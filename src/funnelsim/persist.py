@@ -56,6 +56,7 @@ def save_model(model, folder: Path) -> Path:
         "stats_attrs": _plain_attrs(model.stats.attrs),
         "diagnostics": {k: v for k, v in model.diagnostics.items() if k != "thresholds"},
         "timings": model.timings,
+        "amounts": None if model.amounts is None else model.amounts.to_dict(orient="records"),
         "versions": _versions(),
     }
     write_json(folder / "model.json", meta)
@@ -85,7 +86,8 @@ def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
         raise FunnelDataError("the model was fitted on different data than the statistics given",
                               source=str(folder),
                               hint="Refit on this log (same --as-of and --segment-by), or load without data.")
-    model = cls(saved, sojourn=meta["sojourn"], model_config=meta["config"])
+    amounts = None if meta.get("amounts") is None else pd.DataFrame(meta["amounts"])
+    model = cls(saved, amounts=amounts, sojourn=meta["sojourn"], model_config=meta["config"])
     model.idata = xr.DataTree.from_dict({name: tree[name].to_dataset() for name in ("posterior", "sample_stats")
                                          if name in tree.children})
     model.idata.attrs = dict(tree.attrs)

@@ -100,3 +100,45 @@ def amount_stats(log: EventLog, spells: Spells) -> pd.DataFrame:
     for column in ("ratio_sum", "ratio_sum2"):
         frame[column] = frame[column].fillna(0.0).astype(float)
     return frame
+
+
+# Conjugate Normal-Inverse-Gamma prior of the log ratio (realised / last open amount) per
+# segment: sd^2 ~ InvGamma(2, 0.02) (prior mean sd ~0.14), mean | sd ~ Normal(0, sd^2 / 1).
+RATIO_PRIOR = {"kappa": 1.0, "alpha": 2.0, "beta": 0.02}
+
+
+def ratio_draws(amounts: pd.DataFrame | None, segments, draws: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior draws of the mean and sd of log(realised / last open amount) of won deals,
+    (draws, G) each, per segment in ``segments`` order; exact conjugate draws from the
+    sufficient statistics of :func:`amount_stats` (segments without data get the prior)."""
+    stats = _by_segment(amounts, segments)
+    n, total, total2 = (stats[c].to_numpy(float) for c in ("ratio_n", "ratio_sum", "ratio_sum2"))
+    k0, a0, b0 = RATIO_PRIOR["kappa"], RATIO_PRIOR["alpha"], RATIO_PRIOR["beta"]
+    mean = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+    spread = np.maximum(total2 - n * mean**2, 0.0)
+    kn, an = k0 + n, a0 + n / 2
+    bn = b0 + 0.5 * spread + k0 * n * mean**2 / (2 * kn)
+    rng = np.random.default_rng([seed, 0xA40])
+    variance = bn / rng.gamma(an, 1.0, size=(draws, len(n)))
+    centre = n * mean / kn
+    return centre + np.sqrt(variance / kn) * rng.standard_normal((draws, len(n))), np.sqrt(variance)
+
+
+def won_amount_quantiles(amounts: pd.DataFrame | None, segments) -> np.ndarray:
+    """(G, Q) quantiles of won amounts per segment; a segment with no won amount borrows the
+    average of the others' quantiles (weighted by won deals); NaN rows if no segment has any."""
+    stats = _by_segment(amounts, segments)
+    table = np.full((len(segments), len(AMOUNT_QUANTILES)), np.nan)
+    have = np.array([len(q) == len(AMOUNT_QUANTILES) for q in stats["won_amounts"]])
+    if have.any():
+        rows = np.array([q for q, h in zip(stats["won_amounts"], have) if h], float)
+        table[have] = rows
+        weights = stats["won_deals"].to_numpy(float)[have]
+        table[~have] = np.average(rows, axis=0, weights=weights if weights.sum() else None)
+    return table
+
+
+def _by_segment(amounts: pd.DataFrame | None, segments) -> pd.DataFrame:
+    empty = {"won_deals": 0, "ratio_n": 0, "ratio_sum": 0.0, "ratio_sum2": 0.0, "won_amounts": []}
+    rows = {} if amounts is None else {r["segment"]: r for r in amounts.to_dict(orient="records")}
+    return pd.DataFrame([{**empty, **rows.get(g, {}), "segment": g} for g in segments])

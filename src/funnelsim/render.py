@@ -6,7 +6,7 @@ import pandas as pd
 from rich.panel import Panel
 from rich.table import Table
 
-__all__ = ["stage_table_rich", "diagnostics_panel"]
+__all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich"]
 
 PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -54,3 +54,32 @@ def diagnostics_panel(diagnostics: dict) -> Panel:
     body = (line + "\n[bold]NOT CONVERGED[/]: " + "; ".join(d["problems"])
             + "\nDo not forecast from this fit: sample longer (--tune, --draws) or simplify the segments.")
     return Panel(body, title="diagnostics: FAILED", border_style="bold red")
+
+
+def periods_rich(forecast) -> Table:
+    """Revenue per period and cumulative, P10 / P50 / P90 and mean, with the horizon total."""
+    r = forecast.pipeline_revenue()
+    out = Table(title=f"Revenue from the open pipeline, as of {forecast.as_of} (log currency)",
+                caption=f"next {forecast.horizon_days} days: mean {r['mean']:,.0f}, "
+                        f"80% band {r['p10']:,.0f} – {r['p90']:,.0f}, median {r['p50']:,.0f}")
+    for name in ("period", "from", "to", "wins", "mean", "P10", "P50", "P90", "cumulative P50"):
+        out.add_column(name, justify="left" if name in ("period", "from", "to") else "right")
+    for row in forecast.by_period().to_dict(orient="records"):
+        out.add_row(row["period"], f"{pd.Timestamp(row['start']).date()}", f"{pd.Timestamp(row['end']).date()}",
+                    f"{row['wins_mean']:,.1f}", *(f"{row[k]:,.0f}" for k in ("revenue_mean", "revenue_p10",
+                    "revenue_p50", "revenue_p90", "cumulative_revenue_p50")))
+    return out
+
+
+def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expected revenue in the horizon") -> Table:
+    """Per-deal odds: stage, age, amount, P(win in horizon), P(win ever), expected revenue."""
+    out = Table(title=title)
+    for name in ("deal", "stage", "segment", "age (days)", "amount", "P(win, horizon)", "P(win, ever)",
+                 "expected revenue", "median close"):
+        out.add_column(name, justify="left" if name in ("deal", "stage", "segment", "median close") else "right")
+    for r in deals.to_dict(orient="records"):
+        close = "—" if pd.isna(r["median_close_date"]) else str(pd.Timestamp(r["median_close_date"]).date())
+        amount = "—" if pd.isna(r["amount"]) else f"{r['amount']:,.0f}"
+        out.add_row(str(r["deal_id"]), r["stage"], r["segment"], f"{r['age_days']:.0f}", amount,
+                    f"{r['p_win_horizon']:.0%}", f"{r['p_win_ever']:.0%}", f"{r['expected_revenue']:,.0f}", close)
+    return out

@@ -1,0 +1,242 @@
+"""Revenue forecast of the open pipeline: bands, target odds, per-deal win chances.
+
+:func:`forecast` takes a fitted :class:`funnelsim.model.FunnelModel` and the deals open at the
+as-of date (:func:`funnelsim.pipeline.open_deals`), runs :func:`funnelsim.simulate.simulate`
+and returns a :class:`Forecast`: an xarray Dataset with named dims ``draw``, ``period`` and
+``deal``. Revenue is in the currency of the event log (whatever its ``amount`` column holds);
+periods are calendar weeks, months or quarters from the day after as-of to the end of the
+horizon (the first and last may be partial).
+
+``pipeline_revenue`` counts revenue from deals open at as-of that are won within the horizon.
+Deals created during the horizon are not simulated yet.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._io import json_safe, write_json
+from .events import FunnelDataError
+from .simulate import Pipeline, simulate
+
+__all__ = ["Forecast", "forecast", "PERIODS"]
+
+PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
+BAND = (0.1, 0.5, 0.9)
+
+
+def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, period: str = "month",
+             draws: int | None = None, seed: int = 0, chunk_draws: int | None = None) -> Forecast:
+    """Simulate the open ``deals`` through the fitted ``model`` for ``horizon_days`` days.
+
+    ``deals``: from :func:`funnelsim.pipeline.open_deals` (columns deal_id, segment, stage,
+    age_days, amount); ``as_of`` defaults to ``deals.attrs["as_of"]``, else the model's.
+    ``period``: "day", "week", "month" or "quarter". ``draws``: posterior draws to use
+    (evenly spaced; all by default). The same ``seed`` gives the same numbers.
+    """
+    if period not in PERIODS:
+        raise FunnelDataError(f"unknown period {period!r}", column="period", value=period,
+                              hint=f"Use one of {', '.join(PERIODS)}.")
+    if int(horizon_days) < 1:
+        raise FunnelDataError("the horizon must be at least one day", column="horizon", value=str(horizon_days),
+                              hint="Pass --horizon DAYS, e.g. 90 for a quarter.")
+    as_of = pd.Timestamp(as_of or deals.attrs.get("as_of") or model.stats.attrs["as_of"]).normalize()
+    days = pd.date_range(as_of + pd.Timedelta(days=1), periods=int(horizon_days), freq="D")
+    periods = days.to_period(PERIODS[period])
+    period_of_day, labels = pd.factorize(periods)
+    pipeline = _pipeline_arrays(model, deals)
+    params = model.simulation_parameters(draws=draws, seed=seed)
+    sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
+                   chunk_draws=chunk_draws)
+    close_day = sim.median_close_day()
+    close_date = np.where(np.isnan(close_day), np.datetime64("NaT"),
+                          (as_of + pd.Timedelta(days=1)).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
+    dataset = xr.Dataset(
+        {
+            "revenue": (("draw", "period"), sim.revenue),
+            "wins": (("draw", "period"), sim.wins),
+            "cumulative_revenue": (("draw", "period"), np.cumsum(sim.revenue, axis=1)),
+            "pipeline_revenue": (("draw",), sim.revenue.sum(axis=1)),
+            "stage": (("deal",), deals["stage"].to_numpy(str)),
+            "segment": (("deal",), deals["segment"].to_numpy(str)),
+            "age_days": (("deal",), deals["age_days"].to_numpy(float)),
+            "amount": (("deal",), deals["amount"].to_numpy(float)),
+            "p_win_horizon": (("deal",), sim.p_win_horizon),
+            "p_win_ever": (("deal",), sim.p_win_ever),
+            "expected_revenue": (("deal",), sim.expected_revenue),
+            "median_close_date": (("deal",), close_date.astype("datetime64[ns]")),
+        },
+        coords={
+            "draw": np.arange(params.draws),
+            "period": [str(p) for p in labels],
+            "period_start": ("period", [max(p.start_time, days[0]) for p in labels]),
+            "period_end": ("period", [min(p.end_time.normalize(), days[-1]) for p in labels]),
+            "deal": deals["deal_id"].to_numpy(str),
+        },
+        attrs={"as_of": str(as_of.date()), "horizon_days": int(horizon_days), "period": period, "seed": seed,
+               "currency": "as in the event log's amount column", "capped_paths": sim.capped,
+               "created_by": "funnelsim"},
+    )
+    return Forecast(dataset, model)
+
+
+def _pipeline_arrays(model, deals: pd.DataFrame) -> Pipeline:
+    """Stage and segment names of the open deals as the model's indices, with a clear error
+    for a name the model does not know."""
+    missing = [c for c in ("deal_id", "segment", "stage", "age_days", "amount") if c not in deals.columns]
+    if missing:
+        raise FunnelDataError(f"the open deals lack column(s) {', '.join(missing)}",
+                              hint="Build them with funnelsim.pipeline.open_deals.")
+    stages = {s: i for i, s in enumerate(model.funnel.stages)}
+    segments = {g: i for i, g in enumerate(model.data.segments)}
+    for column, known in (("stage", stages), ("segment", segments)):
+        unknown = sorted(set(deals[column]) - set(known))
+        if unknown:
+            raise FunnelDataError(f"open deals in {column} {unknown[0]!r}, which the model was not fitted on",
+                                  column=column, value=str(unknown[0]),
+                                  hint=f"The model knows: {', '.join(known)}. Fit it on this log "
+                                       "(same --segment-by).")
+    return Pipeline(stage=deals["stage"].map(stages).to_numpy(), segment=deals["segment"].map(segments).to_numpy(),
+                    age_days=deals["age_days"].to_numpy(float), amount=deals["amount"].to_numpy(float))
+
+
+class Forecast:
+    """A revenue forecast: ``dataset`` (xarray, dims draw / period / deal) plus the model it
+    came from. Revenue in the event log's currency; dates are calendar days."""
+
+    def __init__(self, dataset: xr.Dataset, model):
+        self.dataset = dataset
+        self.model = model
+
+    @property
+    def as_of(self) -> str:
+        return self.dataset.attrs["as_of"]
+
+    @property
+    def horizon_days(self) -> int:
+        return self.dataset.attrs["horizon_days"]
+
+    def pipeline_revenue(self) -> dict:
+        """Revenue within the horizon from deals open at as-of: mean, P10, P50, P90."""
+        samples = self.dataset["pipeline_revenue"].values
+        p10, p50, p90 = np.quantile(samples, BAND) if samples.size else (np.nan,) * 3
+        return {"mean": float(samples.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
+
+    def p_hit(self, target: float) -> float:
+        """Chance that pipeline revenue within the horizon reaches ``target`` (currency)."""
+        return float((self.dataset["pipeline_revenue"].values >= target).mean())
+
+    def by_period(self) -> pd.DataFrame:
+        """Per period: start, end, revenue and cumulative revenue (mean, P10, P50, P90) and
+        expected wins."""
+        ds = self.dataset
+        table = pd.DataFrame({"period": ds["period"].values, "start": ds["period_start"].values,
+                              "end": ds["period_end"].values})
+        for name in ("revenue", "cumulative_revenue"):
+            values = ds[name].values
+            table[f"{name}_mean"] = values.mean(axis=0)
+            for q, row in zip(BAND, np.quantile(values, BAND, axis=0)):
+                table[f"{name}_p{round(q * 100)}"] = row
+        table["wins_mean"] = ds["wins"].values.mean(axis=0)
+        return table
+
+    def deals(self) -> pd.DataFrame:
+        """Per open deal, sorted by expected revenue within the horizon (largest first)."""
+        ds = self.dataset
+        table = ds[["stage", "segment", "age_days", "amount", "p_win_horizon", "p_win_ever", "expected_revenue",
+                    "median_close_date"]].to_dataframe().rename_axis("deal_id").reset_index()
+        return table.sort_values(["expected_revenue", "deal_id"], ascending=[False, True], ignore_index=True)
+
+    def to_dict(self, target: float | None = None) -> dict:
+        """The DESIGN.md JSON contract (plus a few more keys)."""
+        revenue = self.pipeline_revenue()
+        revenue["samples"] = self.dataset["pipeline_revenue"].values.tolist()
+        model_dict = self.model.to_dict()
+        deals = self.deals()
+        result = {
+            "as_of": self.as_of, "horizon_days": self.horizon_days,
+            "currency": self.dataset.attrs["currency"],
+            "pipeline_revenue": revenue,
+            "periods": [{"period": r["period"], "start": str(pd.Timestamp(r["start"]).date()),
+                         "end": str(pd.Timestamp(r["end"]).date()), "mean": r["revenue_mean"],
+                         "p10": r["revenue_p10"], "p50": r["revenue_p50"], "p90": r["revenue_p90"],
+                         "cumulative_p50": r["cumulative_revenue_p50"], "wins_mean": r["wins_mean"]}
+                        for r in self.by_period().to_dict(orient="records")],
+            "deals": [{"deal_id": r["deal_id"], "stage": r["stage"], "segment": r["segment"],
+                       "age_days": r["age_days"], "amount": r["amount"], "p_win_horizon": r["p_win_horizon"],
+                       "p_win_ever": r["p_win_ever"], "expected_revenue": r["expected_revenue"],
+                       "median_close_date": None if pd.isna(r["median_close_date"])
+                       else str(pd.Timestamp(r["median_close_date"]).date())}
+                      for r in deals.to_dict(orient="records")],
+            "stages": model_dict["stages"],
+            "diagnostics": model_dict["diagnostics"],
+        }
+        if target is not None:
+            result["target"] = {"amount": float(target), "p_hit": self.p_hit(target)}
+        return json_safe(result)
+
+    def to_json(self, path=None, target: float | None = None) -> str:
+        """The JSON text; with ``path``, also written atomically (temp file, then rename)."""
+        data = self.to_dict(target)
+        if path is not None:
+            write_json(path, data)
+        return json.dumps(data)
+
+    def plot_fan(self, ax=None, bands=(0.5, 0.8), target: float | None = None):
+        """Fan chart of cumulative pipeline revenue by period end: median and the ``bands``
+        (central intervals). Returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 4.5))
+        ds = self.dataset
+        values = np.concatenate([np.zeros((ds.sizes["draw"], 1)), ds["cumulative_revenue"].values], axis=1)
+        ends = [pd.Timestamp(self.as_of)] + [pd.Timestamp(e) for e in ds["period_end"].values]
+        for band in sorted(bands, reverse=True):
+            low, high = np.quantile(values, [(1 - band) / 2, (1 + band) / 2], axis=0)
+            ax.fill_between(ends, low, high, alpha=0.25, color="C0", lw=0, label=f"{band:.0%} band")
+        ax.plot(ends, np.median(values, axis=0), color="C0", marker="o", label="median")
+        if target is not None:
+            ax.axhline(target, color="C3", ls="--", label=f"target (P(hit) {self.p_hit(target):.0%})")
+        ax.set_title(f"Cumulative revenue from the open pipeline, as of {self.as_of}")
+        ax.set_ylabel("revenue (log currency)")
+        ax.legend(loc="upper left")
+        ax.figure.autofmt_xdate()
+        return ax
+
+    def summary(self, target: float | None = None) -> str:
+        """A few plain sentences for the revenue team."""
+        r = self.pipeline_revenue()
+        deals = self.deals()
+        text = (f"As of {self.as_of}, the {len(deals):,} open deals are expected to bring {r['mean']:,.0f} "
+                f"in the next {self.horizon_days} days: 80% band {r['p10']:,.0f} to {r['p90']:,.0f} "
+                f"(median {r['p50']:,.0f}).")
+        if target is not None:
+            text += f" The chance of reaching {target:,.0f} is {self.p_hit(target):.0%}."
+        if len(deals):
+            top = deals.head(10)["expected_revenue"].sum()
+            share = top / deals["expected_revenue"].sum() if deals["expected_revenue"].sum() else 0.0
+            text += (f" The ten deals with the largest expected revenue carry {share:.0%} of it; "
+                     f"{(deals['p_win_horizon'] >= 0.5).sum():,} deals are more likely than not to close in the horizon.")
+        if not self.model.diagnostics["converged"]:
+            text += " WARNING: the model fit failed its convergence checks; treat these numbers as unreliable."
+        return text
+
+    def _repr_html_(self) -> str:
+        r = self.pipeline_revenue()
+        periods = self.by_period()[["period", "revenue_mean", "revenue_p10", "revenue_p50", "revenue_p90"]]
+        top = self.deals().head(10)
+        return (f"<h4>Pipeline forecast as of {self.as_of}, next {self.horizon_days} days</h4>"
+                f"<p>Revenue: mean {r['mean']:,.0f}; 80% band {r['p10']:,.0f} – {r['p90']:,.0f} "
+                f"(median {r['p50']:,.0f}); {self.dataset.sizes['deal']:,} open deals, "
+                f"{self.dataset.sizes['draw']:,} posterior draws.</p>"
+                + periods.to_html(index=False, float_format=lambda v: f"{v:,.0f}")
+                + "<p>Ten deals with the largest expected revenue:</p>"
+                + top.to_html(index=False, float_format=lambda v: f"{v:,.2f}"))
+
+    def __repr__(self) -> str:
+        return self.summary()
