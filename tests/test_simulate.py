@@ -1,0 +1,141 @@
+"""The simulator against closed forms and the absorbing-chain algebra, and its invariances."""
+
+import dataclasses
+
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+from funnelsim.simulate import Parameters, Pipeline, simulate
+
+D = 4000
+HORIZON = 90
+
+
+def one_stage(family="lognormal", draws=D):
+    """One open stage: won 0.3 (median 40 days), lost 0.2 (median 20 days), stall 0.5."""
+    pi = np.zeros((draws, 1, 1, 4))
+    pi[..., 1], pi[..., 2], pi[..., 3] = 0.3, 0.2, 0.5
+    loc = np.zeros((draws, 1, 1, 3))
+    if family == "lognormal":
+        loc[..., 1], loc[..., 2] = np.log(40), np.log(20)
+        shape = np.full((draws, 1, 3), 0.8)
+    else:
+        loc[..., 1], loc[..., 2] = 40.0, 20.0       # Weibull scale (in t)
+        shape = np.full((draws, 1, 3), 1.5)
+    return Parameters(pi=pi, family=family, loc=loc, shape=shape, ratio_mean=np.zeros((draws, 1)),
+                      ratio_sd=np.zeros((draws, 1)), won_amounts=np.full((1, 3), np.nan))
+
+
+def closed_form(family, ages, horizon):
+    """P(win within horizon | survived `age` days) and P(win ever | age), one stage."""
+    if family == "lognormal":
+        won, lost = stats.lognorm(0.8, scale=40), stats.lognorm(0.8, scale=20)
+    else:
+        won, lost = stats.weibull_min(1.5, scale=40), stats.weibull_min(1.5, scale=20)
+    t = np.asarray(ages) + 0.5
+    alive = 0.5 + 0.3 * won.sf(t) + 0.2 * lost.sf(t)
+    return 0.3 * (won.sf(t) - won.sf(t + horizon)) / alive, 0.3 * won.sf(t) / alive
+
+
+def pipeline_of(ages, stage=0, amount=100.0):
+    n = len(ages)
+    return Pipeline(stage=np.full(n, stage), segment=np.zeros(n, int), age_days=np.asarray(ages, float),
+                    amount=np.full(n, amount))
+
+
+@pytest.mark.parametrize("family", ["lognormal", "weibull"])
+def test_one_stage_matches_the_closed_form_at_every_age(family):
+    ages = [0.0, 10.0, 45.5, 200.0, 2000.0]          # 2000 days: far beyond any observed stay
+    sim = simulate(one_stage(family), pipeline_of(ages), HORIZON, seed=3)
+    p_horizon, p_ever = closed_form(family, ages, HORIZON)
+    se = np.sqrt(p_horizon * (1 - p_horizon) / D)
+    assert np.all(np.abs(sim.p_win_horizon - p_horizon) <= 4 * se + 1e-4), (sim.p_win_horizon, p_horizon)
+    np.testing.assert_allclose(sim.p_win_ever, p_ever, rtol=1e-4, atol=1e-9)   # exact, not sampled
+    assert np.all(np.isfinite(sim.expected_revenue))
+    # revenue per draw: won deals times their amount (ratio exactly 1 here)
+    np.testing.assert_allclose(sim.revenue.sum(axis=1), 100.0 * sim.wins.sum(axis=1))
+
+
+def test_the_old_deal_is_mostly_stalled_and_never_nan():
+    sim = simulate(one_stage(), pipeline_of([1e5]), HORIZON, seed=0)
+    assert sim.p_win_horizon[0] == 0.0 and np.isfinite(sim.p_win_ever[0]) and sim.p_win_ever[0] < 1e-6
+
+
+def chain(draws=D, back=True):
+    """Three stages with forward, skip, back, won, lost and stall moves."""
+    S = 3
+    pi = np.zeros((draws, S, 1, S + 3))
+    rows = [[0, 0.5, 0.1, 0.0, 0.25, 0.15],
+            [0.1 if back else 0.0, 0, 0.5, 0.05, 0.2, 0.15 if back else 0.25],
+            [0.05 if back else 0.0, 0.05 if back else 0.0, 0, 0.5, 0.3, 0.1 if back else 0.2]]
+    pi[:, :, 0, :] = np.array(rows)
+    loc = np.log(np.array([5.0, 10.0, 20.0]))[None, :, None, None] + np.zeros((draws, S, 1, S + 2))
+    return Parameters(pi=pi, family="lognormal", loc=loc, shape=np.full((draws, S, S + 2), 0.7),
+                      ratio_mean=np.zeros((draws, 1)), ratio_sd=np.zeros((draws, 1)),
+                      won_amounts=np.full((1, 3), np.nan))
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_long_horizon_wins_match_the_absorbing_chain(back):
+    """With a horizon far beyond every stay, the share of simulated wins equals the exact
+    P(win ever) (absorbing chain, age-conditioned first move): the walk's moves are right."""
+    params = chain(back=back)
+    ages = np.array([0.0, 3.0, 30.0, 0.0, 12.0, 60.0, 0.0, 25.0, 90.0])
+    pipe = Pipeline(stage=np.repeat([0, 1, 2], 3), segment=np.zeros(9, int), age_days=ages, amount=np.ones(9))
+    sim = simulate(params, pipe, 100_000, period_of_day=np.zeros(100_000, int), seed=5)
+    se = np.sqrt(sim.p_win_ever * (1 - sim.p_win_ever) / D)
+    assert np.all(np.abs(sim.p_win_horizon - sim.p_win_ever) <= 4 * se), (sim.p_win_horizon, sim.p_win_ever)
+    entry = params.p_win_from_entry()[0, :, 0]
+    # an age-0 deal has survived nothing but the offset: close to the chain's P(win from entry)
+    np.testing.assert_allclose(sim.p_win_ever[[0, 3, 6]], entry, atol=0.02)
+
+
+def test_same_seed_same_numbers_whatever_the_chunk_or_threads():
+    params, pipe = chain(draws=300), Pipeline(stage=np.arange(200) % 3, segment=np.zeros(200, int),
+                                              age_days=np.arange(200) * 0.7, amount=np.linspace(1, 5, 200))
+    reference = simulate(params, pipe, HORIZON, seed=11)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = simulate(params, pipe, HORIZON, seed=11, chunk_draws=7)
+    finally:
+        numba.set_num_threads(threads)
+    for field in dataclasses.fields(reference):
+        np.testing.assert_array_equal(getattr(single, field.name), getattr(reference, field.name))
+    other = simulate(params, pipe, HORIZON, seed=12)
+    assert not np.array_equal(other.revenue, reference.revenue)
+
+
+def test_no_open_deals_gives_zero_revenue():
+    sim = simulate(chain(draws=50), pipeline_of([]), HORIZON, seed=0)
+    assert sim.revenue.shape == (50, HORIZON) and not sim.revenue.any() and not sim.wins.any()
+
+
+def test_amounts_scale_revenue_linearly():
+    params = dataclasses.replace(chain(draws=200), ratio_mean=np.full((200, 1), -0.05), ratio_sd=np.full((200, 1), 0.1))
+    ages = np.arange(60.0)
+    base = simulate(params, pipeline_of(ages, amount=1000.0), HORIZON, seed=2)
+    triple = simulate(params, pipeline_of(ages, amount=3000.0), HORIZON, seed=2)
+    np.testing.assert_allclose(triple.revenue, 3 * base.revenue, rtol=1e-12)
+    np.testing.assert_array_equal(triple.wins, base.wins)
+    # the won/last-open ratio: mean exp(m + s^2/2) per won deal
+    ratio = base.revenue.sum() / base.wins.sum() / 1000.0
+    assert ratio == pytest.approx(np.exp(-0.05 + 0.005), rel=0.01)
+
+
+def test_deals_without_amount_take_their_segments_won_amounts():
+    params = dataclasses.replace(chain(draws=400), won_amounts=np.linspace(100.0, 300.0, 51)[None, :])
+    sim = simulate(params, pipeline_of(np.zeros(50), amount=np.nan), HORIZON, seed=4)
+    per_win = sim.revenue.sum() / sim.wins.sum()
+    assert per_win == pytest.approx(200.0, rel=0.02)      # uniform on 100..300
+
+
+def test_bad_shapes_and_indices_are_refused():
+    with pytest.raises(ValueError, match="stage indices"):
+        simulate(chain(draws=5), pipeline_of([1.0], stage=3), HORIZON)
+    with pytest.raises(ValueError, match="ages"):
+        pipeline_of([-1.0])
+    with pytest.raises(ValueError, match="horizon"):
+        simulate(chain(draws=5), pipeline_of([1.0]), 0)
