@@ -1,0 +1,166 @@
+"""The revenue forecast: calibration on synthetic futures, no look-ahead, contract, CLI."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from funnelsim import synth
+from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.forecast import forecast
+from funnelsim.model import FunnelModel
+from funnelsim.pipeline import amount_stats, open_deals
+from funnelsim.spells import to_spells
+from funnelsim.stats import to_stage_stats
+
+matplotlib.use("Agg")
+CONFIG = synth.SynthConfig(weeks=40)
+FUNNEL = FunnelDefinition(stages=CONFIG.stages, won=CONFIG.won, lost=CONFIG.lost)
+FIXED_SHAPE = {"pooling": "non-centred"}      # one compiled model for every fit below
+HORIZON = 60
+
+
+def fitted(log, as_of, seed, segment_by="segment", draws=200):
+    spells = to_spells(log, as_of=as_of, segment_by=segment_by)
+    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), model_config=FIXED_SHAPE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=300, chains=2, random_seed=seed)
+    return model, open_deals(log, spells)
+
+
+def realised(events, deals, as_of, horizon):
+    """Revenue of the deals open at as-of that were won in the horizon (the simulated future)."""
+    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    won = events[events.stage.eq("Won") & events.timestamp.ge(start)
+                 & events.timestamp.lt(start + pd.Timedelta(days=horizon)) & events.deal_id.isin(deals.deal_id)]
+    return won.amount.sum()
+
+
+def weighted_pipeline(events, deals, as_of):
+    """What most CRMs show: each open deal's amount times the historical win rate of its stage
+    (won / closed among deals that ever reached the stage, as of the cut)."""
+    cut = events[events.timestamp < pd.Timestamp(as_of) + pd.Timedelta(days=1)]
+    outcome = cut[cut.stage.isin(["Won", "Lost"])].set_index("deal_id").stage
+    visits = cut[cut.stage.isin(CONFIG.stages)][["deal_id", "stage"]].drop_duplicates()
+    visits = visits[visits.deal_id.isin(outcome.index)]
+    rate = (visits.deal_id.map(outcome) == "Won").groupby(visits.stage).mean()
+    return (deals.amount * deals.stage.map(rate)).sum()
+
+
+@pytest.mark.slow
+def test_bands_are_calibrated_and_the_median_beats_the_weighted_pipeline():
+    """20 (seed, as-of) pairs: the 80% band holds the realised revenue in 65-95% of them, and
+    the median's absolute error is smaller than the weighted pipeline's on average."""
+    rows = []
+    for seed in range(10):
+        events, _ = synth.generate(2500, seed=100 + seed, config=CONFIG)
+        log = read_events(events, FUNNEL)
+        start = events.timestamp.min().normalize()
+        for weeks in (20, 30):
+            as_of = start + pd.Timedelta(weeks=weeks)
+            model, deals = fitted(log, as_of, seed)
+            band = forecast(model, deals, horizon_days=HORIZON, seed=seed).pipeline_revenue()
+            actual = realised(events, deals, as_of, HORIZON)
+            rows.append({**band, "actual": actual, "weighted": weighted_pipeline(events, deals, as_of)})
+    table = pd.DataFrame(rows)
+    covered = ((table.actual >= table.p10) & (table.actual <= table.p90)).mean()
+    assert 0.65 <= covered <= 0.95, table
+    error_median = (table.p50 - table.actual).abs().mean()
+    error_weighted = (table.weighted - table.actual).abs().mean()
+    assert error_median < error_weighted, table
+
+
+@pytest.fixture(scope="module")
+def small_crm():
+    events, _ = synth.generate(1500, seed=7, config=CONFIG)
+    as_of = (events.timestamp.min() + pd.Timedelta(weeks=25)).normalize()
+    log = read_events(events, FUNNEL)
+    model, deals = fitted(log, as_of, seed=1, draws=150)
+    return events, as_of, model, deals
+
+
+@pytest.mark.slow
+def test_the_full_log_with_as_of_equals_the_log_cut_there(small_crm):
+    events, as_of, model, deals = small_crm
+    cut = events[events.timestamp < as_of + pd.Timedelta(days=1)]
+    # the future rewrites amounts and stages of open deals; none of it may leak in
+    future = events.timestamp >= as_of + pd.Timedelta(days=1)
+    tampered = events.assign(amount=np.where(future, events.amount * 10, events.amount))
+    results = []
+    for frame in (cut, tampered):
+        log = read_events(frame, FUNNEL)
+        spells = to_spells(log, as_of=as_of, segment_by="segment")
+        pd.testing.assert_frame_equal(to_stage_stats(spells), model.stats)
+        pd.testing.assert_frame_equal(amount_stats(log, spells), model.amounts)
+        results.append(forecast(model, open_deals(log, spells), horizon_days=HORIZON, seed=3))
+    pd.testing.assert_frame_equal(open_deals(read_events(cut, FUNNEL), to_spells(read_events(cut, FUNNEL), as_of,
+                                                                                 "segment")), deals)
+    assert results[0].to_json() == results[1].to_json()
+
+
+@pytest.mark.slow
+def test_forecast_contract_plot_and_target_odds(small_crm, tmp_path):
+    _, as_of, model, deals = small_crm
+    result = forecast(model, deals, horizon_days=HORIZON, period="week", seed=3)
+    again = forecast(model, deals, horizon_days=HORIZON, period="week", seed=3)
+    assert result.to_json() == again.to_json()
+    ds = result.dataset
+    assert set(ds.dims) == {"draw", "period", "deal"} and ds.sizes["deal"] == len(deals)
+    np.testing.assert_allclose(ds.revenue.sum("period"), ds.pipeline_revenue)
+    band = result.pipeline_revenue()
+    assert band["p10"] <= band["p50"] <= band["p90"]
+    assert result.p_hit(0.0) == 1.0 and result.p_hit(band["p90"]) <= 0.11 and result.p_hit(band["p10"]) >= 0.89
+    per_deal = result.deals()
+    assert (per_deal.p_win_horizon <= per_deal.p_win_ever + 0.05).all()   # ever is exact, horizon sampled
+    assert per_deal.expected_revenue.sum() == pytest.approx(band["mean"], rel=1e-9)
+    data = json.loads(result.to_json(tmp_path / "f.json", target=band["p50"]))
+    assert json.loads((tmp_path / "f.json").read_text()) == data
+    assert {"as_of", "horizon_days", "pipeline_revenue", "deals", "stages", "diagnostics"} <= set(data)
+    assert set(data["pipeline_revenue"]) >= {"mean", "p10", "p50", "p90", "samples"}
+    assert len(data["pipeline_revenue"]["samples"]) == ds.sizes["draw"]
+    assert {"deal_id", "stage", "age_days", "p_win_horizon", "p_win_ever", "expected_revenue"} <= set(data["deals"][0])
+    assert {"stage", "segment", "p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days"} <= set(data["stages"][0])
+    assert set(data["stages"][0]["p_advance"]) == {"mean", "low", "high"}
+    assert {"r_hat_max", "ess_bulk_min", "divergences", "sampler", "converged"} <= set(data["diagnostics"])
+    assert data["as_of"] == str(as_of.date()) and data["target"]["p_hit"] == pytest.approx(0.5, abs=0.02)
+    ax = result.plot_fan(target=band["p50"])
+    assert ax.get_title().startswith("Cumulative revenue")
+    assert "Pipeline forecast" in result._repr_html_()
+    empty = forecast(model, deals.iloc[:0], horizon_days=HORIZON, seed=3)
+    assert empty.pipeline_revenue()["p90"] == 0.0
+    with pytest.raises(FunnelDataError, match="The model knows"):
+        forecast(model, deals.assign(segment="Nowhere"), horizon_days=HORIZON)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_forecast_writes_the_contract_and_refuses_bad_input(small_crm, tmp_path):
+    events, as_of, model, _ = small_crm
+    path = tmp_path / "crm.csv"
+    events.to_csv(path, index=False)
+    model.save(tmp_path / "model")
+    args = ["forecast", path, "--stages", ",".join(CONFIG.stages), "--as-of", str(as_of.date()),
+            "--segment-by", "segment", "--horizon", HORIZON, "--target", 1e6]
+    out = tmp_path / "f.json"
+    result = run(*args, "--model", tmp_path / "model", "--json", out)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["horizon_days"] == HORIZON and "p_hit" in data["target"]
+    assert "largest expected revenue" in result.stdout and "80% band" in result.stdout
+    # a saved model from other data is refused, as is a bad log: exit 2, no JSON, no traceback
+    other = tmp_path / "other.json"
+    for bad in (["--model", tmp_path / "model", "--as-of", str((as_of - pd.Timedelta(days=7)).date())],
+                ["--stages", "Prospecting,Qualified,Proposal"]):
+        result = run(*args, *bad, "--json", other)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and not other.exists()
