@@ -284,39 +284,40 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("demo_output"),
     deals: Annotated[int, typer.Option("--deals", min=100, help="Deals in the synthetic CRM.")] = 20000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    horizon: Annotated[int, typer.Option("--horizon", min=7, help="Days to forecast.")] = 90,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
     tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = 1000,
     chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains.")] = 4,
 ) -> None:
-    """Run the whole job on a synthetic CRM: generate it, print its funnel by segment, fit
-    the Bayesian funnel model and print the stage table with intervals (the forecast joins
-    when it lands). Files go to --out.
+    """Run the whole job on a synthetic CRM: generate it, print its funnel, fit the Bayesian
+    funnel model as of --horizon days before the log ends, forecast the revenue of the deals
+    open then, and compare the forecast with what the synthetic CRM says happened. Files go
+    to --out: events.csv, funnel.json, model/, stage_table.csv, forecast.json, deals.csv and
+    fan_chart.png.
     """
+    import pandas as pd
+
     from . import synth as synth_module
+    from .forecast import forecast as run_forecast
     from .funnel import funnel_table
+    from .model import FunnelModel
+    from .pipeline import amount_stats, open_deals
+    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from .stats import to_stage_stats
 
     config = synth_module.SynthConfig()
     events_path = out_dir / "events.csv"
     truth = synth_module.write(events_path, deals, seed=seed, config=config)
-    out.print(f"[bold]Synthetic CRM[/]: {deals} deals written to {events_path} (as of {truth['as_of']})", highlight=False)
+    as_of = (pd.Timestamp(truth["as_of"]) - pd.Timedelta(days=horizon)).date()
+    out.print(f"[bold]Synthetic CRM[/]: {deals} deals written to {events_path}; the log ends on {truth['as_of']}, "
+              f"we stand on {as_of} and forecast the next {horizon} days.", highlight=False)
     log, spells = _load_spells(events_path, ",".join(config.stages), config.won, config.lost,
-                               None, config.segment_column, False, None)
+                               str(as_of), config.segment_column, False, None)
     table = funnel_table(spells, notes=log.notes)
     out.print(table)
     table.to_json(out_dir / "funnel.json")
-    counted = table.table[table.table["segment"].isna()].set_index("stage")
-    out.print(
-        f"Of deals entering {config.stages[0]}, {counted.loc[config.won, 'through_conversion']:.1%} end up won "
-        f"by the funnel table (a spreadsheet that counts open deals as lost would say "
-        f"{counted.loc[config.won, 'through_conversion_naive']:.1%}).",
-        highlight=False,
-    )
 
-    from .model import FunnelModel
-    from .render import diagnostics_panel, stage_table_rich
-    from .stats import to_stage_stats
-
-    model = FunnelModel(to_stage_stats(spells))
+    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells))
     err.print(f"Fitting the Bayesian funnel model ({chains} chains x {draws} draws)...", highlight=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -327,12 +328,31 @@ def demo(
     out.print(diagnostics_panel(model.diagnostics))
     model.save(out_dir / "model")
     stage_rows.to_csv(out_dir / "stage_table.csv", index=False)
+
+    pipeline = open_deals(log, spells)
+    result = run_forecast(model, pipeline, horizon_days=horizon, as_of=spells.as_of, seed=seed)
+    out.print(periods_rich(result))
+    out.print(deals_rich(result.deals().head(10)))
+    result.to_json(out_dir / "forecast.json")
+    result.deals().to_csv(out_dir / "deals.csv", index=False)
+    ax = result.plot_fan()
+    ax.figure.savefig(out_dir / "fan_chart.png", dpi=120, bbox_inches="tight")
+
+    events = log.to_pandas()
+    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    won = events[events["stage"].eq(config.won)
+                 & (events["timestamp"] >= start) & (events["timestamp"] < start + pd.Timedelta(days=horizon))
+                 & events["deal_id"].isin(pipeline["deal_id"])]
+    band = result.pipeline_revenue()
+    inside = band["p10"] <= won["amount"].sum() <= band["p90"]
     whole = stage_rows[stage_rows["segment"].isna()].set_index("stage")
     top = whole.iloc[0]
     out.print(
-        f"\nA deal entering {whole.index[0]} is won with probability {top['p_win_from_entry']:.1%} "
-        f"(90% interval {top['p_win_from_entry_low']:.1%}–{top['p_win_from_entry_high']:.1%}); "
-        f"the synthetic truth is {_truth_p_win(truth, whole.index[0]):.1%}. Files in {out_dir}/.",
+        f"\n{result.summary()}\nWhat the synthetic CRM says happened: {won['amount'].sum():,.0f} from {len(won):,} "
+        f"deals won, {'inside' if inside else 'outside'} the 80% band. A deal entering {whole.index[0]} is won "
+        f"with probability {top['p_win_from_entry']:.1%} (90% interval {top['p_win_from_entry_low']:.1%}–"
+        f"{top['p_win_from_entry_high']:.1%}; synthetic truth {_truth_p_win(truth, whole.index[0]):.1%}). "
+        f"Files in {out_dir}/.",
         highlight=False,
     )
 
