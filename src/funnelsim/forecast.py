@@ -203,7 +203,7 @@ class Forecast:
         if target is not None:
             ax.axhline(target, color="C3", ls="--", label=f"target (P(hit) {self.p_hit(target):.0%})")
         ax.set_title(f"Cumulative revenue from the open pipeline, as of {self.as_of}")
-        ax.set_ylabel("revenue (log currency)")
+        ax.set_ylabel("revenue (currency of the event log)")
         ax.legend(loc="upper left")
         ax.figure.autofmt_xdate()
         return ax
