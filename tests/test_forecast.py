@@ -164,3 +164,20 @@ def test_cli_forecast_writes_the_contract_and_refuses_bad_input(small_crm, tmp_p
         result = run(*args, *bad, "--json", other)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and not other.exists()
+
+
+@pytest.mark.slow
+def test_a_log_without_amounts_counts_deals_or_takes_a_value_per_deal(small_crm):
+    _, _, model, deals = small_crm
+    no_amounts = deals.assign(amount=np.nan)
+    bare = FunnelModel(model.stats, model_config=FIXED_SHAPE)     # no won amounts to borrow either
+    bare.idata = model.idata
+    counted = forecast(bare, no_amounts, horizon_days=HORIZON, seed=2)
+    assert counted.pipeline_revenue()["p90"] == 0.0 and counted.dataset.wins.sum() > 0
+    assert "--deal-value" in counted.summary()
+    valued = forecast(model, no_amounts, horizon_days=HORIZON, seed=2, deal_value=1000.0)
+    np.testing.assert_array_equal(valued.dataset.wins, counted.dataset.wins)     # the same paths
+    per_win = valued.dataset.pipeline_revenue.sum() / valued.dataset.wins.sum() / 1000.0
+    assert 0.85 < float(per_win) < 1.1                                          # the won/last ratio
+    with pytest.raises(FunnelDataError, match="deal value"):
+        forecast(model, deals, horizon_days=HORIZON, deal_value=-1.0)

@@ -209,6 +209,7 @@ def forecast(
     target: Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)] = None,
     period: Annotated[str, typer.Option("--period", help="Report revenue per day, week, month or quarter.")] = "month",
+    deal_value: Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)] = None,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")] = 1000,
     tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")] = 1000,
     chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")] = 4,
@@ -250,7 +251,8 @@ def forecast(
         raise typer.Exit(3)
     deals = open_deals(log, spells)
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
-        result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed)
+        result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
+                              deal_value=deal_value)
     out.print(periods_rich(result))
     out.print(stage_table_rich(model.stage_table()))
     out.print(deals_rich(result.deals().head(10)))

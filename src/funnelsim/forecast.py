@@ -30,13 +30,16 @@ BAND = (0.1, 0.5, 0.9)
 
 
 def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, period: str = "month",
-             draws: int | None = None, seed: int = 0, chunk_draws: int | None = None) -> Forecast:
+             draws: int | None = None, seed: int = 0, deal_value: float | None = None,
+             chunk_draws: int | None = None) -> Forecast:
     """Simulate the open ``deals`` through the fitted ``model`` for ``horizon_days`` days.
 
     ``deals``: from :func:`funnelsim.pipeline.open_deals` (columns deal_id, segment, stage,
     age_days, amount); ``as_of`` defaults to ``deals.attrs["as_of"]``, else the model's.
     ``period``: "day", "week", "month" or "quarter". ``draws``: posterior draws to use
     (evenly spaced; all by default). The same ``seed`` gives the same numbers.
+    ``deal_value``: the amount (currency) of open deals that have none, e.g. for a log with
+    no amounts; by default they take one from their segment's won amounts (0 if none).
     """
     if period not in PERIODS:
         raise FunnelDataError(f"unknown period {period!r}", column="period", value=period,
@@ -48,6 +51,11 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     days = pd.date_range(as_of + pd.Timedelta(days=1), periods=int(horizon_days), freq="D")
     periods = days.to_period(PERIODS[period])
     period_of_day, labels = pd.factorize(periods)
+    if deal_value is not None:
+        if not np.isfinite(deal_value) or deal_value < 0:
+            raise FunnelDataError("the deal value must be a non-negative number", column="deal_value",
+                                  value=str(deal_value), hint="Pass --deal-value AMOUNT, e.g. 1000.")
+        deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
     pipeline = _pipeline_arrays(model, deals)
     params = model.simulation_parameters(draws=draws, seed=seed)
     sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
@@ -215,8 +223,14 @@ class Forecast:
         text = (f"As of {self.as_of}, the {len(deals):,} open deals are expected to bring {r['mean']:,.0f} "
                 f"in the next {self.horizon_days} days: 80% band {r['p10']:,.0f} to {r['p90']:,.0f} "
                 f"(median {r['p50']:,.0f}).")
+        wins = self.dataset["wins"].values.sum(axis=1)
+        w10, w90 = np.quantile(wins, [0.1, 0.9]) if wins.size else (0.0, 0.0)
+        text += f" Deals won in that time: {wins.mean():,.1f} expected (80% band {w10:,.0f} to {w90:,.0f})."
         if target is not None:
             text += f" The chance of reaching {target:,.0f} is {self.p_hit(target):.0%}."
+        if len(deals) and deals["amount"].isna().all() and r["p90"] == 0:
+            text += (" The log has no amounts and no won amounts to borrow, so revenue is 0: read the deal "
+                     "counts, or pass a value per deal (--deal-value).")
         if len(deals):
             top = deals.head(10)["expected_revenue"].sum()
             share = top / deals["expected_revenue"].sum() if deals["expected_revenue"].sum() else 0.0
