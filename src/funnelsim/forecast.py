@@ -109,7 +109,14 @@ def _pipeline_arrays(model, deals: pd.DataFrame) -> Pipeline:
                                   hint=f"The model knows: {', '.join(known)}. Fit it on this log "
                                        "(same --segment-by).")
     return Pipeline(stage=deals["stage"].map(stages).to_numpy(), segment=deals["segment"].map(segments).to_numpy(),
-                    age_days=deals["age_days"].to_numpy(float), amount=deals["amount"].to_numpy(float))
+                    age_days=deals["age_days"].to_numpy(float), amount=deals["amount"].to_numpy(float),
+                    key=deal_keys(deals["deal_id"]))
+
+
+def deal_keys(deal_ids) -> np.ndarray:
+    """Each deal's random stream: a fixed hash of its id, so a deal keeps its random numbers
+    when others are added or removed (paired scenarios) and whatever its row order."""
+    return pd.util.hash_array(np.asarray(deal_ids, dtype=object).astype(str).astype(object))
 
 
 class Forecast:

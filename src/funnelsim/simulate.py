@@ -45,16 +45,21 @@ LOGNORMAL, WEIBULL = 0, 1
 @dataclass(frozen=True)
 class Pipeline:
     """Open deals as arrays: ``stage`` and ``segment`` indices, ``age_days`` in the current
-    stage, ``amount`` (currency; NaN when unknown)."""
+    stage, ``amount`` (currency; NaN when unknown), and ``key``: the deal's random stream
+    (default: its position). Give each deal a key of its own (e.g. a hash of its id) so that
+    adding or removing deals leaves every other deal's random numbers unchanged."""
 
     stage: np.ndarray
     segment: np.ndarray
     age_days: np.ndarray
     amount: np.ndarray
+    key: np.ndarray | None = None
 
     def __post_init__(self):
+        key = np.arange(np.size(self.stage)) if self.key is None else self.key
         arrays = {"stage": np.asarray(self.stage, np.int64), "segment": np.asarray(self.segment, np.int64),
-                  "age_days": np.asarray(self.age_days, np.float64), "amount": np.asarray(self.amount, np.float64)}
+                  "age_days": np.asarray(self.age_days, np.float64), "amount": np.asarray(self.amount, np.float64),
+                  "key": np.asarray(key).astype(np.uint64)}
         sizes = {a.shape for a in arrays.values()}
         if len(sizes) != 1 or len(next(iter(sizes))) != 1:
             raise ValueError(f"Pipeline arrays must be 1-d and of one length; got shapes {sizes}")
@@ -163,7 +168,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         block_wins = np.zeros((blocks, n, n_periods))
         capped += _simulate_chunk(
             d0, n, pi, np.cumsum(pi, axis=3), family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
-            pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount,
+            pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
             sums, close_days, block_revenue, block_wins)
         _sum_blocks(block_revenue, revenue[d0:d0 + n])
@@ -294,7 +299,7 @@ def _first_move(pi, loc, shape, family, h_win, s, g, d, t_age, log_t, weights):
 
 @numba.njit(parallel=True, cache=True)
 def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
-                    stage0, segment, age, log_age, amount, horizon, period_of_day, seed,
+                    stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day, seed,
                     sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
     block, draw by draw (one draw's parameters stay in cache) and deal by deal. Adds to the
@@ -313,7 +318,7 @@ def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ra
             d = d0 + k
             draw_key = _mix(seed ^ _mix(np.uint64(d) + _GOLDEN))
             for i in range(first, last):
-                key = _mix(draw_key + np.uint64(i) * _K_DEAL)
+                key = _mix(draw_key + deal_keys[i] * _K_DEAL)
                 g = segment[i]
                 s = stage0[i]
                 t_age = age[i] + OFFSET_DAYS
