@@ -37,6 +37,7 @@ from .stats import OFFSET_DAYS
 __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 
 MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
+STREAM_WITHIN = 1 << 20   # counter offset of the uniforms that pick a destination inside its group
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
 BLOCK_DEALS = 64          # deals per block of work (fixed, so thread count does not change sums)
 LOGNORMAL, WEIBULL = 0, 1
@@ -82,6 +83,9 @@ class Parameters:
     ``ratio_mean``, ``ratio_sd`` (D, G): log(realised / last open amount) of won deals.
     ``won_amounts`` (G, Q): quantiles of won amounts per segment (currency), for deals with
     no amount; a row of NaN values such deals at 0.
+    ``time_scale`` (S, G), optional: multiplies the time still to spend in each stage from
+    the as-of date on (what-if scenarios; default 1). It leaves the fitted survival, and so
+    which old deals look stalled, unchanged.
     """
 
     pi: np.ndarray
@@ -91,6 +95,7 @@ class Parameters:
     ratio_mean: np.ndarray
     ratio_sd: np.ndarray
     won_amounts: np.ndarray
+    time_scale: np.ndarray | None = None
 
     @property
     def draws(self) -> int:
@@ -156,6 +161,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     h_win = _contiguous(params.p_win_from_entry())                 # (D, S, G)
     ratio_mean, ratio_sd = _contiguous(params.ratio_mean), _contiguous(params.ratio_sd)
     log_t_age = np.log(pipeline.age_days + OFFSET_DAYS)
+    time_scale = _contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale)
     won_amounts = np.ascontiguousarray(params.won_amounts, np.float64)
     revenue = np.zeros((D, n_periods))
     wins = np.zeros((D, n_periods))
@@ -167,7 +173,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         block_revenue = np.zeros((blocks, n, n_periods))
         block_wins = np.zeros((blocks, n, n_periods))
         capped += _simulate_chunk(
-            d0, n, pi, np.cumsum(pi, axis=3), family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
+            d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
             sums, close_days, block_revenue, block_wins)
@@ -188,6 +194,8 @@ def _check(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
     for name, shape in expected.items():
         if getattr(params, name).shape != shape:
             raise ValueError(f"Parameters.{name} needs shape {shape}; got {getattr(params, name).shape}")
+    if params.time_scale is not None and np.shape(params.time_scale) != (S, G):
+        raise ValueError(f"Parameters.time_scale needs shape ({S}, {G})")
     if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
         raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
     if params.family not in ("lognormal", "weibull"):
@@ -281,6 +289,7 @@ def _first_move(pi, loc, shape, family, h_win, s, g, d, t_age, log_t, weights):
     ``weights``; returns (their total, P(win ever)). ``shape`` is 1/sigma for LogNormal."""
     S = pi.shape[1]
     total = pi[d, s, g, S + 2]
+    weights[S + 2] = total
     ever = 0.0
     for j in range(S + 2):
         w = pi[d, s, g, j]
@@ -297,8 +306,39 @@ def _first_move(pi, loc, shape, family, h_win, s, g, d, t_age, log_t, weights):
     return total, (ever / total if total > 0.0 else 0.0)
 
 
+@numba.njit(inline="always")
+def _pick(weights, s, S, u_group, u_within):
+    """Destination out of stage s given unnormalised ``weights`` (stages, won, lost, stall).
+
+    Two steps, so that what-if scenarios pair well: ``u_group`` picks the group (forward:
+    later stages and won; other: earlier stages and lost; stall) and ``u_within`` the
+    destination inside it by the group's own shares. Scaling a group (a conversion or stall
+    change) then moves paths only across group boundaries, never inside a group."""
+    forward = 0.0
+    other = 0.0
+    for j in range(S + 2):
+        if s < j <= S:
+            forward += weights[j]
+        else:
+            other += weights[j]
+    x = u_group * (forward + other + weights[S + 2])
+    if x >= forward + other:
+        return S + 2
+    is_forward = x < forward
+    budget = u_within * (forward if is_forward else other)
+    acc = 0.0
+    last = S + 2
+    for j in range(S + 2):
+        if (s < j <= S) == is_forward and weights[j] > 0.0:
+            acc += weights[j]
+            last = j
+            if budget < acc:
+                return j
+    return last
+
+
 @numba.njit(parallel=True, cache=True)
-def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
+def _simulate_chunk(d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
                     stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day, seed,
                     sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
@@ -307,7 +347,6 @@ def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ra
     period). Returns the number of capped paths."""
     N = stage0.size
     S = pi.shape[1]
-    J = S + 2                   # destinations with a time: stages, won, lost
     first_shape = 1.0 / shape if family == LOGNORMAL else shape
     blocks = block_revenue.shape[0]
     capped = np.zeros(blocks, np.int64)
@@ -324,15 +363,9 @@ def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ra
                 t_age = age[i] + OFFSET_DAYS
                 total, ever = _first_move(pi, loc, first_shape, family, h_win, s, g, d, t_age, log_age[i], weights)
                 sums[2, i] += ever
-                u_dest, u_time = _uniforms(key, 0)
-                target = u_dest * total
-                dest = S + 2
-                acc = 0.0
-                for j in range(J):
-                    acc += weights[j]
-                    if target < acc:
-                        dest = j
-                        break
+                u_group, u_time = _uniforms(key, 0)
+                u_within, _ = _uniforms(key, STREAM_WITHIN)
+                dest = _pick(weights, s, S, u_group, u_within)
                 clock = 0.0
                 won_at = np.inf
                 step = 1
@@ -344,26 +377,23 @@ def _simulate_chunk(d0, n, pi, cum_pi, family, loc, shape, h_win, ratio_mean, ra
                         else:
                             t = loc[d, s, g, dest] * (-np.log(u_time) + (t_age / loc[d, s, g, dest])
                                                       ** shape[d, s, dest]) ** (1.0 / shape[d, s, dest])
-                        clock += max(t - t_age, 0.0)
+                        clock += max(t - t_age, 0.0) * time_scale[s, g]
                     else:
                         if family == LOGNORMAL:
                             t = np.exp(loc[d, s, g, dest] - shape[d, s, dest] * _ndtri(u_time))
                         else:
                             t = loc[d, s, g, dest] * (-np.log(u_time)) ** (1.0 / shape[d, s, dest])
-                        clock += max(t - OFFSET_DAYS, 0.0)
+                        clock += max(t - OFFSET_DAYS, 0.0) * time_scale[s, g]
                     if clock >= horizon:
                         break
                     if dest == S:                                # won
                         won_at = clock
                         break
                     s = dest                                     # a fresh stay in stage `dest`
-                    u_dest, u_time = _uniforms(key, step)
+                    u_group, u_time = _uniforms(key, step)
+                    u_within, _ = _uniforms(key, STREAM_WITHIN + step)
                     step += 1
-                    dest = S + 2
-                    for j in range(J):
-                        if u_dest < cum_pi[d, s, g, j]:
-                            dest = j
-                            break
+                    dest = _pick(pi[d, s, g], s, S, u_group, u_within)
                 if step > MAX_STEPS:
                     capped[b] += 1
                 if won_at < horizon:
