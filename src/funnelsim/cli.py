@@ -38,6 +38,15 @@ AsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="See the CRM as 
 SegmentOpt = Annotated[Optional[str], typer.Option("--segment-by", help="Attribute column that splits deals into segments (region, source...).", show_default=False)]
 DayfirstOpt = Annotated[bool, typer.Option("--dayfirst", help="Text dates are day-first (31-01-2024).")]
 ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.", show_default=False)]
+HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")]
+TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)]
+DealValueOpt = Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
+FitDrawsOpt = Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")]
+FitTuneOpt = Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")]
+FitChainsOpt = Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same forecast.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path (written atomically).", show_default=False)]
 
 
@@ -197,40 +206,13 @@ def _print_losses(model) -> None:
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
 
 
-@app.command()
-def forecast(
-    events: EventsArg,
-    stages: StagesOpt,
-    won: WonOpt = "Won",
-    lost: LostOpt = "Lost",
-    as_of: AsOfOpt = None,
-    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")] = 90,
-    segment_by: SegmentOpt = None,
-    target: Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)] = None,
-    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)] = None,
-    period: Annotated[str, typer.Option("--period", help="Report revenue per day, week, month or quarter.")] = "month",
-    deal_value: Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)] = None,
-    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")] = 1000,
-    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")] = 1000,
-    chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same forecast.")] = 0,
-    dayfirst: DayfirstOpt = False,
-    columns: ColumnsOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.")] = False,
-    json: JsonOpt = None,
-) -> None:
-    """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
-    deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
-    P90) within --horizon days, revenue per period, the chance of reaching --target, the
-    stage table, the ten deals with the largest expected revenue and the fit's diagnostics.
-    Revenue is in the currency of the log's amount column.
-
-    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
-    """
-    from .forecast import forecast as run_forecast
+def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns, model_dir, draws, tune,
+                     chains, seed, strict):
+    """Read the log as of the date, fit the model (or load a matching saved one), check it
+    (exit 3 under --strict when it failed), and list the open deals."""
     from .model import FunnelModel
     from .pipeline import amount_stats, open_deals
-    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from .render import diagnostics_panel
     from .stats import to_stage_stats
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
@@ -244,12 +226,49 @@ def forecast(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=err.is_terminal)
-    diagnostics = model.diagnostics
-    if strict and not diagnostics["converged"]:
-        out.print(diagnostics_panel(diagnostics))
-        err.print("--strict: the fit failed its diagnostics; no forecast written.", highlight=False)
+    if strict and not model.diagnostics["converged"]:
+        out.print(diagnostics_panel(model.diagnostics))
+        err.print("--strict: the fit failed its diagnostics; nothing written.", highlight=False)
         raise typer.Exit(3)
-    deals = open_deals(log, spells)
+    return model, open_deals(log, spells), spells
+
+
+@app.command()
+def forecast(
+    events: EventsArg,
+    stages: StagesOpt,
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    as_of: AsOfOpt = None,
+    horizon: HorizonOpt = 90,
+    segment_by: SegmentOpt = None,
+    target: TargetOpt = None,
+    model_dir: ModelOpt = None,
+    period: Annotated[str, typer.Option("--period", help="Report revenue per day, week, month or quarter.")] = "month",
+    deal_value: DealValueOpt = None,
+    draws: FitDrawsOpt = 1000,
+    tune: FitTuneOpt = 1000,
+    chains: FitChainsOpt = 4,
+    seed: SeedOpt = 0,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    json: JsonOpt = None,
+) -> None:
+    """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
+    deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
+    P90) within --horizon days, revenue per period, the chance of reaching --target, the
+    stage table, the ten deals with the largest expected revenue and the fit's diagnostics.
+    Revenue is in the currency of the log's amount column.
+
+    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
+    """
+    from .forecast import forecast as run_forecast
+    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+
+    model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+                                            model_dir, draws, tune, chains, seed, strict)
+    diagnostics = model.diagnostics
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
         result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
                               deal_value=deal_value)
@@ -260,6 +279,96 @@ def forecast(
     out.print(result.summary(target), highlight=False)
     if json:
         result.to_json(json, target=target)
+        out.print(f"wrote {json}", highlight=False)
+
+
+@app.command()
+def whatif(
+    events: EventsArg,
+    stages: StagesOpt,
+    scenarios: Annotated[Path, typer.Option("--scenarios", help="TOML file of [[scenario]] tables (see the README).", show_default=False)],
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    as_of: AsOfOpt = None,
+    horizon: HorizonOpt = 90,
+    segment_by: SegmentOpt = None,
+    target: TargetOpt = None,
+    model_dir: ModelOpt = None,
+    deal_value: DealValueOpt = None,
+    draws: FitDrawsOpt = 1000,
+    tune: FitTuneOpt = 1000,
+    chains: FitChainsOpt = 4,
+    seed: SeedOpt = 0,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    json: JsonOpt = None,
+) -> None:
+    """What-if scenarios against the baseline forecast: change a stage's conversion, the time
+    deals spend in it, the stall share or amounts, add or remove deals; each scenario reruns
+    the simulator with the same random numbers, so the difference is the effect of the change.
+    Prints revenue (mean, P10, P50, P90), the difference from the baseline with its own
+    interval, P(better than baseline) and, with --target, the chance of reaching it.
+
+    Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
+    """
+    from .render import comparison_rich, diagnostics_panel
+    from .scenarios import compare, comparison_json, read_scenarios
+
+    plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
+    model, deals, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+                                       model_dir, draws, tune, chains, seed, strict)
+    table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value)
+    out.print(comparison_rich(table, horizon))
+    out.print(diagnostics_panel(model.diagnostics))
+    if json:
+        from ._io import write_json
+
+        write_json(json, comparison_json(table, target))
+        out.print(f"wrote {json}", highlight=False)
+
+
+@app.command()
+def bottlenecks(
+    events: EventsArg,
+    stages: StagesOpt,
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    as_of: AsOfOpt = None,
+    horizon: HorizonOpt = 90,
+    segment_by: SegmentOpt = None,
+    points: Annotated[float, typer.Option("--points", help="Conversion points added to each stage in turn.")] = 5.0,
+    time_factor: Annotated[float, typer.Option("--time-factor", min=0.01, help="Factor on the time deals spend in each stage in turn (0.8 = 20% faster).")] = 0.8,
+    model_dir: ModelOpt = None,
+    deal_value: DealValueOpt = None,
+    draws: FitDrawsOpt = 1000,
+    tune: FitTuneOpt = 1000,
+    chains: FitChainsOpt = 4,
+    seed: SeedOpt = 0,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    json: JsonOpt = None,
+) -> None:
+    """Where to focus: for every stage (and segment, with --segment-by), the revenue gained
+    within --horizon days from --points more points of conversion and from --time-factor on
+    the time deals spend there, as paired differences with an 80% interval, ranked.
+
+    Example: funnelsim bottlenecks crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --segment-by region
+    """
+    from .render import bottlenecks_rich, diagnostics_panel
+    from .scenarios import bottlenecks as rank
+
+    model, deals, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+                                       model_dir, draws, tune, chains, seed, strict)
+    table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
+                 by_segment=bool(segment_by), seed=seed, deal_value=deal_value)
+    out.print(bottlenecks_rich(table, horizon))
+    out.print(diagnostics_panel(model.diagnostics))
+    if json:
+        from ._io import json_safe, write_json
+
+        write_json(json, json_safe({"horizon_days": horizon, "bottlenecks": table.to_dict(orient="records")}))
         out.print(f"wrote {json}", highlight=False)
 
 

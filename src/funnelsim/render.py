@@ -6,7 +6,8 @@ import pandas as pd
 from rich.panel import Panel
 from rich.table import Table
 
-__all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich"]
+__all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
+           "bottlenecks_rich"]
 
 PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -82,4 +83,33 @@ def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expecte
         amount = "—" if pd.isna(r["amount"]) else f"{r['amount']:,.0f}"
         out.add_row(str(r["deal_id"]), r["stage"], r["segment"], f"{r['age_days']:.0f}", amount,
                     f"{r['p_win_horizon']:.0%}", f"{r['p_win_ever']:.0%}", f"{r['expected_revenue']:,.0f}", close)
+    return out
+
+
+def comparison_rich(table: pd.DataFrame, horizon_days: int) -> Table:
+    """What-if scenarios: revenue band, paired difference from the baseline, P(better)."""
+    targeted = "p_hit" in table.columns
+    out = Table(title=f"What-if scenarios: revenue in the next {horizon_days} days (currency of the log)",
+                caption="difference = scenario minus baseline in each draw (same random numbers)")
+    for name in ("scenario", "mean", "P10 – P90", "difference (mean)", "difference P10 – P90", "P(better)",
+                 *(["P(hit target)", "baseline P(hit)"] if targeted else [])):
+        out.add_column(name, justify="left" if name == "scenario" else "right")
+    for r in table.to_dict(orient="records"):
+        out.add_row(r["scenario"], f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
+                    f"{r['delta_mean']:+,.0f}", f"{r['delta_p10']:+,.0f} – {r['delta_p90']:+,.0f}",
+                    f"{r['p_better']:.0%}", *([f"{r['p_hit']:.0%}", f"{r['baseline_p_hit']:.0%}"] if targeted else []))
+    return out
+
+
+def bottlenecks_rich(table: pd.DataFrame, horizon_days: int) -> Table:
+    """The bottleneck ranking: revenue gained per lever, stage and segment."""
+    segmented = table["segment"].notna().any()
+    out = Table(title=f"Where to focus: revenue gained in the next {horizon_days} days",
+                caption="paired with the baseline (same random numbers); 80% interval")
+    for name in ("rank", "stage", *(["segment"] if segmented else []), "lever", "gain (mean)", "gain P10 – P90",
+                 "P(gain)"):
+        out.add_column(name, justify="left" if name in ("stage", "segment", "lever") else "right")
+    for r in table.to_dict(orient="records"):
+        out.add_row(str(r["rank"]), r["stage"], *([r["segment"]] if segmented else []), r["lever"],
+                    f"{r['gain_mean']:+,.0f}", f"{r['gain_p10']:+,.0f} – {r['gain_p90']:+,.0f}", f"{r['p_gain']:.0%}")
     return out

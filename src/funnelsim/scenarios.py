@@ -323,11 +323,12 @@ def comparison_json(table: pd.DataFrame, target: float | None = None) -> dict:
 def bottlenecks(model, deals: pd.DataFrame, *, horizon_days: int = 90, points: float = 5.0, time_factor: float = 0.8,
                 by_segment: bool = False, draws: int | None = None, seed: int = 0,
                 deal_value: float | None = None) -> pd.DataFrame:
-    """Where to focus: for every stage (and segment with ``by_segment``), the revenue gained
+    """Where to focus: for every stage (and, with ``by_segment``, for each segment beside all
+    segments at once, ``segment`` None), the revenue gained
     within the horizon from ``points`` more points of conversion and from time in the stage
     times ``time_factor``, as paired differences (mean, P10, P90, P(gain > 0)), ranked by the
     mean gain (largest first)."""
-    segments = list(model.data.segments) if by_segment else [None]
+    segments = [None, *model.data.segments] if by_segment else [None]      # None: every segment at once
     scenarios, labels = [], {}
     for stage in model.funnel.stages:
         for segment in segments:
