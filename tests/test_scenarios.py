@@ -1,0 +1,236 @@
+"""What-if scenarios: paired differences, closed form, common random numbers, TOML, CLI."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from funnelsim import synth
+from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.model import FunnelModel
+from funnelsim.pipeline import amount_stats, open_deals
+from funnelsim.scenarios import (Change, NewDeal, Scenario, apply_changes, bottlenecks, compare, comparison_json,
+                                 paired_revenue, plot_scenarios, read_scenarios)
+from funnelsim.simulate import Pipeline, simulate
+from funnelsim.spells import to_spells
+from funnelsim.stats import to_stage_stats
+
+from .test_simulate import chain, one_stage
+
+HORIZON = 90
+STAGES = ["A", "B", "C"]
+
+
+def revenue(params, pipe, seed=0):
+    return simulate(params, pipe, HORIZON, period_of_day=np.zeros(HORIZON, int), seed=seed).revenue[:, 0]
+
+
+def pipeline(n=2000, seed=1):
+    rng = np.random.default_rng(seed)
+    return Pipeline(stage=rng.integers(0, 3, n), segment=np.zeros(n, int), age_days=rng.exponential(20, n),
+                    amount=rng.lognormal(9, 0.5, n), key=np.arange(n) * 7919)
+
+
+def test_a_null_change_gives_exactly_zero_difference():
+    params, pipe = chain(draws=500), pipeline()
+    same = apply_changes(params, [Change("B", conversion_points=0.0), Change(time_factor=1.0)], STAGES, ["all"])
+    np.testing.assert_array_equal(revenue(same, pipe), revenue(params, pipe))
+
+
+def test_more_conversion_raises_revenue_and_slower_time_lowers_it_in_every_draw():
+    params, pipe = chain(draws=1000), pipeline()
+    base = revenue(params, pipe)
+    better = revenue(apply_changes(params, [Change("B", conversion_points=5)], STAGES, ["all"]), pipe)
+    slower = revenue(apply_changes(params, [Change("B", time_factor=1.25)], STAGES, ["all"]), pipe)
+    assert better.mean() > base.mean() and slower.mean() < base.mean()
+    # A deal that moved forward still does, to the same stage; only lost/back/stall paths can
+    # turn forward. A turned path can still lose later, and a back move that turned forward
+    # can reach Won after the horizon where the old path reached it inside: rare, so 95%.
+    assert (better - base >= 0).mean() >= 0.95
+    # slowing a stage lengthens every stay in it and changes nothing else: never more revenue
+    assert (slower <= base).all()
+
+
+def test_one_stage_conversion_change_matches_the_closed_form():
+    """One stage, won 0.3 / lost 0.2 / stall 0.5; +5 points of conversion makes won 0.35 and
+    scales lost and stall by 0.65 / 0.7. P(win within h | age a) in closed form."""
+    params = one_stage()
+    ages = np.array([0.0, 20.0, 60.0])
+    pipe = Pipeline(stage=np.zeros(3, int), segment=np.zeros(3, int), age_days=ages, amount=np.full(3, 100.0))
+    edited = apply_changes(params, [Change("A", conversion_points=5)], ["A"], ["all"])
+    np.testing.assert_allclose(edited.pi[0, 0, 0], [0.0, 0.35, 0.2 * 0.65 / 0.7, 0.5 * 0.65 / 0.7])
+    sim = simulate(edited, pipe, HORIZON, seed=9)
+    won, lost = stats.lognorm(0.8, scale=40), stats.lognorm(0.8, scale=20)
+    t = ages + 0.5
+    k = 0.65 / 0.7
+    expected = 0.35 * (won.sf(t) - won.sf(t + HORIZON)) / (0.5 * k + 0.35 * won.sf(t) + 0.2 * k * lost.sf(t))
+    se = np.sqrt(expected * (1 - expected) / params.pi.shape[0])
+    assert np.all(np.abs(sim.p_win_horizon - expected) <= 4 * se), (sim.p_win_horizon, expected)
+    # odds x1.5 on the logit scale: odds of 0.3 become 0.642857 / 1, i.e. P = 0.391304
+    odds = apply_changes(params, [Change("A", conversion_odds=1.5)], ["A"], ["all"])
+    assert odds.pi[0, 0, 0, 1] == pytest.approx(0.45 / 1.15)
+
+
+def test_common_random_numbers_shrink_the_spread_of_the_difference():
+    """The paired difference of +5 points at stage B has a spread at most a quarter of the
+    difference of two runs with independent random numbers (measured: about 0.1)."""
+    params, pipe = chain(draws=1000), pipeline()
+    base = revenue(params, pipe, seed=0)
+    better = apply_changes(params, [Change("B", conversion_points=5)], STAGES, ["all"])
+    paired = revenue(better, pipe, seed=0) - base
+    independent = revenue(better, pipe, seed=1) - base
+    assert paired.std() <= 0.25 * independent.std(), (paired.std(), independent.std())
+
+
+def test_removing_or_adding_a_deal_changes_exactly_that_deal():
+    """Each deal has its own random stream: the pipeline without deal 17, plus deal 17 alone,
+    gives the full pipeline's revenue in every draw."""
+    params, pipe = chain(draws=300), pipeline(n=500)
+
+    def subset(mask):
+        return Pipeline(*(getattr(pipe, f.name)[mask] for f in dataclasses.fields(pipe)))
+
+    keep = np.arange(500) != 17
+    np.testing.assert_allclose(revenue(params, subset(keep), seed=2) + revenue(params, subset(~keep), seed=2),
+                               revenue(params, pipe, seed=2), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def write(tmp_path, text):
+    path = tmp_path / "scenarios.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_scenarios_are_read(tmp_path):
+    path = write(tmp_path, '''
+[[scenario]]
+name = "baseline"
+
+[[scenario]]
+name = "proposal+5"
+segment = "SMB"
+remove = ["D1"]
+[[scenario.change]]
+stage = "Proposal"
+conversion_points = 5
+[[scenario.change]]
+stage = "Proposal"
+segment = "SMB"
+time_factor = 0.8
+[[scenario.add]]
+deal_id = "NEW"
+stage = "Negotiation"
+amount = 50000
+''')
+    base, plus = read_scenarios(path)
+    assert base.is_baseline and not plus.is_baseline and plus.segment == "SMB" and plus.remove == ("D1",)
+    assert plus.changes == (Change("Proposal", conversion_points=5.0), Change("Proposal", "SMB", time_factor=0.8))
+    assert plus.add == (NewDeal("NEW", "Negotiation", 50000.0),)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[scenario]]\nname = "a"\n[[scenario.change]]\nstage = "B"\nconversion_points = 5\ntime_factor = 0.8\n',
+     "exactly one of"),
+    ('[[scenario]]\nname = "a"\n[[scenario.change]]\nstage = "B"\nconversion_pts = 5\n', "unknown key 'conversion_pts'"),
+    ('[[scenario]]\nname = "a"\n[[scenario]]\nname = "a"\n', "used twice"),
+    ('[[scenario]]\nname = "a"\n[[scenario.change]]\ntime_factor = -1\n', "must be positive"),
+    ('[[scenario]]\nname = "a"\n[[scenario.add]]\nstage = "B"\n', "lacks deal_id, amount"),
+    ('name = "a"\n', "no [[scenario]] table"),
+    ('[[scenario]\n', "not valid TOML"),
+])
+def test_bad_scenario_files_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(FunnelDataError, match=message.replace("[", r"\[")) as info:
+        read_scenarios(write(tmp_path, text))
+    assert "scenarios.toml" in str(info.value)
+
+
+# --------------------------------------------------------------------------- with a fitted model
+
+CONFIG = synth.SynthConfig(weeks=40)
+FUNNEL = FunnelDefinition(stages=CONFIG.stages, won=CONFIG.won, lost=CONFIG.lost)
+
+
+@pytest.fixture(scope="module")
+def fitted_crm():
+    events, _ = synth.generate(2000, seed=11, config=CONFIG)
+    as_of = (events.timestamp.min() + pd.Timedelta(weeks=30)).normalize()
+    log = read_events(events, FUNNEL)
+    spells = to_spells(log, as_of=as_of, segment_by="segment")
+    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), model_config={"pooling": "non-centred"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=150, tune=300, chains=2, random_seed=3)
+    return events, as_of, model, open_deals(log, spells)
+
+
+@pytest.mark.slow
+def test_compare_bottlenecks_and_names(fitted_crm):
+    _, _, model, deals = fitted_crm
+    top = deals.sort_values("amount").deal_id.iloc[-1]
+    plan = [Scenario("baseline"), Scenario("proposal+5", (Change("Proposal", conversion_points=5),)),
+            Scenario("drop the biggest", remove=(top,)),
+            Scenario("new deal", add=(NewDeal("NEW", "Negotiation", 1e6, "Enterprise"),)),
+            Scenario("SMB only", segment="SMB")]
+    table = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6).set_index("scenario")
+    assert table.loc["baseline", ["delta_mean", "delta_p10", "delta_p90", "p_better"]].tolist() == [0, 0, 0, 0]
+    assert table.loc["proposal+5", "delta_mean"] > 0 and table.loc["proposal+5", "p_better"] > 0.8
+    assert table.loc["drop the biggest", "delta_p90"] <= 0 and table.loc["new deal", "delta_p10"] >= 0
+    assert table.loc["SMB only", "revenue_mean"] < table.loc["baseline", "revenue_mean"]
+    paired = paired_revenue(model, deals, plan[3:4], horizon_days=HORIZON, seed=1)["new deal"]
+    wins_new = (paired[1] - paired[0] > 0).mean()      # the added deal is won in these draws
+    assert 0.05 < wins_new < 0.95
+    data = comparison_json(table.reset_index(), target=1e6)
+    assert set(data["baseline"]) == {"mean", "p10", "p50", "p90", "p_hit"}
+    assert {"name", "revenue", "delta", "p_better", "p_hit"} <= set(data["scenarios"][1])
+    ranking = bottlenecks(model, deals, horizon_days=HORIZON, seed=1, by_segment=True)
+    assert ranking["gain_mean"].is_monotonic_decreasing and list(ranking["rank"]) == list(range(1, len(ranking) + 1))
+    assert len(ranking) == 2 * 4 * (1 + len(model.data.segments))
+    time_rows = ranking[ranking.lever.str.startswith("time")]
+    assert (time_rows.gain_p10 >= 0).all()                 # faster never loses revenue (paired)
+    ax = plot_scenarios(model, deals, plan[:2], horizon_days=HORIZON)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "baseline", "proposal+5"]
+    with pytest.raises(FunnelDataError, match="Valid stages: Prospecting, Qualified"):
+        compare(model, deals, [Scenario("x", (Change("Proposl", conversion_points=5),))])
+    with pytest.raises(FunnelDataError, match="Valid segments"):
+        compare(model, deals, [Scenario("x", segment="Mars")])
+    with pytest.raises(FunnelDataError, match="not open"):
+        compare(model, deals, [Scenario("x", remove=("nobody",))])
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_whatif_and_bottlenecks(fitted_crm, tmp_path):
+    events, as_of, model, _ = fitted_crm
+    log = tmp_path / "crm.csv"
+    events.to_csv(log, index=False)
+    model.save(tmp_path / "model")
+    common = [log, "--stages", ",".join(CONFIG.stages), "--as-of", str(as_of.date()), "--segment-by", "segment",
+              "--model", tmp_path / "model"]
+    plan = write(tmp_path, '[[scenario]]\nname = "base"\n[[scenario]]\nname = "neg+5"\n'
+                           '[[scenario.change]]\nstage = "Negotiation"\nconversion_points = 5\n')
+    out = tmp_path / "whatif.json"
+    result = run("whatif", *common, "--scenarios", plan, "--target", 1e6, "--json", out)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [s["name"] for s in data["scenarios"]] == ["base", "neg+5"] and data["scenarios"][1]["delta"]["mean"] > 0
+    assert "What-if scenarios" in result.stdout
+    result = run("bottlenecks", *common, "--json", tmp_path / "b.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["bottlenecks"][0]["rank"] == 1
+    bad = write(tmp_path, '[[scenario]]\nname = "x"\n[[scenario.change]]\nstage = "Proposl"\nconversion_points = 5\n')
+    result = run("whatif", *common, "--scenarios", bad, "--json", tmp_path / "no.json")
+    assert result.returncode == 2 and "Valid stages" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "no.json").exists()
