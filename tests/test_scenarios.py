@@ -234,4 +234,5 @@ def test_cli_whatif_and_bottlenecks(fitted_crm, tmp_path):
     bad = write(tmp_path, '[[scenario]]\nname = "x"\n[[scenario.change]]\nstage = "Proposl"\nconversion_points = 5\n')
     result = run("whatif", *common, "--scenarios", bad, "--json", tmp_path / "no.json")
     assert result.returncode == 2 and "Valid stages" in result.stderr and "Traceback" not in result.stderr
+    assert "scenarios.toml" in result.stderr
     assert not (tmp_path / "no.json").exists()

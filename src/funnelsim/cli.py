@@ -313,9 +313,11 @@ def whatif(
     Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
     """
     from .render import comparison_rich, diagnostics_panel
-    from .scenarios import compare, comparison_json, read_scenarios
+    from .events import FunnelDefinition
+    from .scenarios import check_names, compare, comparison_json, read_scenarios
 
     plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
+    check_names(plan, FunnelDefinition(stages, won, lost).stages, source=str(scenarios))
     model, deals, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                        model_dir, draws, tune, chains, seed, strict)
     table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value)

@@ -35,7 +35,7 @@ from ._io import json_safe
 from .events import FunnelDataError
 
 __all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "compare", "comparison_json", "bottlenecks",
-           "plot_scenarios", "paired_revenue", "apply_changes"]
+           "plot_scenarios", "paired_revenue", "apply_changes", "check_names"]
 
 LIMIT = 1e-4        # probabilities edited by points stay within [LIMIT, 1 - LIMIT]
 BAND = (0.1, 0.5, 0.9)
@@ -156,10 +156,16 @@ def _no_unknown_keys(table: dict, known: set, where: str, source: str) -> None:
 
 # --------------------------------------------------------------------------- applying
 
-def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame) -> None:
+def check_names(scenarios, stages, segments=None, deals: pd.DataFrame | None = None, source: str | None = None) -> None:
+    """Refuse unknown stages (and, when given, segments and deal ids) with the valid names."""
+    for scenario in scenarios:
+        _check_names(scenario, list(stages), segments, deals, source)
+
+
+def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame | None, source: str | None = None) -> None:
     def known(kind, value, valid):
-        if value is not None and value not in valid:
-            raise FunnelDataError(f"scenario {scenario.name!r}: unknown {kind} {value!r}", column=kind, value=str(value),
+        if valid is not None and value is not None and value not in valid:
+            raise FunnelDataError(f"scenario {scenario.name!r}: unknown {kind} {value!r}", source=source, column=kind, value=str(value),
                                   hint=f"Valid {kind}s: {', '.join(valid)}.")
 
     known("segment", scenario.segment, segments)
@@ -168,14 +174,16 @@ def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame) -> N
         known("segment", change.segment, segments)
         if change.amount_factor is not None and change.stage is not None:
             raise FunnelDataError(f"scenario {scenario.name!r}: amount_factor applies to deals, not to a stage",
-                                  column="stage", value=change.stage, hint="Drop stage = ... (keep segment if you like).")
+                                  source=source, column="stage", value=change.stage, hint="Drop stage = ... (keep segment if you like).")
     for deal in scenario.add:
         known("stage", deal.stage, stages)
         known("segment", deal.segment, segments)
+    if deals is None:
+        return
     missing = sorted(set(scenario.remove) - set(deals["deal_id"]))
     if missing:
         raise FunnelDataError(f"scenario {scenario.name!r}: deal {missing[0]!r} is not open at the as-of date",
-                              column="remove", value=missing[0], hint="Remove only deals listed in the forecast's deals.")
+                              source=source, column="remove", value=missing[0], hint="Remove only deals listed in the forecast's deals.")
 
 
 def apply_changes(params, changes, stages, segments):
