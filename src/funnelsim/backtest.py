@@ -1,0 +1,314 @@
+"""Backtests: replay history at rolling origins and score the forecasts against what happened.
+
+At each origin date the CRM is rebuilt exactly as it was at the end of that day (no later
+event, amount or stage change is visible), the model is fitted, the open pipeline is
+forecast for ``horizon_days``, and the forecast is scored against the revenue those open
+deals actually brought in the horizon:
+
+- **CRPS** of the forecast samples (``scoringrules.crps_ensemble``) and CRPS relative to the
+  actual; the CRPS of a point forecast is its absolute error, so it compares directly with
+  the baselines' errors (``skill_*`` = 1 - CRPS / baseline absolute error);
+- coverage of the central 50/80/90% bands, absolute % error of the median;
+- the **PIT** value P(forecast < actual) + U * P(forecast = actual), U uniform (seeded), which
+  is uniform over origins for a calibrated forecast.
+
+Baselines from the same cut data (amounts in the log's currency):
+
+- ``weighted``: each open deal's amount times its stage's historical win rate (won / closed
+  among deals that reached the stage; won / reached when the funnel has no lost label);
+- ``coverage``: open amount times the share of the open amount one horizon earlier that was
+  won within the horizon;
+- ``last_period``: the revenue won in the horizon before the origin by the deals open at its
+  start.
+
+Realised revenue of a won deal: its won row's amount, else its last amount at the origin,
+else ``deal_value`` (else 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from ._io import json_safe, write_json
+from .events import FunnelDataError, FunnelDefinition
+
+__all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
+
+BANDS = (0.5, 0.8, 0.9)
+_FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "ME", "Q": "QE"}
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """How each origin is fitted and forecast (see :func:`backtest`)."""
+
+    horizon_days: int = 90
+    segment_by: str | None = None
+    draws: int = 500
+    tune: int = 500
+    chains: int = 4
+    seed: int = 0
+    deal_value: float | None = None
+
+
+def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
+    """Origins from ``start`` to ``end`` (inclusive): ``every`` is a count and a unit, D, W
+    (Sundays), M (month ends) or Q (quarter ends), e.g. "1M", "2W", "7D"."""
+    match = re.fullmatch(r"\s*(\d*)\s*([DWMQ])\s*", str(every).upper())
+    if not match:
+        raise FunnelDataError(f"cannot read --every {every!r}", column="every", value=str(every),
+                              hint="Write a count and a unit: 7D, 2W, 1M or 1Q.")
+    count = int(match.group(1) or 1)
+    dates = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=f"{count}{_FREQUENCIES[match.group(2)]}")
+    if not len(dates):
+        raise FunnelDataError(f"no origin between {start} and {end} every {every}", column="every",
+                              hint="Widen --start/--end or shorten --every.")
+    return [d.normalize() for d in dates]
+
+
+# --------------------------------------------------------------------------- one origin
+
+def _won_revenue(log, deals: pd.DataFrame, start, days: int, deal_value: float | None) -> float:
+    """Revenue of ``deals`` won from the start of day ``start`` for ``days`` days."""
+    if deals.empty:
+        return 0.0
+    t = log.table
+    begin = pd.Timestamp(start).normalize()
+    won = t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
+                   & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
+    ids = ibis.memtable(pd.DataFrame({"deal_id": deals["deal_id"].astype(str)}))
+    rows = won.join(ids, "deal_id").select("deal_id", "amount").to_pandas()
+    if rows.empty:
+        return 0.0
+    last = deals.set_index("deal_id")["amount"]
+    value = rows["amount"].astype(float).fillna(rows["deal_id"].map(last))
+    if deal_value is not None:
+        value = value.fillna(float(deal_value))
+    return float(value.fillna(0.0).sum())
+
+
+def _stage_win_rates(spells) -> pd.Series:
+    """Historical win rate per stage from the cut data (see module doc)."""
+    stays = spells.table
+    outcome = stays.group_by("deal_id").aggregate(won=(stays.move == "won").any(),
+                                                  closed=stays.move.isin(["won", "lost"]).any())
+    reached = stays.select("deal_id", "stage").distinct().join(outcome, "deal_id")
+    if spells.funnel.lost:
+        reached = reached.filter(reached.closed)
+    rates = reached.group_by("stage").aggregate(rate=reached.won.cast("float64").mean()).to_pandas()
+    return rates.set_index("stage")["rate"]
+
+
+def _amounts(deals: pd.DataFrame, deal_value: float | None) -> pd.Series:
+    amount = deals["amount"].astype(float)
+    return amount.fillna(float(deal_value)) if deal_value is not None else amount.fillna(0.0)
+
+
+def baselines(log, spells, deals: pd.DataFrame, horizon_days: int, deal_value: float | None = None) -> dict:
+    """The three baselines of the module doc, from data visible at ``spells.as_of`` only."""
+    from .pipeline import open_deals
+    from .spells import to_spells
+
+    amount = _amounts(deals, deal_value)
+    rates = _stage_win_rates(spells)
+    weighted = float((amount * deals["stage"].map(rates).fillna(0.0)).sum())
+    earlier = spells.as_of - pd.Timedelta(days=horizon_days)
+    try:
+        before = open_deals(log, to_spells(log, as_of=earlier, segment_by=spells.segment_by))
+    except FunnelDataError:            # the log starts after one horizon earlier
+        before = deals.iloc[:0]
+    last_period = _won_revenue(log, before, earlier + pd.Timedelta(days=1), horizon_days, deal_value)
+    open_before = float(_amounts(before, deal_value).sum())
+    coverage = float(amount.sum() * last_period / open_before) if open_before > 0 else float("nan")
+    return {"weighted": weighted, "coverage": coverage, "last_period": last_period}
+
+
+def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
+    """Everything the forecast at ``origin`` is built from, all from the CRM as it was at the
+    end of that day: stage statistics, amount statistics, open deals and the baselines."""
+    from .pipeline import amount_stats, open_deals
+    from .spells import to_spells
+    from .stats import to_stage_stats
+
+    spells = to_spells(log, as_of=origin, segment_by=settings.segment_by)
+    deals = open_deals(log, spells)
+    return {"as_of": spells.as_of, "stats": to_stage_stats(spells), "amounts": amount_stats(log, spells),
+            "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
+
+
+def run_origin(log, origin, settings: BacktestSettings) -> dict:
+    """Fit and forecast as of ``origin`` (a date), and measure what happened after it."""
+    from .forecast import forecast
+    from .model import FunnelModel
+
+    inputs = origin_inputs(log, origin, settings)
+    model = FunnelModel(inputs["stats"], amounts=inputs["amounts"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=settings.draws, tune=settings.tune, chains=settings.chains, random_seed=settings.seed)
+    deals, as_of = inputs["deals"], inputs["as_of"]
+    result = forecast(model, deals, horizon_days=settings.horizon_days, as_of=as_of, seed=settings.seed,
+                      deal_value=settings.deal_value)
+    actual = _won_revenue(log, deals, as_of + pd.Timedelta(days=1), settings.horizon_days, settings.deal_value)
+    return {"origin": str(as_of.date()), "open_deals": len(deals), "actual": actual,
+            "samples": result.dataset["pipeline_revenue"].values, "baselines": inputs["baselines"],
+            "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds")}
+
+
+# --------------------------------------------------------------------------- scores
+
+def score(samples: np.ndarray, actual: float, seed: int = 0) -> dict:
+    """Scores of one forecast (samples of revenue) against the actual revenue."""
+    import scoringrules
+
+    samples = np.asarray(samples, float)
+    crps = float(scoringrules.crps_ensemble(float(actual), samples))
+    p10, p50, p90 = np.quantile(samples, [0.1, 0.5, 0.9])
+    row = {"actual": float(actual), "mean": float(samples.mean()), "p10": float(p10), "p50": float(p50),
+           "p90": float(p90), "crps": crps, "crps_rel": crps / actual if actual > 0 else float("nan"),
+           "ape_median": abs(p50 - actual) / actual if actual > 0 else float("nan")}
+    for band in BANDS:
+        low, high = np.quantile(samples, [(1 - band) / 2, (1 + band) / 2])
+        row[f"covered{round(band * 100)}"] = bool(low <= actual <= high)
+    below, tied = (samples < actual).mean(), (samples == actual).mean()
+    row["pit"] = float(below + np.random.default_rng(seed).uniform() * tied)
+    return row
+
+
+@dataclass
+class Backtest:
+    """Per-origin scores (``table``) and their ``summary``."""
+
+    table: pd.DataFrame
+    settings: BacktestSettings
+    samples: dict
+
+    @property
+    def summary(self) -> dict:
+        from scipy import stats
+
+        t = self.table
+        out = {f"coverage{round(b * 100)}": float(t[f"covered{round(b * 100)}"].mean()) for b in BANDS}
+        out |= {"origins": len(t), "mean_crps": float(t["crps"].mean()), "mean_crps_rel": float(t["crps_rel"].mean()),
+                "mean_ape_median": float(t["ape_median"].mean())}
+        for name in ("weighted", "coverage", "last_period"):
+            error = (t[name] - t["actual"]).abs()
+            out[f"mean_ape_{name}"] = float((error / t["actual"].where(t["actual"] > 0)).mean())
+            out[f"crps_skill_{name}"] = float(1 - t["crps"].mean() / error.mean()) if error.mean() > 0 else float("nan")
+        out["pit_ks_p"] = float(stats.kstest(t["pit"], "uniform").pvalue) if len(t) > 1 else float("nan")
+        out["converged_fits"] = int(t["converged"].sum())
+        return json_safe(out)
+
+    def to_dict(self) -> dict:
+        origins = [{**{k: r[k] for k in ("origin", "open_deals", "actual", "mean", "p10", "p50", "p90", "crps",
+                                         "crps_rel", "covered50", "covered80", "covered90", "pit", "ape_median",
+                                         "converged")},
+                    "baselines": {k: r[k] for k in ("weighted", "coverage", "last_period")}}
+                   for r in self.table.to_dict(orient="records")]
+        return json_safe({"settings": asdict(self.settings), "origins": origins, "summary": self.summary})
+
+    def to_json(self, path) -> None:
+        write_json(path, self.to_dict())
+
+    def plot_bands(self, ax=None):
+        """Actual revenue against the forecast's 10-90% band and median per origin, with the
+        baselines. Returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 4.5))
+        t = self.table
+        x = pd.to_datetime(t["origin"])
+        ax.fill_between(x, t["p10"], t["p90"], alpha=0.3, color="C0", lw=0, label="forecast 10-90%")
+        ax.plot(x, t["p50"], color="C0", marker="o", label="forecast median")
+        ax.plot(x, t["actual"], color="k", marker="s", lw=2, label="actual")
+        for name, color in (("weighted", "C3"), ("coverage", "C2"), ("last_period", "C1")):
+            ax.plot(x, t[name], color=color, ls="--", marker=".", label=name.replace("_", " "))
+        ax.set_ylabel(f"revenue in the next {self.settings.horizon_days} days")
+        ax.set_title("Backtest: forecast band vs actual, by origin")
+        ax.legend(fontsize="small", ncols=2)
+        ax.figure.autofmt_xdate()
+        return ax
+
+    def plot_pit(self, ax=None, bins: int = 5):
+        """Histogram of PIT values (flat for a calibrated forecast). Returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.5))
+        ax.hist(self.table["pit"], bins=np.linspace(0, 1, bins + 1), color="C0", edgecolor="white")
+        ax.axhline(len(self.table) / bins, color="k", ls="--", label="uniform")
+        ax.set_xlabel("PIT: share of forecast samples below the actual")
+        ax.set_ylabel("origins")
+        ax.legend()
+        return ax
+
+
+# --------------------------------------------------------------------------- driver
+
+_WORKER_LOG = None
+
+
+def _init_worker(source, funnel_dict, columns, dayfirst):
+    global _WORKER_LOG
+    from .events import read_events
+
+    _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), columns=columns, dayfirst=dayfirst)
+
+
+def _worker_origin(origin, settings):
+    return run_origin(_WORKER_LOG, origin, settings)
+
+
+def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettings | None = None, *,
+             columns: dict | None = None, dayfirst: bool = False, workers: int | None = None,
+             progress=None) -> Backtest:
+    """Run the forecast at every origin and score it (see module doc).
+
+    ``events``: a path or DataFrame (read once per worker process). ``workers``: processes
+    running origins in parallel (default: the number of cores, at most the origins); each
+    compiles the model once and reuses it. ``progress``: called with (done, total) after
+    each origin.
+    """
+    from .events import read_events
+
+    settings = settings or BacktestSettings()
+    origins = sorted(pd.Timestamp(o).normalize() for o in origins)
+    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst)   # bad input fails here, once
+    first = pd.Timestamp(log.table.timestamp.min().execute()).normalize()
+    early = [o for o in origins if o < first]
+    if early:
+        raise FunnelDataError(f"origin {early[0].date()} is before the first event ({first.date()})",
+                              source=log.source, column="origins", value=str(early[0].date()),
+                              hint="Choose origins inside the log.")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(origins)))
+    results = []
+    if workers == 1:
+        for i, origin in enumerate(origins, start=1):
+            results.append(run_origin(log, origin, settings))
+            if progress:
+                progress(i, len(origins))
+    else:
+        import multiprocessing
+
+        source = events if not hasattr(events, "to_pandas") else events.to_pandas()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(source, funnel.to_dict(), columns, dayfirst)) as pool:
+            futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]
+            for i, future in enumerate(as_completed(futures), start=1):
+                results.append(future.result())
+                if progress:
+                    progress(i, len(origins))
+    results.sort(key=lambda r: r["origin"])
+    rows = [{"origin": r["origin"], "open_deals": r["open_deals"],
+             **score(r["samples"], r["actual"], seed=settings.seed + i), **r["baselines"],
+             "converged": r["converged"], "fit_s": r["fit_s"]} for i, r in enumerate(results)]
+    return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results})
