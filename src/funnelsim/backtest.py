@@ -57,6 +57,7 @@ class BacktestSettings:
     chains: int = 4
     seed: int = 0
     deal_value: float | None = None
+    model_config: dict | None = None     # merged over the model's defaults (e.g. a fixed pooling)
 
 
 def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
@@ -150,7 +151,7 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
     from .model import FunnelModel
 
     inputs = origin_inputs(log, origin, settings)
-    model = FunnelModel(inputs["stats"], amounts=inputs["amounts"])
+    model = FunnelModel(inputs["stats"], amounts=inputs["amounts"], model_config=settings.model_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=settings.draws, tune=settings.tune, chains=settings.chains, random_seed=settings.seed)

@@ -375,6 +375,87 @@ def bottlenecks(
 
 
 @app.command()
+def backtest(
+    events: EventsArg,
+    stages: StagesOpt,
+    won: WonOpt = "Won",
+    lost: LostOpt = "Lost",
+    horizon: HorizonOpt = 90,
+    origins: Annotated[Optional[str], typer.Option("--origins", help="Origin dates, comma-separated (YYYY-MM-DD,...).", show_default=False)] = None,
+    every: Annotated[Optional[str], typer.Option("--every", help="Instead of --origins: one origin every 7D, 2W, 1M or 1Q between --start and --end.", show_default=False)] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="First origin date with --every.", show_default=False)] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last origin date with --every.", show_default=False)] = None,
+    segment_by: SegmentOpt = None,
+    deal_value: DealValueOpt = None,
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain at each origin.")] = 500,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain at each origin.")] = 500,
+    chains: FitChainsOpt = 4,
+    seed: SeedOpt = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Origins run in parallel processes (default: the number of cores).", show_default=False)] = None,
+    dayfirst: DayfirstOpt = False,
+    columns: ColumnsOpt = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
+    json: JsonOpt = None,
+) -> None:
+    """Backtest: replay history at each origin (the CRM exactly as it was then), fit,
+    forecast the open pipeline for --horizon days, and score against what happened: CRPS,
+    coverage of the 50/80/90% bands, error of the median, PIT, beside three baselines
+    (weighted pipeline, pipeline coverage, last period's revenue).
+
+    Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
+    """
+    import pandas as pd
+
+    from .backtest import BacktestSettings, origin_dates
+    from .backtest import backtest as run_backtest
+    from .events import FunnelDefinition
+    from .render import backtest_rich
+
+    if bool(origins) == bool(every):
+        raise FunnelDataError("give either --origins or --every (with --start and --end)", column="origins",
+                              hint="For example --origins 2024-03-31,2024-06-30 or --every 1M --start 2024-01-31 --end 2024-12-31.")
+    if every:
+        if not (start and end):
+            raise FunnelDataError("--every needs --start and --end", column="every", hint="Add --start DATE --end DATE.")
+        dates = origin_dates(every, _date(start, "start"), _date(end, "end"))
+    else:
+        dates = [_date(text, "origins") for text in origins.split(",") if text.strip()]
+    settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
+                                seed=seed, deal_value=deal_value)
+    err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
+    if err.is_terminal:
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("origins", total=len(dates))
+            result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),
+                                  dayfirst=dayfirst, workers=workers, progress=lambda done, total: bar.update(task, completed=done))
+    else:
+        result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),
+                              dayfirst=dayfirst, workers=workers)
+    out.print(backtest_rich(result))
+    if plot:
+        from ._io import atomic_write
+
+        figure = result.plot_bands().figure
+        atomic_write(plot, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        out.print(f"wrote {plot}", highlight=False)
+    if json:
+        result.to_json(json)
+        out.print(f"wrote {json}", highlight=False)
+
+
+def _date(text: str, column: str):
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(text.strip()).normalize()
+    except (ValueError, TypeError):
+        raise FunnelDataError(f"cannot read {text!r} as a date", column=column, value=text,
+                              hint="Use ISO dates: 2024-03-31.") from None
+
+
+@app.command()
 def synth(
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the events (.csv or .parquet); the truth goes beside it as OUT.truth.json.", show_default=False)],
     deals: Annotated[int, typer.Option("--deals", min=1, help="Number of deals.")] = 5000,

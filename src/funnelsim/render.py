@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
-           "bottlenecks_rich"]
+           "bottlenecks_rich", "backtest_rich"]
 
 PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -112,4 +112,24 @@ def bottlenecks_rich(table: pd.DataFrame, horizon_days: int) -> Table:
     for r in table.to_dict(orient="records"):
         out.add_row(str(r["rank"]), r["stage"], *([r["segment"]] if segmented else []), r["lever"],
                     f"{r['gain_mean']:+,.0f}", f"{r['gain_p10']:+,.0f} – {r['gain_p90']:+,.0f}", f"{r['p_gain']:.0%}")
+    return out
+
+
+def backtest_rich(backtest) -> Table:
+    """One row per origin: actual against the band, scores and the baselines; the summary
+    in the caption."""
+    t, s = backtest.table, backtest.summary
+    out = Table(title=f"Backtest: revenue in the {backtest.settings.horizon_days} days after each origin",
+                caption=(f"80% band held {s['coverage80']:.0%} of actuals (50%: {s['coverage50']:.0%}, 90%: "
+                         f"{s['coverage90']:.0%}); mean error of the median {s['mean_ape_median']:.1%} vs weighted "
+                         f"pipeline {s['mean_ape_weighted']:.1%}, coverage {s['mean_ape_coverage']:.1%}, last period "
+                         f"{s['mean_ape_last_period']:.1%}; CRPS skill vs weighted {s['crps_skill_weighted']:.2f}; "
+                         f"PIT uniformity (KS) p = {s['pit_ks_p']:.2f}; converged fits {s['converged_fits']}/{s['origins']}"))
+    for name in ("origin", "open deals", "actual", "P10", "P50", "P90", "in 80%", "CRPS / actual", "PIT",
+                 "weighted", "coverage", "last period"):
+        out.add_column(name, justify="left" if name == "origin" else "right")
+    for r in t.to_dict(orient="records"):
+        out.add_row(r["origin"], f"{r['open_deals']:,}", *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
+                    "yes" if r["covered80"] else "[red]no[/]", f"{r['crps_rel']:.3f}", f"{r['pit']:.2f}",
+                    *(f"{r[k]:,.0f}" for k in ("weighted", "coverage", "last_period")))
     return out
