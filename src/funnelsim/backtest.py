@@ -27,6 +27,7 @@ else ``deal_value`` (else 0).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -93,7 +94,7 @@ def _won_revenue(log, deals: pd.DataFrame, start, days: int, deal_value: float |
     value = rows["amount"].astype(float).fillna(rows["deal_id"].map(last))
     if deal_value is not None:
         value = value.fillna(float(deal_value))
-    return float(value.fillna(0.0).sum())
+    return math.fsum(value.fillna(0.0))      # exactly rounded: the same whatever the row order
 
 
 def _stage_win_rates(spells) -> pd.Series:
@@ -120,15 +121,15 @@ def baselines(log, spells, deals: pd.DataFrame, horizon_days: int, deal_value: f
 
     amount = _amounts(deals, deal_value)
     rates = _stage_win_rates(spells)
-    weighted = float((amount * deals["stage"].map(rates).fillna(0.0)).sum())
+    weighted = math.fsum(amount * deals["stage"].map(rates).fillna(0.0))
     earlier = spells.as_of - pd.Timedelta(days=horizon_days)
     try:
         before = open_deals(log, to_spells(log, as_of=earlier, segment_by=spells.segment_by))
     except FunnelDataError:            # the log starts after one horizon earlier
         before = deals.iloc[:0]
     last_period = _won_revenue(log, before, earlier + pd.Timedelta(days=1), horizon_days, deal_value)
-    open_before = float(_amounts(before, deal_value).sum())
-    coverage = float(amount.sum() * last_period / open_before) if open_before > 0 else float("nan")
+    open_before = math.fsum(_amounts(before, deal_value))
+    coverage = math.fsum(amount) * last_period / open_before if open_before > 0 else float("nan")
     return {"weighted": weighted, "coverage": coverage, "last_period": last_period}
 
 
@@ -206,7 +207,7 @@ class Backtest:
             out[f"crps_skill_{name}"] = float(1 - t["crps"].mean() / error.mean()) if error.mean() > 0 else float("nan")
         out["pit_ks_p"] = float(stats.kstest(t["pit"], "uniform").pvalue) if len(t) > 1 else float("nan")
         out["converged_fits"] = int(t["converged"].sum())
-        return json_safe(out)
+        return out
 
     def to_dict(self) -> dict:
         origins = [{**{k: r[k] for k in ("origin", "open_deals", "actual", "mean", "p10", "p50", "p90", "crps",

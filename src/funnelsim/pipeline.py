@@ -19,6 +19,7 @@ import pandas as pd
 
 from .events import ORDER, ROW, EventLog, FunnelDataError
 from .spells import BLANK_SEGMENT, NO_SEGMENT, Spells
+from .stats import FIXED_POINT, _fixed
 
 __all__ = ["open_deals", "amount_stats", "AMOUNT_QUANTILES"]
 
@@ -85,8 +86,8 @@ def amount_stats(log: EventLog, spells: Spells) -> pd.DataFrame:
     sums = won.group_by("segment").aggregate(
         won_deals=won.count(),
         ratio_n=has_ratio.cast("int64").sum(),
-        ratio_sum=log_ratio.sum(where=has_ratio),
-        ratio_sum2=(log_ratio * log_ratio).sum(where=has_ratio),
+        ratio_sum=_fixed(log_ratio).sum(where=has_ratio),          # exact integer sums: same bits in any row order
+        ratio_sum2=_fixed(log_ratio * log_ratio).sum(where=has_ratio),
         **{f"q{i}": realised.quantile(q) for i, q in enumerate(AMOUNT_QUANTILES)},
     ).to_pandas()
     all_segments = deals.select("segment").distinct().to_pandas()
@@ -98,7 +99,7 @@ def amount_stats(log: EventLog, spells: Spells) -> pd.DataFrame:
     for column in ("won_deals", "ratio_n"):
         frame[column] = frame[column].fillna(0).astype(int)
     for column in ("ratio_sum", "ratio_sum2"):
-        frame[column] = frame[column].fillna(0.0).astype(float)
+        frame[column] = frame[column].fillna(0).astype(float) / FIXED_POINT
     return frame
 
 

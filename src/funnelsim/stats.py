@@ -37,6 +37,15 @@ BINS_PER_DOUBLING = 3
 CENSORED = "censored"
 
 
+FIXED_POINT = 2.0**32   # sums are taken in integers of 2^-32: exact, so the same in any row order
+
+
+def _fixed(value):
+    """``value`` as an integer count of 2^-32 (error < 1.2e-10): integer sums do not depend on
+    the order a parallel database adds rows in, so the same data always give the same bits."""
+    return (value * FIXED_POINT).round().cast("int64")
+
+
 def bin_edges(n_bins: int) -> np.ndarray:
     """Lower edges of bins 0..n_bins (in t = days + 0.5)."""
     return OFFSET_DAYS * 2.0 ** (np.arange(n_bins + 1) / BINS_PER_DOUBLING)
@@ -58,10 +67,12 @@ def to_stage_stats(spells: Spells) -> pd.DataFrame:
         t.mutate(destination=t.destination.fill_null(CENSORED), log_t=log_t,
                  bin=bin_index.floor().cast("int64").clip(lower=0))
         .group_by(["stage", "stage_index", "segment", "destination", "move", "bin"])
-        .aggregate(n=lambda s: s.count(), sum_log_t=lambda s: s.log_t.sum(),
-                   sum_log_t2=lambda s: (s.log_t * s.log_t).sum())
+        .aggregate(n=lambda s: s.count(), sum_log_t=lambda s: _fixed(s.log_t).sum(),
+                   sum_log_t2=lambda s: _fixed(s.log_t * s.log_t).sum())
     )
     stats = grouped.to_pandas()
+    for column in ("sum_log_t", "sum_log_t2"):
+        stats[column] = stats[column].astype("float64") / FIXED_POINT
     stats = stats.sort_values(["stage_index", "segment", "destination", "bin"], ignore_index=True)
     stats["n"] = stats["n"].astype("int64")
     stats["mean_log_t"] = stats["sum_log_t"] / stats["n"]
