@@ -175,7 +175,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         capped += _simulate_chunk(
             d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
-            float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+            float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
             sums, close_days, block_revenue, block_wins)
         _sum_blocks(block_revenue, revenue[d0:d0 + n])
         _sum_blocks(block_wins, wins[d0:d0 + n])
@@ -339,7 +339,7 @@ def _pick(weights, s, S, u_group, u_within):
 
 @numba.njit(parallel=True, cache=True)
 def _simulate_chunk(d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
-                    stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day, seed,
+                    stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day, seed, offset,
                     sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
     block, draw by draw (one draw's parameters stay in cache) and deal by deal. Adds to the
@@ -360,7 +360,7 @@ def _simulate_chunk(d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean
                 key = _mix(draw_key + deal_keys[i] * _K_DEAL)
                 g = segment[i]
                 s = stage0[i]
-                t_age = age[i] + OFFSET_DAYS
+                t_age = age[i] + offset
                 total, ever = _first_move(pi, loc, first_shape, family, h_win, s, g, d, t_age, log_age[i], weights)
                 sums[2, i] += ever
                 u_group, u_time = _uniforms(key, 0)
@@ -383,7 +383,7 @@ def _simulate_chunk(d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean
                             t = np.exp(loc[d, s, g, dest] - shape[d, s, dest] * _ndtri(u_time))
                         else:
                             t = loc[d, s, g, dest] * (-np.log(u_time)) ** (1.0 / shape[d, s, dest])
-                        clock += max(t - OFFSET_DAYS, 0.0) * time_scale[s, g]
+                        clock += max(t - offset, 0.0) * time_scale[s, g]
                     if clock >= horizon:
                         break
                     if dest == S:                                # won
