@@ -7,7 +7,7 @@ here the same log-likelihood is written stay by stay with scipy, at several para
 
 import numpy as np
 import pytest
-from scipy import special, stats
+from scipy import stats
 
 from funnelsim import synth
 from funnelsim.events import FunnelDefinition, read_events

@@ -5,7 +5,6 @@ funnelsim or the conversion helper in tests/olist.py. The data lives outside the
 (see /work/shared/data/olist/README.md); the tests skip when it is absent.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

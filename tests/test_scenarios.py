@@ -4,7 +4,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,15 +11,12 @@ import pytest
 from scipy import stats
 
 from funnelsim import synth
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
-from funnelsim.model import FunnelModel
-from funnelsim.pipeline import amount_stats, open_deals
+from funnelsim.events import FunnelDataError, read_events
 from funnelsim.scenarios import (Change, NewDeal, Scenario, apply_changes, bottlenecks, compare, comparison_json,
                                  paired_revenue, plot_scenarios, read_scenarios)
 from funnelsim.simulate import Pipeline, simulate
-from funnelsim.spells import to_spells
-from funnelsim.stats import to_stage_stats
 
+from .test_forecast import CONFIG, FUNNEL, fitted
 from .test_simulate import chain, one_stage
 
 HORIZON = 90
@@ -156,21 +152,12 @@ def test_bad_scenario_files_are_clear_errors(tmp_path, text, message):
 
 # --------------------------------------------------------------------------- with a fitted model
 
-CONFIG = synth.SynthConfig(weeks=40)
-FUNNEL = FunnelDefinition(stages=CONFIG.stages, won=CONFIG.won, lost=CONFIG.lost)
-
-
 @pytest.fixture(scope="module")
 def fitted_crm():
     events, _ = synth.generate(2000, seed=11, config=CONFIG)
     as_of = (events.timestamp.min() + pd.Timedelta(weeks=30)).normalize()
-    log = read_events(events, FUNNEL)
-    spells = to_spells(log, as_of=as_of, segment_by="segment")
-    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), model_config={"pooling": "non-centred"})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(draws=150, tune=300, chains=2, random_seed=3)
-    return events, as_of, model, open_deals(log, spells)
+    model, deals = fitted(read_events(events, FUNNEL), as_of, seed=3, draws=150)
+    return events, as_of, model, deals
 
 
 @pytest.mark.slow

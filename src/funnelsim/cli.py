@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -157,12 +157,7 @@ def fit(
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
     model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), sojourn=sojourn)
-    err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
-              f"{chains} chains x {draws} draws...", highlight=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
-                  progressbar=err.is_terminal)
+    _fit(model, draws, tune, chains, seed, sampler)
     out.print(stage_table_rich(model.stage_table()))
     diagnostics = model.diagnostics
     out.print(diagnostics_panel(diagnostics))
@@ -206,6 +201,17 @@ def _print_losses(model) -> None:
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
 
 
+def _fit(model, draws, tune, chains, seed, sampler="nutpie") -> None:
+    """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
+    a failed fit."""
+    err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
+              f"{chains} chains x {draws} draws...", highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
+                  progressbar=err.is_terminal)
+
+
 def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns, model_dir, draws, tune,
                      chains, seed, strict):
     """Read the log as of the date, fit the model (or load a matching saved one), check it
@@ -221,11 +227,7 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
         model = FunnelModel.load(model_dir, stats)
     else:
         model = FunnelModel(stats, amounts=amount_stats(log, spells))
-        err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
-                  f"{chains} chains x {draws} draws...", highlight=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=err.is_terminal)
+        _fit(model, draws, tune, chains, seed)
     if strict and not model.diagnostics["converged"]:
         out.print(diagnostics_panel(model.diagnostics))
         err.print("--strict: the fit failed its diagnostics; nothing written.", highlight=False)
@@ -404,8 +406,6 @@ def backtest(
 
     Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
     """
-    import pandas as pd
-
     from .backtest import BacktestSettings, origin_dates
     from .backtest import backtest as run_backtest
     from .events import FunnelDefinition
@@ -423,16 +423,9 @@ def backtest(
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                 seed=seed, deal_value=deal_value)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
-    if err.is_terminal:
-        from rich.progress import Progress
-
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("origins", total=len(dates))
-            result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),
-                                  dayfirst=dayfirst, workers=workers, progress=lambda done, total: bar.update(task, completed=done))
-    else:
+    with _progress("origins", len(dates)) as advance:
         result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),
-                              dayfirst=dayfirst, workers=workers)
+                              dayfirst=dayfirst, workers=workers, progress=advance)
     out.print(backtest_rich(result))
     if plot:
         from ._io import atomic_write
@@ -443,6 +436,19 @@ def backtest(
     if json:
         result.to_json(json)
         out.print(f"wrote {json}", highlight=False)
+
+
+@contextmanager
+def _progress(label: str, total: int):
+    """A progress bar on a terminal (quiet otherwise); yields a callback(done, total)."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
 
 
 def _date(text: str, column: str):
@@ -512,10 +518,7 @@ def demo(
     table.to_json(out_dir / "funnel.json")
 
     model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells))
-    err.print(f"Fitting the Bayesian funnel model ({chains} chains x {draws} draws)...", highlight=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=err.is_terminal)
+    _fit(model, draws, tune, chains, seed)
     stage_rows = model.stage_table()
     out.print(stage_table_rich(stage_rows))
     _print_losses(model)

@@ -25,7 +25,7 @@ deals (scenario and its baseline alike). A scenario with no change is the baseli
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
