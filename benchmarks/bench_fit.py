@@ -2,7 +2,7 @@
 
 Prints one JSON line per size with keys deals, stats_s, compile_s, sample_s, seconds,
 peak_mb, converged (and the diagnostics). Default: 5 stages x 20 segments, 4 chains x
-1000 draws after 1000 tuning steps, nutpie. Each size runs in a fresh process.
+1000 draws after the model's default tuning steps, nutpie. Each size runs in a fresh process.
 
     python benchmarks/bench_fit.py [--sizes 100000,1000000] [--draws 1000] [--chains 4]
 """
@@ -39,7 +39,7 @@ def config(segments: int):
 def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
     from funnelsim import synth
     from funnelsim.events import FunnelDefinition, read_events
-    from funnelsim.model import FunnelModel
+    from funnelsim.model import DEFAULT_TUNE, FunnelModel
     from funnelsim.spells import to_spells
     from funnelsim.stats import to_stage_stats
 
@@ -52,14 +52,15 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> di
     model = FunnelModel(stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(draws=draws, tune=tune, chains=chains, random_seed=1)
+        model.fit(draws=draws, chains=chains, random_seed=1, **({} if tune is None else {"tune": tune}))
     diag = model.diagnostics
     return {"deals": deals, "stats_s": round(stats_s, 2), "compile_s": round(model.timings["compile_s"], 2),
             "sample_s": round(model.timings["sample_s"], 2), "seconds": round(stats_s + model.timings["seconds"], 2),
             "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "converged": diag["converged"], "r_hat_max": round(diag["r_hat_max"], 4),
             "ess_bulk_min": round(diag["ess_bulk_min"]), "divergences": diag["divergences"],
-            "stats_rows": len(stats), "segments": segments, "chains": chains, "draws": draws}
+            "stats_rows": len(stats), "segments": segments, "chains": chains, "draws": draws,
+            "tune": tune or DEFAULT_TUNE}
 
 
 def main() -> None:
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--segments", type=int, default=20)
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=None, help="default: the model's")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -76,7 +77,8 @@ def main() -> None:
         return
     for deals in (int(s) for s in args.sizes.split(",")):
         subprocess.run([sys.executable, __file__, "--one", str(deals), "--segments", str(args.segments),
-                        "--draws", str(args.draws), "--tune", str(args.tune), "--chains", str(args.chains)],
+                        "--draws", str(args.draws), "--chains", str(args.chains),
+                        *(["--tune", str(args.tune)] if args.tune else [])],
                        check=True)
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from .events import FunnelDataError
+from .model import DEFAULT_TUNE
 
 app = typer.Typer(
     name="funnelsim",
@@ -137,7 +138,7 @@ def fit(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
-    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = DEFAULT_TUNE,
     chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same posterior.")] = 0,
     sojourn: Annotated[str, typer.Option("--sojourn", help="Time-in-stage family: lognormal or weibull.")] = "lognormal",
@@ -249,7 +250,7 @@ def forecast(
     period: Annotated[str, typer.Option("--period", help="Report revenue per day, week, month or quarter.")] = "month",
     deal_value: DealValueOpt = None,
     draws: FitDrawsOpt = 1000,
-    tune: FitTuneOpt = 1000,
+    tune: FitTuneOpt = DEFAULT_TUNE,
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
@@ -298,7 +299,7 @@ def whatif(
     model_dir: ModelOpt = None,
     deal_value: DealValueOpt = None,
     draws: FitDrawsOpt = 1000,
-    tune: FitTuneOpt = 1000,
+    tune: FitTuneOpt = DEFAULT_TUNE,
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
@@ -346,7 +347,7 @@ def bottlenecks(
     model_dir: ModelOpt = None,
     deal_value: DealValueOpt = None,
     draws: FitDrawsOpt = 1000,
-    tune: FitTuneOpt = 1000,
+    tune: FitTuneOpt = DEFAULT_TUNE,
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
@@ -486,7 +487,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
     horizon: Annotated[int, typer.Option("--horizon", min=7, help="Days to forecast.")] = 90,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
-    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = DEFAULT_TUNE,
     chains: Annotated[int, typer.Option("--chains", min=1, help="Markov chains.")] = 4,
 ) -> None:
     """Run the whole job on a synthetic CRM: generate it, print its funnel, fit the Bayesian

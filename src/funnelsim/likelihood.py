@@ -95,10 +95,28 @@ class ModelData:
         s, g, b = np.nonzero(self.open_n)
         return s, g, self.open_n[s, g, b], self.open_log_t[s, g, b]
 
-    open_stage = property(lambda self: self.open_cells[0])
-    open_segment = property(lambda self: self.open_cells[1])
     open_count = property(lambda self: self.open_cells[2])
     open_age = property(lambda self: self.open_cells[3])
+
+    @property
+    def open_total(self) -> np.ndarray:
+        """(S, G) stays still open, all ages."""
+        return self.open_n.sum(axis=2)
+
+    @cached_property
+    def open_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each open cell and each destination seen from its stage (padded to A): its
+        flat index into (S, G, E) arrays, into (S, E) arrays, and 1 for real entries, 0 for
+        padding. Plain integer gathers of flat arrays are the cheapest in the gradient."""
+        table, mask = self.destinations_seen
+        s, g = self.open_cells[:2]
+        S, G, E = self.exit_n.shape
+        j = table[s]
+        return ((s[:, None] * G + g[:, None]) * E + j, s[:, None] * E + j, mask[s].astype(float))
+
+    open_index = property(lambda self: self.open_lookup[0])
+    open_scale_index = property(lambda self: self.open_lookup[1])
+    open_mask = property(lambda self: self.open_lookup[2])
 
     @property
     def destinations_seen(self) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +200,7 @@ def stats_hash(stats: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- the PyMC model
 
 _DATA_NAMES = ("exit_n", "exit_sum_log_t", "exit_sum_log_t2", "bin_exit_n", "bin_exit_log_t",
-               "open_stage", "open_segment", "open_count", "open_age")
+               "open_index", "open_scale_index", "open_mask", "open_total", "open_count", "open_age")
 
 
 def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray):
@@ -247,7 +265,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         pm.Deterministic(names[1], scale, dims=("stage", "exit"))
 
         exit_ll = _exit_loglik(d, log_pi, loc, scale, sojourn)
-        open_ll = _open_loglik(d, data.destinations_seen, log_pi, log_stall, loc, scale, sojourn)
+        open_ll = _open_loglik(d, logits, log_stall, loc, scale, sojourn)
         pm.Potential("loglik", exit_ll + open_ll)
     return model
 
@@ -271,38 +289,23 @@ def _exit_loglik(d, log_pi, loc, scale, sojourn):
     return choice + times.sum()
 
 
-def _open_loglik(d, seen, log_pi, log_stall, loc, scale, sojourn):
-    """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)).
+def _open_loglik(d, logits, log_stall, loc, scale, sojourn):
+    """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)), written as
+    log pi_stall + log1p(Σ_j (pi_j / pi_stall) S_j(a)): the odds against stalling are
+    exp(logit) (the stall logit is 0), so nothing underflows to log(0) however old the stay, and the
+    survival functions are taken directly (no log-space series, no logsumexp).
 
-    Only cells holding open stays and destinations seen from their stage are evaluated:
-    the survival functions are most of the gradient's cost."""
+    Only cells holding open stays and destinations seen from their stage are evaluated
+    (flat gathers, see :attr:`ModelData.open_lookup`): the survival functions are most of
+    the gradient's cost."""
     import pytensor.tensor as pt
 
-    table, mask = seen                                          # (S, A)
-    rows = np.arange(table.shape[0])[:, None]
-    s, g = d["open_stage"], d["open_segment"]
-    log_choice = log_pi[rows, :, table][s, :, g] + pt.as_tensor(np.where(mask, 0.0, -1e3))[s]   # (R, A)
-    lam = loc[rows, :, table][s, :, g]                          # (R, A)
-    sig = scale[rows, table][s]                                  # (R, A)
+    odds = pt.exp(logits).reshape((-1,))[d["open_index"]] * d["open_mask"]     # (R, A)
+    lam = loc.reshape((-1,))[d["open_index"]]
+    sig = scale.reshape((-1,))[d["open_scale_index"]]
     log_a = d["open_age"][:, None]
     if sojourn == "lognormal":
-        log_surv = _normal_log_sf((log_a - lam) / sig)
+        surv = 0.5 * pt.erfc((log_a - lam) / (sig * np.sqrt(2.0)))
     else:
-        log_surv = -pt.exp(sig * (log_a - lam))
-    mixture = pt.logsumexp(log_choice + log_surv, axis=-1)
-    return (d["open_count"] * pt.logaddexp(mixture, log_stall[s, g])).sum()
-
-
-def _normal_log_sf(z):
-    """log P(Z > z) for a standard normal: log(erfc) where erfc is accurate (z < 30, where
-    it is still far from underflow) and the asymptotic series beyond. Each branch sees only
-    its own range, so neither overflows and the gradient of the branch not taken is finite.
-    (erfc rather than the scaled erfcx: erfcx has no numba implementation, and falling back
-    to Python made each gradient ten times slower.)"""
-    import pytensor.tensor as pt
-
-    near = pt.minimum(z, 30.0)
-    far = pt.maximum(z, 30.0)
-    direct = pt.log(0.5 * pt.erfc(near / np.sqrt(2.0)))
-    series = -0.5 * far**2 - pt.log(far) - 0.5 * np.log(2 * np.pi) + pt.log1p(-1 / far**2 + 3 / far**4)
-    return pt.switch(z < 30.0, direct, series)
+        surv = pt.exp(-pt.exp(sig * (log_a - lam)))
+    return (d["open_total"] * log_stall).sum() + (d["open_count"] * pt.log1p((odds * surv).sum(axis=-1))).sum()

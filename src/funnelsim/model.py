@@ -33,6 +33,9 @@ from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_d
 __all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn", "pointwise_loglik"]
 
 THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
+# tuning steps per chain: nutpie adapts its step size and mass matrix quickly; 500 converges the
+# 20-segment benchmark with room to spare (300 just does) and costs a third less than 1000
+DEFAULT_TUNE = 500
 QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
 _COMPILED: dict[str, object] = {}   # model signature -> compiled nutpie model
 
@@ -105,7 +108,7 @@ class FunnelModel:
         """The PyMC model (a new one each call)."""
         return build_pymc_model(self.data, self.sojourn, self.config, self.centred)
 
-    def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, sampler: str = "nutpie",
+    def fit(self, draws: int = 1000, tune: int = DEFAULT_TUNE, chains: int = 4, sampler: str = "nutpie",
             random_seed: int | None = None, target_accept: float = 0.9, progressbar: bool = False):
         """Sample the posterior; returns (and keeps as ``idata``) an ArviZ DataTree.
 
