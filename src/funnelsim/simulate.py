@@ -158,7 +158,13 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
 
     family = LOGNORMAL if params.family == "lognormal" else WEIBULL
     pi, loc, shape = _contiguous(params.pi), _contiguous(params.loc), _contiguous(params.shape)
-    h_win = _contiguous(params.p_win_from_entry())                 # (D, S, G)
+    # draw-last copies for the first move, which runs over draws in vector loops
+    pi_t = _contiguous(params.pi.transpose(1, 2, 3, 0))            # (S, G, S+3, D)
+    possible = (params.pi[..., :S + 2] > 0).any(axis=(0, 2))         # (S, S+2)
+    loc_t = _contiguous(params.loc.transpose(1, 2, 3, 0))          # (S, G, S+2, D)
+    first_shape = 1.0 / params.shape if family == LOGNORMAL else params.shape
+    first_shape_t = _contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0))   # (S, S+2, D)
+    h_win_t = _contiguous(params.p_win_from_entry().transpose(1, 2, 0))                  # (S, G, D)
     ratio_mean, ratio_sd = _contiguous(params.ratio_mean), _contiguous(params.ratio_sd)
     log_t_age = np.log(pipeline.age_days + OFFSET_DAYS)
     time_scale = _contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale)
@@ -173,7 +179,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         block_revenue = np.zeros((blocks, n, n_periods))
         block_wins = np.zeros((blocks, n, n_periods))
         capped += _simulate_chunk(
-            d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
+            d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean, ratio_sd,
+            won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
             sums, close_days, block_revenue, block_wins)
@@ -217,6 +224,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _INV32 = 1.0 / 4294967296.0
 _Z_LOW, _Z_HIGH, _Z_STEPS = -9.0, 38.0, 256          # table of P(Z > z), 1/256 apart
 _SF_TABLE = special.ndtr(-(_Z_LOW + np.arange(int((_Z_HIGH - _Z_LOW) * _Z_STEPS) + 2) / _Z_STEPS))
+_Z_TOP = float(_SF_TABLE.size - 2)                  # last position with a right neighbour
 
 
 @numba.njit(inline="always")
@@ -284,26 +292,99 @@ def _won_value(d, g, amount, won_amounts, ratio_mean, ratio_sd, key):
 
 
 @numba.njit(inline="always")
-def _first_move(pi, loc, shape, family, h_win, s, g, d, t_age, log_t, weights):
-    """Destination weights given survival to t_age (stages, won, lost, then stall) into
-    ``weights``; returns (their total, P(win ever)). ``shape`` is 1/sigma for LogNormal."""
-    S = pi.shape[1]
-    total = pi[d, s, g, S + 2]
-    weights[S + 2] = total
-    ever = 0.0
+def _normal_sf_or_edge(z):
+    """:func:`_normal_sf` without branches (selects instead), so a loop over draws vectorises."""
+    x = min(max((z - _Z_LOW) * _Z_STEPS, 0.0), _Z_TOP)
+    k = int(x)
+    value = _SF_TABLE[k] + (x - k) * (_SF_TABLE[k + 1] - _SF_TABLE[k])
+    value = 1.0 if z <= _Z_LOW else value
+    return 0.0 if z >= _Z_HIGH else value
+
+
+@numba.njit(inline="always")
+def _is_forward(j, s, S):
+    """Is destination j (stages, won, lost) forward from stage s: a later stage or won."""
+    return (s < j) & (j <= S)
+
+
+@numba.njit(inline="always")
+def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
+                 weights, total, ever, keys, dest, scratch, chosen, last):
+    """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
+    compiler vectorises it). Destination weights given survival to ``t_age`` go into
+    ``weights`` (S+3, n): pi_j * S_j(age), stall last; then ``total``, P(win ever) into
+    ``ever``, the path keys and the destination (see :func:`_pick` for the two-step rule);
+    ``scratch``, ``chosen`` and ``last`` are work space.
+    Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
+    is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
+    S = pi_t.shape[0]
+    for k in range(n):
+        keys[k] = _mix(draw_keys[k] + key_deal)
+        total[k] = pi_t[s, g, S + 2, d0 + k]
+        weights[S + 2, k] = total[k]
+        ever[k] = 0.0
     for j in range(S + 2):
-        w = pi[d, s, g, j]
-        if w > 0.0:
-            if family == LOGNORMAL:
-                w *= _normal_sf((log_t - loc[d, s, g, j]) * shape[d, s, j])
-            else:
-                w *= np.exp(-(t_age / loc[d, s, g, j]) ** shape[d, s, j])
-        weights[j] = w
-        total += w
+        if not possible[s, j]:                # never taken from stage s: weight 0 in every draw
+            for k in range(n):
+                weights[j, k] = 0.0
+        elif family == LOGNORMAL:
+            for k in range(n):
+                z = (log_t - loc_t[s, g, j, d0 + k]) * first_shape_t[s, j, d0 + k]
+                weights[j, k] = pi_t[s, g, j, d0 + k] * _normal_sf_or_edge(z)
+        else:
+            for k in range(n):
+                w = pi_t[s, g, j, d0 + k]
+                if w > 0.0:
+                    w *= np.exp(-(t_age / loc_t[s, g, j, d0 + k]) ** first_shape_t[s, j, d0 + k])
+                weights[j, k] = w
+        for k in range(n):
+            total[k] += weights[j, k]
         if j < S:
-            ever += w * h_win[d, j, g]
-    ever += weights[S]
-    return total, (ever / total if total > 0.0 else 0.0)
+            for k in range(n):
+                ever[k] += weights[j, k] * h_win_t[j, g, d0 + k]
+    for k in range(n):
+        e = ever[k] + weights[S, k]
+        ever[k] = e / total[k] if total[k] > 0.0 else 0.0
+    _pick_all(n, s, S, weights, keys, dest, scratch, chosen, last)
+
+
+@numba.njit(inline="always")
+def _pick_all(n, s, S, weights, keys, dest, sums, chosen, last):
+    """:func:`_pick` for every draw at once: loops over draws innermost and selects instead of
+    early exits, so they vectorise. ``sums`` (4, n) and ``chosen``, ``last`` (n,) are scratch."""
+    forward, other, budget, acc = sums[0], sums[1], sums[2], sums[3]
+    for k in range(n):
+        forward[k] = 0.0
+        other[k] = 0.0
+    for j in range(S + 2):
+        if _is_forward(j, s, S):
+            for k in range(n):
+                forward[k] += weights[j, k]
+        else:
+            for k in range(n):
+                other[k] += weights[j, k]
+    for k in range(n):
+        u_group, _ = _uniforms(keys[k], 0)
+        u_within, _ = _uniforms(keys[k], STREAM_WITHIN)
+        x = u_group * (forward[k] + other[k] + weights[S + 2, k])
+        is_forward = x < forward[k]
+        budget[k] = u_within * (forward[k] if is_forward else other[k])
+        # stall: no destination inside a group can be chosen
+        dest[k] = -1 if x >= forward[k] + other[k] else (1 if is_forward else 0)
+        acc[k] = 0.0
+        chosen[k] = -1
+        last[k] = S + 2
+    for j in range(S + 2):
+        group = 1 if _is_forward(j, s, S) else 0
+        for k in range(n):
+            w = weights[j, k]
+            inside = (dest[k] == group) & (w > 0.0)
+            acc[k] += w if inside else 0.0
+            last[k] = j if inside else last[k]
+            chosen[k] = j if inside & (chosen[k] < 0) & (budget[k] < acc[k]) else chosen[k]
+    for k in range(n):
+        pick = last[k] if chosen[k] < 0 else chosen[k]
+        dest[k] = S + 2 if dest[k] < 0 else pick
 
 
 @numba.njit(inline="always")
@@ -338,62 +419,73 @@ def _pick(weights, s, S, u_group, u_within):
 
 
 @numba.njit(parallel=True, cache=True)
-def _simulate_chunk(d0, n, pi, time_scale, family, loc, shape, h_win, ratio_mean, ratio_sd, won_amounts,
-                    stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day, seed, offset,
-                    sums, close_days, block_revenue, block_wins):
+def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean,
+                    ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day,
+                    seed, offset, sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
-    block, draw by draw (one draw's parameters stay in cache) and deal by deal. Adds to the
-    per-deal ``sums`` and ``close_days`` and to each block's revenue and wins per (draw,
-    period). Returns the number of capped paths."""
+    block, deal by deal: the first move for all draws at once (:func:`_first_moves`,
+    vectorised over draws), then each draw's path on from there. Adds to the per-deal
+    ``sums`` and ``close_days`` and to each block's revenue and wins per (draw, period);
+    every sum is taken in draw order, whatever the chunk. Returns the number of capped paths."""
     N = stage0.size
     S = pi.shape[1]
-    first_shape = 1.0 / shape if family == LOGNORMAL else shape
     blocks = block_revenue.shape[0]
     capped = np.zeros(blocks, np.int64)
+    draw_keys = np.empty(n, np.uint64)
+    for k in range(n):
+        draw_keys[k] = _mix(seed ^ _mix(np.uint64(d0 + k) + _GOLDEN))
     for b in numba.prange(blocks):
-        weights = np.empty(S + 3)
+        weights = np.empty((S + 3, n))
+        total = np.empty(n)
+        ever = np.empty(n)
+        keys = np.empty(n, np.uint64)
+        dest = np.empty(n, np.int64)
+        scratch = np.empty((4, n))
+        chosen = np.empty(n, np.int64)
+        latest = np.empty(n, np.int64)
         first, last = b * BLOCK_DEALS, min(N, (b + 1) * BLOCK_DEALS)
-        for k in range(n):
-            d = d0 + k
-            draw_key = _mix(seed ^ _mix(np.uint64(d) + _GOLDEN))
-            for i in range(first, last):
-                key = _mix(draw_key + deal_keys[i] * _K_DEAL)
-                g = segment[i]
+        for i in range(first, last):
+            g = segment[i]
+            t_age = age[i] + offset
+            _first_moves(n, d0, stage0[i], g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
+                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen, latest)
+            for k in range(n):
+                sums[2, i] += ever[k]
+                if dest[k] > S:                                   # lost or stalled
+                    continue
+                d = d0 + k
+                key = keys[k]
                 s = stage0[i]
-                t_age = age[i] + offset
-                total, ever = _first_move(pi, loc, first_shape, family, h_win, s, g, d, t_age, log_age[i], weights)
-                sums[2, i] += ever
-                u_group, u_time = _uniforms(key, 0)
-                u_within, _ = _uniforms(key, STREAM_WITHIN)
-                dest = _pick(weights, s, S, u_group, u_within)
+                j = dest[k]
+                _, u_time = _uniforms(key, 0)
                 clock = 0.0
                 won_at = np.inf
                 step = 1
-                while dest < S + 1 and step <= MAX_STEPS:       # not lost or stalled
+                while j < S + 1 and step <= MAX_STEPS:           # not lost or stalled
                     if step == 1:   # the rest of the current stay: T > t_age
                         if family == LOGNORMAL:
-                            survived = weights[dest] / pi[d, s, g, dest]
-                            t = np.exp(loc[d, s, g, dest] - shape[d, s, dest] * _ndtri(u_time * survived))
+                            survived = weights[j, k] / pi[d, s, g, j]
+                            t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time * survived))
                         else:
-                            t = loc[d, s, g, dest] * (-np.log(u_time) + (t_age / loc[d, s, g, dest])
-                                                      ** shape[d, s, dest]) ** (1.0 / shape[d, s, dest])
+                            t = loc[d, s, g, j] * (-np.log(u_time) + (t_age / loc[d, s, g, j])
+                                                   ** shape[d, s, j]) ** (1.0 / shape[d, s, j])
                         clock += max(t - t_age, 0.0) * time_scale[s, g]
                     else:
                         if family == LOGNORMAL:
-                            t = np.exp(loc[d, s, g, dest] - shape[d, s, dest] * _ndtri(u_time))
+                            t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time))
                         else:
-                            t = loc[d, s, g, dest] * (-np.log(u_time)) ** (1.0 / shape[d, s, dest])
+                            t = loc[d, s, g, j] * (-np.log(u_time)) ** (1.0 / shape[d, s, j])
                         clock += max(t - offset, 0.0) * time_scale[s, g]
                     if clock >= horizon:
                         break
-                    if dest == S:                                # won
+                    if j == S:                                   # won
                         won_at = clock
                         break
-                    s = dest                                     # a fresh stay in stage `dest`
+                    s = j                                        # a fresh stay in stage j
                     u_group, u_time = _uniforms(key, step)
                     u_within, _ = _uniforms(key, STREAM_WITHIN + step)
                     step += 1
-                    dest = _pick(pi[d, s, g], s, S, u_group, u_within)
+                    j = _pick(pi[d, s, g], s, S, u_group, u_within)
                 if step > MAX_STEPS:
                     capped[b] += 1
                 if won_at < horizon:
