@@ -39,7 +39,9 @@ __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
 STREAM_WITHIN = 1 << 20   # counter offset of the uniforms that pick a destination inside its group
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
-BLOCK_DEALS = 64          # deals per block of work (fixed, so thread count does not change sums)
+BLOCK_DEALS = 64          # deals per block of work, at least (the split does not depend on threads)
+MAX_BLOCKS = 64           # blocks at most: memory per chunk, and so the draws per chunk, do not
+                          # depend on the number of deals (long loops over draws vectorise)
 LOGNORMAL, WEIBULL = 0, 1
 
 
@@ -153,7 +155,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     N = len(pipeline)
     _check(params, pipeline, S, G)
     n_periods = int(period_of_day.max()) + 1
-    blocks = -(-N // BLOCK_DEALS)
+    blocks = max(1, min(MAX_BLOCKS, -(-N // BLOCK_DEALS)))
+    block_deals = -(-N // blocks)
     chunk = chunk_draws or max(1, min(D, CHUNK_CELLS // max(blocks * n_periods, 1)))
 
     family = LOGNORMAL if params.family == "lognormal" else WEIBULL
@@ -183,7 +186,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
             won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
-            sums, close_days, block_revenue, block_wins)
+            block_deals, sums, close_days, block_revenue, block_wins)
         _sum_blocks(block_revenue, revenue[d0:d0 + n])
         _sum_blocks(block_wins, wins[d0:d0 + n])
     return Simulation(revenue=revenue, wins=wins, p_win_horizon=sums[0] / D, expected_revenue=sums[1] / D,
@@ -421,7 +424,7 @@ def _pick(weights, s, S, u_group, u_within):
 @numba.njit(parallel=True, cache=True)
 def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean,
                     ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day,
-                    seed, offset, sums, close_days, block_revenue, block_wins):
+                    seed, offset, block_deals, sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
     block, deal by deal: the first move for all draws at once (:func:`_first_moves`,
     vectorised over draws), then each draw's path on from there. Adds to the per-deal
@@ -443,7 +446,7 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
         scratch = np.empty((4, n))
         chosen = np.empty(n, np.int64)
         latest = np.empty(n, np.int64)
-        first, last = b * BLOCK_DEALS, min(N, (b + 1) * BLOCK_DEALS)
+        first, last = b * block_deals, min(N, (b + 1) * block_deals)
         for i in range(first, last):
             g = segment[i]
             t_age = age[i] + offset
