@@ -82,3 +82,30 @@ def test_binned_equals_per_stay_loglik(crm, family):
     assert max(errors) < tolerance, errors
     if family == "lognormal":
         assert min(errors) > 0  # the open stays really are binned (an exact match would mean no test)
+
+
+def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
+    """A stay open for 10^30 days has survival 0 in double precision for every destination:
+    its term must be n log(pi_stall) (it stalled), with a finite gradient, not log(0)."""
+    import pymc as pm
+    import pytensor
+    import pytensor.tensor as pt
+
+    funnel, _, table = crm
+    data = model_data(table, funnel)
+    model = build_pymc_model(data, "lognormal", DEFAULT_CONFIG, centred_cells(data, "non-centred", 0))
+    pm.set_data({"open_age": np.full(data.open_age.shape, np.log(1e30))}, model=model)
+    loglik, pi = model.replace_rvs_by_values([model["loglik"], model["pi"]])
+    grads = pt.grad(model.logp(), model.value_vars)
+    compiled = pytensor.function(model.value_vars, [loglik, pi, *grads], on_unused_input="ignore")
+    point = model.initial_point()
+    value, pi, *gradient = compiled(*[point[v.name] for v in model.value_vars])
+    assert np.isfinite(value) and all(np.isfinite(g).all() for g in gradient)
+    E = data.exit_n.shape[2]
+    # the open stays' part is exactly sum of n log(pi_stall) per (stage, segment)
+    open_part = float((data.open_total * np.log(pi[..., E])).sum())
+    pm.set_data({"open_count": np.zeros_like(data.open_count), "open_total": np.zeros_like(data.open_total)},
+                model=model)
+    exits_only = pytensor.function(model.value_vars, model.replace_rvs_by_values([model["loglik"]])[0],
+                                   on_unused_input="ignore")(*[point[v.name] for v in model.value_vars])
+    assert value - exits_only == pytest.approx(open_part, rel=1e-9)
