@@ -13,6 +13,7 @@ import pytest
 from funnelsim import synth
 from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.forecast import forecast
+from funnelsim.inflow import NewDeals, new_deal_stats
 from funnelsim.model import FunnelModel
 from funnelsim.pipeline import amount_stats, open_deals
 from funnelsim.spells import to_spells
@@ -138,6 +139,30 @@ def test_forecast_contract_plot_and_target_odds(small_crm, tmp_path):
         forecast(model, deals.assign(segment="Nowhere"), horizon_days=HORIZON)
 
 
+@pytest.mark.slow
+def test_new_deals_add_to_the_pipeline_forecast(small_crm, tmp_path):
+    events, as_of, model, deals = small_crm
+    log = read_events(events, FUNNEL)
+    inflow = NewDeals(new_deal_stats(to_spells(log, as_of=as_of, segment_by="segment")))
+    assert inflow.weeks == 25 and inflow.per_week.sum() > 10
+    alone = forecast(model, deals, horizon_days=HORIZON, seed=3)
+    both = forecast(model, deals, horizon_days=HORIZON, seed=3, new_deals=inflow)
+    ds = both.dataset
+    # the open pipeline's numbers are untouched; the total adds the new deals draw by draw
+    np.testing.assert_array_equal(ds.pipeline_revenue, alone.dataset.pipeline_revenue)
+    np.testing.assert_allclose(ds.total_revenue, ds.pipeline_revenue + ds.new_revenue.sum("period"))
+    assert ds.new_wins.sum("period").mean() > 0 and alone.total_revenue() is None
+    total, pipeline = both.total_revenue(), both.pipeline_revenue()
+    assert total["p50"] > pipeline["p50"] and both.p_hit(pipeline["p50"], total=True) > 0.5
+    data = json.loads(both.to_json(tmp_path / "f.json", target=pipeline["p50"]))
+    assert set(data["total_revenue"]) >= {"mean", "p10", "p50", "p90", "samples"}
+    assert data["new_deals"]["history_weeks"] == 25 and data["target"]["p_hit_total"] > data["target"]["p_hit"]
+    assert {"new_mean", "total_p50"} <= set(data["periods"][0])
+    assert "Deals created during the horizon" in both.summary(target=pipeline["p50"])
+    with pytest.raises(ValueError, match="no new deals"):
+        alone.p_hit(1.0, total=True)
+
+
 def run(*args):
     return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
@@ -156,6 +181,7 @@ def test_cli_forecast_writes_the_contract_and_refuses_bad_input(small_crm, tmp_p
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["horizon_days"] == HORIZON and "p_hit" in data["target"]
+    assert "p_hit_total" in data["target"] and data["total_revenue"]["p50"] >= data["pipeline_revenue"]["p50"]
     assert "largest expected revenue" in result.stdout and "80% band" in result.stdout
     # a saved model from other data is refused, as is a bad log: exit 2, no JSON, no traceback
     other = tmp_path / "other.json"

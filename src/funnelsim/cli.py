@@ -256,13 +256,19 @@ def forecast(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    new_deals: Annotated[bool, typer.Option(
+        "--new-deals/--no-new-deals",
+        help="Also simulate deals created during the horizon, at the weekly rate of the last 26 weeks "
+             "per segment, and report total revenue beside the open pipeline's.")] = True,
     json: JsonOpt = None,
 ) -> None:
     """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
     deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
     P90) within --horizon days, revenue per period, the chance of reaching --target, the
     stage table, the ten deals with the largest expected revenue and the fit's diagnostics.
-    Revenue is in the currency of the log's amount column.
+    Deals created during the horizon (new deals, at the recent weekly rate) are simulated too
+    and reported as total revenue (--no-new-deals: the open pipeline only). Revenue is in the
+    currency of the log's amount column.
 
     Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
     """
@@ -272,9 +278,16 @@ def forecast(
     model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict)
     diagnostics = model.diagnostics
+    inflow = None
+    if new_deals:
+        from .inflow import NewDeals, new_deal_stats
+
+        inflow = NewDeals(new_deal_stats(spells))
+        if inflow.weeks == 0:
+            err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
         result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
-                              deal_value=deal_value)
+                              deal_value=deal_value, new_deals=inflow)
     out.print(periods_rich(result))
     out.print(stage_table_rich(model.stage_table()))
     out.print(deals_rich(result.deals().head(10)))

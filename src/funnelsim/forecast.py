@@ -8,7 +8,8 @@ periods are calendar weeks, months or quarters from the day after as-of to the e
 horizon (the first and last may be partial).
 
 ``pipeline_revenue`` counts revenue from deals open at as-of that are won within the horizon.
-Deals created during the horizon are not simulated yet.
+With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`), deals created during the horizon are
+simulated too (``new_revenue``, ``new_wins``) and ``total_revenue`` adds them up.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BAND = (0.1, 0.5, 0.9)
 
 def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, period: str = "month",
              draws: int | None = None, seed: int = 0, deal_value: float | None = None,
-             chunk_draws: int | None = None) -> Forecast:
+             chunk_draws: int | None = None, new_deals=None) -> Forecast:
     """Simulate the open ``deals`` through the fitted ``model`` for ``horizon_days`` days.
 
     ``deals``: from :func:`funnelsim.pipeline.open_deals` (columns deal_id, segment, stage,
@@ -40,6 +41,8 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     (evenly spaced; all by default). The same ``seed`` gives the same numbers.
     ``deal_value``: the amount (currency) of open deals that have none, e.g. for a log with
     no amounts; by default they take one from their segment's won amounts (0 if none).
+    ``new_deals``: a :class:`funnelsim.inflow.NewDeals`; deals created during the horizon are
+    then simulated as well (valued like open deals without an amount) and reported apart.
     """
     if period not in PERIODS:
         raise FunnelDataError(f"unknown period {period!r}", column="period", value=period,
@@ -60,6 +63,13 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     params = model.simulation_parameters(draws=draws, seed=seed)
     sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
                    chunk_draws=chunk_draws)
+    new_revenue = new_wins = None
+    if new_deals is not None and new_deals.weeks > 0:
+        slots, counts = new_deals.slots(model.data.segments, len(model.funnel.stages), int(horizon_days),
+                                        params.draws, seed=seed, deal_value=deal_value)
+        fresh = simulate(params, slots, int(horizon_days), period_of_day=period_of_day, seed=seed,
+                         chunk_draws=chunk_draws, counts=counts)
+        new_revenue, new_wins = fresh.revenue, fresh.wins
     close_day = sim.median_close_day()
     close_date = np.where(np.isnan(close_day), np.datetime64("NaT"),
                           (as_of + pd.Timedelta(days=1)).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
@@ -89,7 +99,18 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
                "currency": "as in the event log's amount column", "capped_paths": sim.capped,
                "created_by": "funnelsim"},
     )
+    if new_revenue is not None:
+        dataset["new_revenue"] = (("draw", "period"), new_revenue)
+        dataset["new_wins"] = (("draw", "period"), new_wins)
+        dataset["total_revenue"] = (("draw",), sim.revenue.sum(axis=1) + new_revenue.sum(axis=1))
+        dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
+        dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
     return Forecast(dataset, model)
+
+
+def _band(samples: np.ndarray) -> dict:
+    p10, p50, p90 = np.quantile(samples, BAND) if samples.size else (np.nan,) * 3
+    return {"mean": float(samples.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
 
 
 def _pipeline_arrays(model, deals: pd.DataFrame) -> Pipeline:
@@ -137,17 +158,31 @@ class Forecast:
 
     def pipeline_revenue(self) -> dict:
         """Revenue within the horizon from deals open at as-of: mean, P10, P50, P90."""
-        samples = self.dataset["pipeline_revenue"].values
-        p10, p50, p90 = np.quantile(samples, BAND) if samples.size else (np.nan,) * 3
-        return {"mean": float(samples.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
+        return _band(self.dataset["pipeline_revenue"].values)
 
-    def p_hit(self, target: float) -> float:
-        """Chance that pipeline revenue within the horizon reaches ``target`` (currency)."""
-        return float((self.dataset["pipeline_revenue"].values >= target).mean())
+    @property
+    def has_new_deals(self) -> bool:
+        return "total_revenue" in self.dataset
+
+    def total_revenue(self) -> dict | None:
+        """Revenue within the horizon from open deals plus deals created during it: mean, P10,
+        P50, P90 (None without ``new_deals``)."""
+        if not self.has_new_deals:
+            return None
+        return _band(self.dataset["total_revenue"].values)
+
+    def p_hit(self, target: float, total: bool = False) -> float:
+        """Chance that pipeline revenue (``total``: pipeline plus new deals) within the horizon
+        reaches ``target`` (currency)."""
+        name = "total_revenue" if total else "pipeline_revenue"
+        if name not in self.dataset:
+            raise ValueError("this forecast has no new deals: pass new_deals= to forecast()")
+        return float((self.dataset[name].values >= target).mean())
 
     def by_period(self) -> pd.DataFrame:
         """Per period: start, end, revenue and cumulative revenue (mean, P10, P50, P90) and
-        expected wins."""
+        expected wins; with new deals also their revenue and wins (means) and the total
+        revenue (mean, P10, P50, P90)."""
         ds = self.dataset
         table = pd.DataFrame({"period": ds["period"].values, "start": ds["period_start"].values,
                               "end": ds["period_end"].values})
@@ -157,6 +192,13 @@ class Forecast:
             for q, row in zip(BAND, np.quantile(values, BAND, axis=0)):
                 table[f"{name}_p{round(q * 100)}"] = row
         table["wins_mean"] = ds["wins"].values.mean(axis=0)
+        if self.has_new_deals:
+            table["new_revenue_mean"] = ds["new_revenue"].values.mean(axis=0)
+            table["new_wins_mean"] = ds["new_wins"].values.mean(axis=0)
+            total = ds["revenue"].values + ds["new_revenue"].values
+            table["total_revenue_mean"] = total.mean(axis=0)
+            for q, row in zip(BAND, np.quantile(total, BAND, axis=0)):
+                table[f"total_revenue_p{round(q * 100)}"] = row
         return table
 
     def deals(self) -> pd.DataFrame:
@@ -190,8 +232,21 @@ class Forecast:
             "stages": model_dict["stages"],
             "diagnostics": model_dict["diagnostics"],
         }
+        if self.has_new_deals:
+            total = self.total_revenue()
+            total["samples"] = self.dataset["total_revenue"].values.tolist()
+            result["total_revenue"] = total
+            result["new_deals"] = {"per_week": self.dataset.attrs["new_deals_per_week"],
+                                   "history_weeks": self.dataset.attrs["new_deal_history_weeks"],
+                                   "wins_mean": float(self.dataset["new_wins"].values.sum(axis=1).mean())}
+            for row, period in zip(result["periods"], self.by_period().to_dict(orient="records")):
+                row |= {"new_mean": period["new_revenue_mean"], "total_mean": period["total_revenue_mean"],
+                        "total_p10": period["total_revenue_p10"], "total_p50": period["total_revenue_p50"],
+                        "total_p90": period["total_revenue_p90"]}
         if target is not None:
             result["target"] = {"amount": float(target), "p_hit": self.p_hit(target)}
+            if self.has_new_deals:
+                result["target"]["p_hit_total"] = self.p_hit(target, total=True)
         return json_safe(result)
 
     def to_json(self, path=None, target: float | None = None) -> str:
@@ -215,6 +270,10 @@ class Forecast:
             low, high = np.quantile(values, [(1 - band) / 2, (1 + band) / 2], axis=0)
             ax.fill_between(ends, low, high, alpha=0.25, color="C0", lw=0, label=f"{band:.0%} band")
         ax.plot(ends, np.median(values, axis=0), color="C0", marker="o", label="median")
+        if self.has_new_deals:
+            total = np.cumsum(ds["revenue"].values + ds["new_revenue"].values, axis=1)
+            ax.plot(ends, np.concatenate([[0.0], np.median(total, axis=0)]), color="C2", ls="--", marker=".",
+                    label="median with new deals")
         if target is not None:
             ax.axhline(target, color="C3", ls="--", label=f"target (P(hit) {self.p_hit(target):.0%})")
         ax.set_title(f"Cumulative revenue from the open pipeline, as of {self.as_of}")
@@ -235,6 +294,15 @@ class Forecast:
         text += f" Deals won in that time: {wins.mean():,.1f} expected (80% band {w10:,.0f} to {w90:,.0f})."
         if target is not None:
             text += f" The chance of reaching {target:,.0f} is {self.p_hit(target):.0%}."
+        if self.has_new_deals:
+            t = self.total_revenue()
+            new_wins = self.dataset["new_wins"].values.sum(axis=1).mean()
+            text += (f" Deals created during the horizon (about {self.dataset.attrs['new_deals_per_week']:,.1f} a week, "
+                     f"as over the last {self.dataset.attrs['new_deal_history_weeks']} weeks) add {new_wins:,.1f} "
+                     f"expected wins; with them revenue is expected at {t['mean']:,.0f} "
+                     f"(80% band {t['p10']:,.0f} to {t['p90']:,.0f})")
+            text += (f", and the chance of reaching {target:,.0f} is {self.p_hit(target, total=True):.0%}."
+                     if target is not None else ".")
         if len(deals) and deals["amount"].isna().all() and r["p90"] == 0:
             text += (" The log has no amounts and no won amounts to borrow, so revenue is 0: read the deal "
                      "counts, or pass a value per deal (--deal-value).")
@@ -255,6 +323,9 @@ class Forecast:
                 f"<p>Revenue: mean {r['mean']:,.0f}; 80% band {r['p10']:,.0f} – {r['p90']:,.0f} "
                 f"(median {r['p50']:,.0f}); {self.dataset.sizes['deal']:,} open deals, "
                 f"{self.dataset.sizes['draw']:,} posterior draws.</p>"
+                + (f"<p>With deals created during the horizon: mean {self.total_revenue()['mean']:,.0f}; "
+                   f"80% band {self.total_revenue()['p10']:,.0f} – {self.total_revenue()['p90']:,.0f}.</p>"
+                   if self.has_new_deals else "")
                 + periods.to_html(index=False, float_format=lambda v: f"{v:,.0f}")
                 + "<p>Ten deals with the largest expected revenue:</p>"
                 + top.to_html(index=False, float_format=lambda v: f"{v:,.2f}"))

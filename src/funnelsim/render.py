@@ -65,10 +65,17 @@ def periods_rich(forecast) -> Table:
                         f"80% band {r['p10']:,.0f} – {r['p90']:,.0f}, median {r['p50']:,.0f}")
     for name in ("period", "from", "to", "wins", "mean", "P10", "P50", "P90", "cumulative P50"):
         out.add_column(name, justify="left" if name in ("period", "from", "to") else "right")
+    new = forecast.has_new_deals
+    if new:
+        t = forecast.total_revenue()
+        out.add_column("new deals, mean", justify="right")
+        out.add_column("total P50", justify="right")
+        out.caption += (f"; with new deals: mean {t['mean']:,.0f}, 80% band {t['p10']:,.0f} – {t['p90']:,.0f}")
     for row in forecast.by_period().to_dict(orient="records"):
+        extra = (f"{row['new_revenue_mean']:,.0f}", f"{row['total_revenue_p50']:,.0f}") if new else ()
         out.add_row(row["period"], f"{pd.Timestamp(row['start']).date()}", f"{pd.Timestamp(row['end']).date()}",
                     f"{row['wins_mean']:,.1f}", *(f"{row[k]:,.0f}" for k in ("revenue_mean", "revenue_p10",
-                    "revenue_p50", "revenue_p90", "cumulative_revenue_p50")))
+                    "revenue_p50", "revenue_p90", "cumulative_revenue_p50")), *extra)
     return out
 
 

@@ -38,6 +38,7 @@ __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 
 MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
 STREAM_WITHIN = 1 << 20   # counter offset of the uniforms that pick a destination inside its group
+STREAM_START = 1 << 21    # counter of the uniform that places a new deal's creation in its window
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
 BLOCK_DEALS = 64          # deals per block of work, at least (the split does not depend on threads)
 MAX_BLOCKS = 64           # blocks at most: memory per chunk, and so the draws per chunk, do not
@@ -50,19 +51,34 @@ class Pipeline:
     """Open deals as arrays: ``stage`` and ``segment`` indices, ``age_days`` in the current
     stage, ``amount`` (currency; NaN when unknown), and ``key``: the deal's random stream
     (default: its position). Give each deal a key of its own (e.g. a hash of its id) so that
-    adding or removing deals leaves every other deal's random numbers unchanged."""
+    adding or removing deals leaves every other deal's random numbers unchanged.
+
+    New deals (created during the horizon, see :mod:`funnelsim.inflow`) are *slots*: a deal
+    whose path starts at a uniform time in [``start_low``, ``start_low + start_width``) days
+    after as-of, and which exists in draw d only if its ``slot`` number is below
+    ``counts[d, cell]`` (the ``counts`` argument of :func:`simulate`). Open deals have slot -1.
+    """
 
     stage: np.ndarray
     segment: np.ndarray
     age_days: np.ndarray
     amount: np.ndarray
     key: np.ndarray | None = None
+    start_low: np.ndarray | None = None
+    start_width: np.ndarray | None = None
+    slot: np.ndarray | None = None
+    cell: np.ndarray | None = None
 
     def __post_init__(self):
-        key = np.arange(np.size(self.stage)) if self.key is None else self.key
+        n = np.size(self.stage)
+        key = np.arange(n) if self.key is None else self.key
         arrays = {"stage": np.asarray(self.stage, np.int64), "segment": np.asarray(self.segment, np.int64),
                   "age_days": np.asarray(self.age_days, np.float64), "amount": np.asarray(self.amount, np.float64),
-                  "key": np.asarray(key).astype(np.uint64)}
+                  "key": np.asarray(key).astype(np.uint64),
+                  "start_low": np.zeros(n) if self.start_low is None else np.asarray(self.start_low, np.float64),
+                  "start_width": np.zeros(n) if self.start_width is None else np.asarray(self.start_width, np.float64),
+                  "slot": np.full(n, -1) if self.slot is None else np.asarray(self.slot, np.int64),
+                  "cell": np.zeros(n, np.int64) if self.cell is None else np.asarray(self.cell, np.int64)}
         sizes = {a.shape for a in arrays.values()}
         if len(sizes) != 1 or len(next(iter(sizes))) != 1:
             raise ValueError(f"Pipeline arrays must be 1-d and of one length; got shapes {sizes}")
@@ -138,12 +154,14 @@ class Simulation:
 
 
 def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, period_of_day=None,
-             seed: int = 0, chunk_draws: int | None = None) -> Simulation:
+             seed: int = 0, chunk_draws: int | None = None, counts: np.ndarray | None = None) -> Simulation:
     """Simulate every open deal under every posterior draw up to ``horizon_days``.
 
     ``period_of_day`` (H,) maps each day of the horizon (0 = the day after as-of) to a period
     index; default: one period per day. ``chunk_draws`` bounds memory (default: about
     CHUNK_CELLS cells of per-block revenue per chunk); it does not change the numbers.
+    ``counts`` (D, C) int: for new-deal slots, how many of each cell's slots exist in each
+    draw (see :class:`Pipeline`).
     """
     horizon = int(horizon_days)
     if horizon < 1:
@@ -154,6 +172,9 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     D, S, G = params.pi.shape[:3]
     N = len(pipeline)
     _check(params, pipeline, S, G)
+    counts = np.zeros((D, 1), np.int64) if counts is None else np.ascontiguousarray(counts, np.int64)
+    if counts.shape[0] != D or (len(pipeline) and (pipeline.slot >= 0).any() and pipeline.cell.max() >= counts.shape[1]):
+        raise ValueError(f"counts needs one row per draw ({D}) and a column per new-deal cell")
     n_periods = int(period_of_day.max()) + 1
     blocks = max(1, min(MAX_BLOCKS, -(-N // BLOCK_DEALS)))
     block_deals = -(-N // blocks)
@@ -186,6 +207,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
             won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
+            pipeline.start_low, pipeline.start_width, pipeline.slot, pipeline.cell, counts,
             block_deals, sums, close_days, block_revenue, block_wins)
         _sum_blocks(block_revenue, revenue[d0:d0 + n])
         _sum_blocks(block_wins, wins[d0:d0 + n])
@@ -424,7 +446,8 @@ def _pick(weights, s, S, u_group, u_within):
 @numba.njit(parallel=True, cache=True)
 def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean,
                     ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day,
-                    seed, offset, block_deals, sums, close_days, block_revenue, block_wins):
+                    seed, offset, start_low, start_width, slot, cell, counts,
+                    block_deals, sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
     block, deal by deal: the first move for all draws at once (:func:`_first_moves`,
     vectorised over draws), then each draw's path on from there. Adds to the per-deal
@@ -454,14 +477,17 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
                          pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen, latest)
             for k in range(n):
                 sums[2, i] += ever[k]
-                if dest[k] > S:                                   # lost or stalled
-                    continue
                 d = d0 + k
+                if dest[k] > S or (slot[i] >= 0 and slot[i] >= counts[d, cell[i]]):
+                    continue                                      # lost, stalled, or a slot not in this draw
                 key = keys[k]
                 s = stage0[i]
                 j = dest[k]
                 _, u_time = _uniforms(key, 0)
                 clock = 0.0
+                if start_width[i] > 0.0:                          # a new deal: created in its window
+                    u_start, _ = _uniforms(key, STREAM_START)
+                    clock = start_low[i] + u_start * start_width[i]
                 won_at = np.inf
                 step = 1
                 while j < S + 1 and step <= MAX_STEPS:           # not lost or stalled

@@ -1,0 +1,153 @@
+"""New deals: how many enter the funnel each week, per segment, and in which stage.
+
+The open pipeline is only part of what a quarter brings: deals created during the horizon
+can be won inside it too. This module learns the weekly inflow of new deals from the recent
+history and turns it into new-deal *slots* for the simulator.
+
+- :func:`new_deal_stats` (Ibis, where the events live): for each of the ``weeks`` full weeks
+  (7 days) ending at the end of as-of, per segment and entry stage, the number of deals whose
+  first open stage was entered that week. Deals created straight into won or lost are not
+  counted (they never sit in the pipeline).
+- :func:`new_deal_draws`: per posterior draw, how many deals each segment creates in each
+  week of the horizon and where they enter. Weekly counts are Negative Binomial: a Poisson
+  rate with a conjugate Gamma posterior (Gamma(1/2 + total, weeks), Jeffreys prior) times a
+  Gamma(r, 1/r) week-to-week factor, r = mean² / (variance - mean) from the history's weekly
+  counts (Poisson when they are not over-dispersed). Entry stages split each week's deals
+  by Dirichlet(1/2 + counts) shares over the stages deals were created in. A partial last week gets its share of the rate.
+- :func:`new_deal_pipeline`: the slots: for every (segment, week, entry stage) cell, as many
+  deals as the largest count over draws, each created at a uniform time in its week; the
+  simulator keeps, in draw d, the first ``counts[d, cell]`` of them.
+
+No trend or seasonality: the next weeks look like the average of the last ``weeks``. New
+deals have no amount yet, so a won one is valued from its segment's won amounts (or the
+forecast's ``deal_value``).
+"""
+
+from __future__ import annotations
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from .spells import Spells
+from .simulate import Pipeline
+
+__all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "NewDeals", "WEEKS"]
+
+WEEKS = 26          # weeks of history the inflow is learnt from (fewer if the log is shorter)
+MIN_WEEKS = 2       # fewer full weeks of history than this: no inflow estimate
+
+
+def new_deal_stats(spells: Spells, weeks: int = WEEKS) -> pd.DataFrame:
+    """Deals entering the funnel per (segment, entry stage, week), week 0 being the 7 days
+    ending at the end of as-of. Columns ``segment``, ``stage``, ``stage_index``, ``week``,
+    ``deals``; every (segment, stage, week) combination of the segments and open stages seen
+    is present (zeros included). ``attrs["weeks"]`` is the number of full weeks the log
+    covers (at most ``weeks``); 0 rows when it covers fewer than :data:`MIN_WEEKS`."""
+    stays = spells.table
+    end = spells.as_of + pd.Timedelta(days=1)
+    first = stays.group_by("deal_id").aggregate(
+        entered=stays.entered.min(), stage=stays.stage.argmin(stays.entered),
+        stage_index=stays.stage_index.argmin(stays.entered), segment=stays.segment.argmin(stays.entered))
+    age_days = (ibis.timestamp(end).epoch_seconds() - first.entered.epoch_seconds()) / 86400.0
+    recent = first.mutate(week=(age_days / 7.0).floor().cast("int64")).filter(lambda t: t.week < weeks)
+    counted = recent.group_by(["segment", "stage", "stage_index", "week"]).aggregate(deals=lambda t: t.count())
+    frame = counted.to_pandas()
+    earliest = first.entered.min().to_pandas() if len(frame) else None
+    covered = int(min(weeks, (end - pd.Timestamp(earliest)).days // 7)) if earliest is not None else 0
+    columns = ["segment", "stage", "stage_index", "week", "deals"]
+    if covered < MIN_WEEKS:
+        empty = pd.DataFrame(columns=columns)
+        empty.attrs.update(weeks=covered, as_of=str(spells.as_of.date()))
+        return empty
+    stages = spells.funnel.stages
+    segments = sorted(spells.table.select("segment").distinct().to_pandas()["segment"].astype(str))
+    grid = pd.MultiIndex.from_product([segments, range(len(stages)), range(covered)],
+                                      names=["segment", "stage_index", "week"]).to_frame(index=False)
+    frame = frame[frame["week"] < covered]
+    frame["segment"] = frame["segment"].astype(str)
+    merged = grid.merge(frame[["segment", "stage_index", "week", "deals"]], how="left",
+                        on=["segment", "stage_index", "week"])
+    merged["deals"] = merged["deals"].fillna(0).astype("int64")
+    merged["stage"] = [stages[i] for i in merged["stage_index"]]
+    merged = merged[columns]
+    merged.attrs.update(weeks=covered, as_of=str(spells.as_of.date()))
+    return merged
+
+
+def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: int, draws: int,
+                   seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per draw, new deals per (segment, horizon week, entry stage) cell (see module doc).
+
+    Returns ``counts`` (draws, C) int and ``cells`` (C rows: ``segment_index``,
+    ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of).
+    Segments of the model that the inflow history does not have create no deals."""
+    rng = np.random.default_rng([seed, 7243])
+    horizon = int(horizon_days)
+    n_weeks = -(-horizon // 7)
+    width = np.minimum(7.0, horizon - 7.0 * np.arange(n_weeks))
+    rows, columns = [], []
+    for g, segment in enumerate(segments):
+        mine = stats[stats["segment"].astype(str) == str(segment)]
+        if mine.empty:
+            continue
+        weekly = mine.groupby("week")["deals"].sum().to_numpy(float)
+        by_stage = mine.groupby("stage_index")["deals"].sum().reindex(range(n_stages), fill_value=0).to_numpy(float)
+        rate = rng.gamma(0.5 + weekly.sum(), 1.0 / weekly.size, size=draws)          # deals per week
+        mean, var = weekly.mean(), weekly.var(ddof=1) if weekly.size > 1 else 0.0
+        factor = np.ones((draws, n_weeks))
+        if weekly.size >= 3 and var > mean > 0:
+            r = mean**2 / (var - mean)
+            factor = rng.gamma(r, 1.0 / r, size=(draws, n_weeks))
+        totals = rng.poisson(rate[:, None] * factor * width[None, :] / 7.0)             # (D, W)
+        entry = np.flatnonzero(by_stage > 0)                     # stages deals were ever created in
+        if entry.size == 0:
+            continue
+        shares = rng.dirichlet(0.5 + by_stage[entry], size=draws)                         # (D, E')
+        for w in range(n_weeks):
+            split = rng.multinomial(totals[:, w], shares)                                 # (D, E')
+            for x, e in enumerate(entry):
+                columns.append(split[:, x])
+                rows.append({"segment_index": g, "stage_index": e, "week": w,
+                             "start_low": 7.0 * w, "start_width": float(width[w])})
+    counts = np.stack(columns, axis=1).astype(np.int64) if columns else np.zeros((draws, 0), np.int64)
+    return counts, pd.DataFrame(rows, columns=["segment_index", "stage_index", "week", "start_low", "start_width"])
+
+
+def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float | None = None) -> Pipeline:
+    """The slots of :func:`new_deal_draws` as a :class:`funnelsim.simulate.Pipeline`: per cell,
+    as many deals as its largest count, age 0, amount ``deal_value`` (NaN: valued from the
+    segment's won amounts), each with a random stream of its own."""
+    size = counts.max(axis=0) if counts.size else np.zeros(0, np.int64)
+    cell = np.repeat(np.arange(len(cells)), size)
+    slot = np.concatenate([np.arange(m) for m in size]) if len(size) else np.zeros(0, np.int64)
+    take = cells.iloc[cell]
+    keys = (np.uint64(0x5EED_0000_0000_0000) + (cell.astype(np.uint64) << np.uint64(24)) + slot.astype(np.uint64))
+    return Pipeline(stage=take["stage_index"].to_numpy(), segment=take["segment_index"].to_numpy(),
+                    age_days=np.zeros(cell.size), amount=np.full(cell.size, np.nan if deal_value is None else deal_value),
+                    key=keys, start_low=take["start_low"].to_numpy(), start_width=take["start_width"].to_numpy(),
+                    slot=slot, cell=cell)
+
+
+class NewDeals:
+    """Inflow for a forecast: the statistics of :func:`new_deal_stats` plus how to turn them
+    into slots. ``funnelsim.forecast.forecast(..., new_deals=NewDeals(stats))``."""
+
+    def __init__(self, stats: pd.DataFrame):
+        self.stats = stats
+
+    @property
+    def weeks(self) -> int:
+        return int(self.stats.attrs.get("weeks", 0))
+
+    @property
+    def per_week(self) -> pd.Series:
+        """Average new deals per week by segment over the history used."""
+        if self.stats.empty:
+            return pd.Series(dtype=float)
+        return self.stats.groupby("segment")["deals"].sum() / self.weeks
+
+    def slots(self, segments, n_stages: int, horizon_days: int, draws: int, seed: int = 0,
+              deal_value: float | None = None) -> tuple[Pipeline, np.ndarray]:
+        counts, cells = new_deal_draws(self.stats, segments, n_stages, horizon_days, draws, seed)
+        return new_deal_pipeline(counts, cells, deal_value), counts

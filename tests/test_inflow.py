@@ -1,0 +1,107 @@
+"""New deals: weekly counts from the log, their predictive distribution, and their simulation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+from funnelsim.events import FunnelDefinition, read_events
+from funnelsim.inflow import NewDeals, new_deal_draws, new_deal_pipeline, new_deal_stats
+from funnelsim.simulate import Parameters, simulate
+from funnelsim.spells import to_spells
+
+FUNNEL = FunnelDefinition(("Lead", "Qualified", "Proposal"), "Won", "Lost")
+
+
+def log_of(rows):
+    frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "amount", "segment"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return read_events(frame, FUNNEL)
+
+
+def test_new_deals_are_counted_per_week_back_from_the_end_of_as_of():
+    log = log_of([
+        ("A", "Lead", "2024-03-30 10:00", 10, "X"),        # week 0: the 7 days up to the end of 31 March
+        ("B", "Lead", "2024-03-25 12:00", 10, "X"),        # 6.5 days before the end: week 0
+        ("B", "Qualified", "2024-03-27 12:00", 10, "X"),   # a later move is not a new deal
+        ("C", "Qualified", "2024-03-20 09:00", 10, "Y"),   # week 1, created straight into Qualified
+        ("D", "Lead", "2024-04-02 09:00", 10, "Y"),        # after as-of: invisible
+        ("E", "Lead", "2023-12-01 09:00", 10, "X"),        # the log's start: 17 full weeks covered
+        ("F", "Won", "2024-03-28 09:00", 10, "X"),         # created won: never in the pipeline
+    ])
+    table = new_deal_stats(to_spells(log, as_of="2024-03-31", segment_by="segment"))
+    assert table.attrs["weeks"] == 17
+    assert len(table) == 2 * 3 * 17                         # every segment x stage x week, zeros included
+    counted = table[table.deals > 0].set_index(["segment", "stage", "week"])["deals"].to_dict()
+    assert counted == {("X", "Lead", 0): 2, ("Y", "Qualified", 1): 1}
+    per_week = NewDeals(table).per_week
+    assert per_week["X"] == pytest.approx(2 / 17) and per_week["Y"] == pytest.approx(1 / 17)
+    short = new_deal_stats(to_spells(log, as_of="2023-12-10", segment_by="segment"))
+    assert short.empty and short.attrs["weeks"] == 1 and NewDeals(short).weeks == 1
+
+
+def history(weekly, shares=(0.8, 0.2, 0.0), segment="all"):
+    rows = [{"segment": segment, "stage": FUNNEL.stages[e], "stage_index": e, "week": w,
+             "deals": int(round(n * share))} for w, n in enumerate(weekly) for e, share in enumerate(shares)]
+    table = pd.DataFrame(rows)
+    table.attrs["weeks"] = len(weekly)
+    return table
+
+
+@pytest.mark.parametrize("weekly", [np.full(26, 20), np.tile([5, 40, 10, 45], 6)], ids=["steady", "bursty"])
+def test_weekly_counts_follow_the_negative_binomial_predictive(weekly):
+    table = history(weekly, shares=(1.0, 0.0, 0.0))
+    counts, cells = new_deal_draws(table, ["all"], 3, horizon_days=14, draws=60_000, seed=1)
+    assert list(cells.stage_index) == [0, 0] and list(cells.week) == [0, 1]     # no deals ever entered later
+    n = table.groupby("week")["deals"].sum().to_numpy(float)
+    W, total = n.size, n.sum()
+    rate_mean, rate_var = (0.5 + total) / W, (0.5 + total) / W**2              # Gamma posterior of the rate
+    m, v = n.mean(), n.var(ddof=1)
+    over = (rate_var + rate_mean**2) * (v - m) / m**2 if v > m else 0.0          # E[rate^2] / r
+    expected_var = rate_mean + rate_var + over
+    for week in (0, 1):
+        assert counts[:, week].mean() == pytest.approx(rate_mean, rel=0.01)
+        assert counts[:, week].var() == pytest.approx(expected_var, rel=0.05)
+    # a partial last week gets its share of the rate; the same seed gives the same counts
+    partial, cells = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1)
+    assert list(cells.start_width) == [7.0, 3.0]
+    assert partial[:, 1].mean() == pytest.approx(rate_mean * 3 / 7, rel=0.02)
+    again, _ = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1)
+    np.testing.assert_array_equal(partial, again)
+
+
+def test_entry_stages_split_by_their_history_and_unknown_segments_create_nothing():
+    table = history(np.full(26, 50), shares=(0.8, 0.2, 0.0), segment="X")
+    counts, cells = new_deal_draws(table, ["X", "Z"], 3, horizon_days=7, draws=20_000, seed=2)
+    assert set(cells.segment_index) == {0} and list(cells.stage_index) == [0, 1]
+    share = counts[:, 1].sum() / counts.sum()
+    assert share == pytest.approx(0.2, abs=0.01)
+
+
+def one_stage_sure_win(draws):
+    """One open stage, every deal won (no loss, no stall); LogNormal(log 5, 0.7) in t."""
+    pi = np.zeros((draws, 1, 1, 4))
+    pi[..., 1] = 1.0
+    loc = np.zeros((draws, 1, 1, 3))
+    loc[..., 1] = np.log(5.0)
+    return Parameters(pi=pi, family="lognormal", loc=loc, shape=np.full((draws, 1, 3), 0.7),
+                      ratio_mean=np.zeros((draws, 1)), ratio_sd=np.zeros((draws, 1)),
+                      won_amounts=np.full((1, 3), 100.0))
+
+
+def test_new_deals_start_in_their_week_and_exist_only_in_draws_that_create_them():
+    D, horizon = 20_000, 10
+    counts = np.tile([[1], [0]], (D // 2, 1))                 # one new deal in every other draw
+    cells = pd.DataFrame({"segment_index": [0], "stage_index": [0], "week": [0], "start_low": [0.0],
+                          "start_width": [7.0]})
+    sim = simulate(one_stage_sure_win(D), new_deal_pipeline(counts, cells), horizon, seed=4, counts=counts)
+    wins = sim.wins.sum(axis=1)
+    assert wins[1::2].sum() == 0                                # no deal in those draws, no win
+    # created at a uniform time in the first 7 days, a stay of T - 0.5 days with T > 0.5
+    dist = stats.lognorm(0.7, scale=5.0)
+    def p_win(u):
+        return (dist.cdf(horizon - 7 * u + 0.5) - dist.cdf(0.5)) / dist.sf(0.5)
+    expected = integrate.quad(p_win, 0, 1)[0]
+    observed = wins[::2].mean()
+    assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / (D // 2)), (observed, expected)
+    np.testing.assert_allclose(sim.revenue.sum(axis=1), 100.0 * wins)   # valued from the won amounts
