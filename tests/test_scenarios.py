@@ -12,9 +12,11 @@ from scipy import stats
 
 from funnelsim import synth
 from funnelsim.events import FunnelDataError, read_events
+from funnelsim.inflow import NewDeals, new_deal_stats
 from funnelsim.scenarios import (Change, NewDeal, Scenario, apply_changes, bottlenecks, compare, comparison_json,
                                  paired_revenue, plot_scenarios, read_scenarios)
 from funnelsim.simulate import Pipeline, simulate
+from funnelsim.spells import to_spells
 
 from .test_forecast import CONFIG, FUNNEL, fitted
 from .test_simulate import chain, one_stage
@@ -140,6 +142,7 @@ amount = 50000
     ('[[scenario]]\nname = "a"\n[[scenario.change]]\nstage = "B"\nconversion_pts = 5\n', "unknown key 'conversion_pts'"),
     ('[[scenario]]\nname = "a"\n[[scenario]]\nname = "a"\n', "used twice"),
     ('[[scenario]]\nname = "a"\n[[scenario.change]]\ntime_factor = -1\n', "must be positive"),
+    ('[[scenario]]\nname = "a"\n[[scenario.change]]\nnew_deals_factor = -1\n', "must not be negative"),
     ('[[scenario]]\nname = "a"\n[[scenario.add]]\nstage = "B"\n', "lacks deal_id, amount"),
     ('name = "a"\n', "no [[scenario]] table"),
     ('[[scenario]\n', "not valid TOML"),
@@ -192,6 +195,33 @@ def test_compare_bottlenecks_and_names(fitted_crm):
         compare(model, deals, [Scenario("x", segment="Mars")])
     with pytest.raises(FunnelDataError, match="not open"):
         compare(model, deals, [Scenario("x", remove=("nobody",))])
+
+
+@pytest.mark.slow
+def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_crm):
+    events, as_of, model, deals = fitted_crm
+    inflow = NewDeals(new_deal_stats(to_spells(read_events(events, FUNNEL), as_of=as_of, segment_by="segment")))
+    plan = [Scenario("baseline"), Scenario("double", (Change(new_deals_factor=2.0),)),
+            Scenario("none", (Change(new_deals_factor=0.0),)),
+            Scenario("SMB +50%", (Change(segment="SMB", new_deals_factor=1.5),))]
+    paired = paired_revenue(model, deals, plan, horizon_days=HORIZON, seed=1, new_deals=inflow)
+    pipeline_only = paired_revenue(model, deals, plan[:1], horizon_days=HORIZON, seed=1)["baseline"][0]
+    base = paired["baseline"][0]
+    np.testing.assert_array_equal(paired["baseline"][1], base)
+    # no new deals at all is exactly the open pipeline, draw by draw
+    np.testing.assert_array_equal(paired["none"][1], pipeline_only)
+    new_part = base - pipeline_only
+    assert new_part.mean() > 0
+    # twice the new deals: they keep the baseline's (same streams) and add as many again
+    gain = paired["double"][1] - base
+    assert (gain >= -1e-6 * np.abs(base).max()).all()
+    assert gain.mean() == pytest.approx(new_part.mean(), rel=0.25)
+    smb = paired["SMB +50%"][1] - base
+    assert (smb >= -1e-6 * np.abs(base).max()).all() and 0 < smb.mean() < gain.mean()
+    with pytest.raises(FunnelDataError, match="needs new deals"):
+        paired_revenue(model, deals, plan[1:2], horizon_days=HORIZON, seed=1)
+    with pytest.raises(FunnelDataError, match="applies to deals, not to a stage"):
+        compare(model, deals, [Scenario("x", (Change("Proposal", new_deals_factor=2.0),))], new_deals=inflow)
 
 
 def run(*args):

@@ -43,6 +43,7 @@ HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to
 TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)]
 DealValueOpt = Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
+NewDealsOpt = Annotated[bool, typer.Option("--new-deals/--no-new-deals", help="Also simulate deals created during the horizon, at the weekly rate of the last 26 weeks per segment, and report total revenue beside the open pipeline's.")]
 FitDrawsOpt = Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")]
 FitTuneOpt = Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")]
 FitChainsOpt = Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")]
@@ -236,6 +237,18 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
     return model, open_deals(log, spells), spells
 
 
+def _new_deals(spells):
+    """The weekly inflow of new deals as of the spells' date (None, with a note, when the log
+    covers under two weeks)."""
+    from .inflow import NewDeals, new_deal_stats
+
+    inflow = NewDeals(new_deal_stats(spells))
+    if inflow.weeks < 2:
+        err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
+        return None
+    return inflow
+
+
 @app.command()
 def forecast(
     events: EventsArg,
@@ -256,10 +269,7 @@ def forecast(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
-    new_deals: Annotated[bool, typer.Option(
-        "--new-deals/--no-new-deals",
-        help="Also simulate deals created during the horizon, at the weekly rate of the last 26 weeks "
-             "per segment, and report total revenue beside the open pipeline's.")] = True,
+    new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
     """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
@@ -278,13 +288,7 @@ def forecast(
     model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict)
     diagnostics = model.diagnostics
-    inflow = None
-    if new_deals:
-        from .inflow import NewDeals, new_deal_stats
-
-        inflow = NewDeals(new_deal_stats(spells))
-        if inflow.weeks == 0:
-            err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
+    inflow = _new_deals(spells) if new_deals else None
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
         result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
                               deal_value=deal_value, new_deals=inflow)
@@ -318,11 +322,14 @@ def whatif(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
     """What-if scenarios against the baseline forecast: change a stage's conversion, the time
-    deals spend in it, the stall share or amounts, add or remove deals; each scenario reruns
-    the simulator with the same random numbers, so the difference is the effect of the change.
+    deals spend in it, the stall share, amounts or the number of new deals, add or remove
+    deals; each scenario reruns the simulator with the same random numbers, so the difference
+    is the effect of the change. Revenue includes deals created during the horizon unless
+    --no-new-deals.
     Prints revenue (mean, P10, P50, P90), the difference from the baseline with its own
     interval, P(better than baseline) and, with --target, the chance of reaching it.
 
@@ -334,9 +341,13 @@ def whatif(
 
     plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
     check_names(plan, FunnelDefinition(stages, won, lost).stages, source=str(scenarios))
-    model, deals, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                       model_dir, draws, tune, chains, seed, strict)
-    table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value)
+    if not new_deals and any(c.new_deals_factor is not None for p in plan for c in p.changes):
+        raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
+                              column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
+    model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+                                            model_dir, draws, tune, chains, seed, strict)
+    table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
+                    new_deals=_new_deals(spells) if new_deals else None)
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:

@@ -64,7 +64,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
                    chunk_draws=chunk_draws)
     new_revenue = new_wins = None
-    if new_deals is not None and new_deals.weeks > 0:
+    if new_deals is not None and not new_deals.stats.empty:
         slots, counts = new_deals.slots(model.data.segments, len(model.funnel.stages), int(horizon_days),
                                         params.draws, seed=seed, deal_value=deal_value)
         fresh = simulate(params, slots, int(horizon_days), period_of_day=period_of_day, seed=seed,

@@ -16,6 +16,11 @@ stage: later stages and won are **forward**; earlier stages, lost and stall are 
   multiplied by f (the fitted survival, and so which old deals look stalled, is unchanged).
 - ``amount_factor = f``: amounts of the deals (and of the won amounts they may borrow) in
   the segment, or all, multiplied by f; no stage.
+- ``new_deals_factor = f``: deals created during the horizon (the segment's, or all) are f
+  times as many; no stage. Only with new deals in the comparison (``new_deals=``). Counts
+  are scaled as floor(count x f + u) with one uniform u per draw and cell shared by every
+  scenario, so a scenario with more new deals keeps all the baseline's (same random
+  streams) and adds some: the mean is exactly f times the baseline's.
 
 A scenario may also remove deals (by id) and add deals (id, stage, amount, segment, age in
 days). ``segment = "X"`` on the scenario itself restricts the comparison to that segment's
@@ -39,7 +44,7 @@ __all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "compare", "compar
 
 LIMIT = 1e-4        # probabilities edited by points stay within [LIMIT, 1 - LIMIT]
 BAND = (0.1, 0.5, 0.9)
-_LEVERS = ("conversion_points", "conversion_odds", "stall_points", "time_factor", "amount_factor")
+_LEVERS = ("conversion_points", "conversion_odds", "stall_points", "time_factor", "amount_factor", "new_deals_factor")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Change:
     stall_points: float | None = None
     time_factor: float | None = None
     amount_factor: float | None = None
+    new_deals_factor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,9 @@ def _scenario(table: dict, number: int, source: str) -> Scenario:
         if levers[0] in ("conversion_odds", "time_factor", "amount_factor") and value <= 0:
             raise FunnelDataError(f"{where}: {levers[0]} must be positive", source=source, column=levers[0],
                                   value=str(value), hint="A factor of 1 changes nothing; 0.8 is 20% less.")
+        if levers[0] == "new_deals_factor" and value < 0:
+            raise FunnelDataError(f"{where}: new_deals_factor must not be negative", source=source,
+                                  column=levers[0], value=str(value), hint="0 means no new deals; 1.2 is 20% more.")
         changes.append(Change(stage=entry.get("stage"), segment=entry.get("segment"), **{levers[0]: float(value)}))
     added = []
     for entry in table.get("add", []):
@@ -172,9 +181,11 @@ def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame | Non
     for change in scenario.changes:
         known("stage", change.stage, stages)
         known("segment", change.segment, segments)
-        if change.amount_factor is not None and change.stage is not None:
-            raise FunnelDataError(f"scenario {scenario.name!r}: amount_factor applies to deals, not to a stage",
-                                  source=source, column="stage", value=change.stage, hint="Drop stage = ... (keep segment if you like).")
+        for lever in ("amount_factor", "new_deals_factor"):
+            if getattr(change, lever) is not None and change.stage is not None:
+                raise FunnelDataError(f"scenario {scenario.name!r}: {lever} applies to deals, not to a stage",
+                                      source=source, column="stage", value=change.stage,
+                                      hint="Drop stage = ... (keep segment if you like).")
     for deal in scenario.add:
         known("stage", deal.stage, stages)
         known("segment", deal.segment, segments)
@@ -253,16 +264,44 @@ def _scenario_deals(scenario: Scenario, deals: pd.DataFrame, segments) -> pd.Dat
 
 # --------------------------------------------------------------------------- comparing
 
-def _revenue(model, deals, params, horizon_days, seed, deal_value):
-    """Pipeline revenue per draw within the horizon (currency)."""
+def _revenue(model, deals, params, horizon_days, seed, deal_value, inflow=None):
+    """Revenue per draw within the horizon (currency): the open ``deals``, plus with
+    ``inflow`` = (counts, cells) the new deals of :mod:`funnelsim.inflow`."""
     from .forecast import _pipeline_arrays
+    from .inflow import new_deal_pipeline
     from .simulate import simulate
 
     if deal_value is not None:
         deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
-    sim = simulate(params, _pipeline_arrays(model, deals), int(horizon_days), period_of_day=np.zeros(int(horizon_days), int),
-                   seed=seed)
-    return sim.revenue[:, 0]
+    every_day = np.zeros(int(horizon_days), int)
+    sim = simulate(params, _pipeline_arrays(model, deals), int(horizon_days), period_of_day=every_day, seed=seed)
+    revenue = sim.revenue[:, 0]
+    if inflow is not None:
+        counts, cells = inflow
+        fresh = simulate(params, new_deal_pipeline(counts, cells, deal_value), int(horizon_days),
+                         period_of_day=every_day, seed=seed, counts=counts)
+        revenue = revenue + fresh.revenue[:, 0]
+    return revenue
+
+
+def _scenario_inflow(scenario: Scenario, inflow, uniforms, segments):
+    """The new-deal counts of ``scenario``: only its segment's cells when it has one, each
+    cell's counts times the product of the matching new_deals_factor changes (paired, see
+    the module doc)."""
+    if inflow is None:
+        return None
+    counts, cells = inflow
+    factor = np.ones(len(cells))
+    for change in scenario.changes:
+        if change.new_deals_factor is not None:
+            mine = np.ones(len(cells), bool) if change.segment is None else \
+                cells["segment_index"].to_numpy() == segments.index(change.segment)
+            factor[mine] *= change.new_deals_factor
+    if scenario.segment is not None:
+        factor[cells["segment_index"].to_numpy() != segments.index(scenario.segment)] = 0.0
+    if (factor == 1.0).all():
+        return counts, cells
+    return np.floor(counts * factor[None, :] + uniforms).astype(np.int64), cells
 
 
 def _band(values) -> dict:
@@ -271,20 +310,34 @@ def _band(values) -> dict:
 
 
 def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int = 90, draws: int | None = None,
-                   seed: int = 0, deal_value: float | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   seed: int = 0, deal_value: float | None = None,
+                   new_deals=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per scenario name: (baseline, scenario) revenue per draw, simulated with the same
-    seed and random streams."""
+    seed and random streams. With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`), both
+    include the deals created during the horizon."""
+    from .inflow import new_deal_draws
+
     stages, segments = list(model.funnel.stages), list(model.data.segments)
     params = model.simulation_parameters(draws=draws, seed=seed)
+    inflow = uniforms = None
+    if new_deals is not None and not new_deals.stats.empty:
+        inflow = new_deal_draws(new_deals.stats, segments, len(stages), int(horizon_days), params.draws, seed)
+        uniforms = np.random.default_rng([seed, 4099]).random(inflow[0].shape)
     baselines: dict = {}
     result = {}
     for scenario in scenarios:
         _check_names(scenario, stages, segments, deals)
+        if inflow is None and any(c.new_deals_factor is not None for c in scenario.changes):
+            raise FunnelDataError(f"scenario {scenario.name!r}: new_deals_factor needs new deals in the comparison",
+                                  column="new_deals_factor",
+                                  hint="Keep --new-deals on (the default), with at least two weeks of history.")
         if scenario.segment not in baselines:
-            base_deals = _scenario_deals(Scenario("baseline", segment=scenario.segment), deals, segments)
-            baselines[scenario.segment] = _revenue(model, base_deals, params, horizon_days, seed, deal_value)
+            base = Scenario("baseline", segment=scenario.segment)
+            baselines[scenario.segment] = _revenue(model, _scenario_deals(base, deals, segments), params, horizon_days,
+                                                   seed, deal_value, _scenario_inflow(base, inflow, uniforms, segments))
         edited = apply_changes(params, scenario.changes, stages, segments)
-        revenue = _revenue(model, _scenario_deals(scenario, deals, segments), edited, horizon_days, seed, deal_value)
+        revenue = _revenue(model, _scenario_deals(scenario, deals, segments), edited, horizon_days, seed, deal_value,
+                           _scenario_inflow(scenario, inflow, uniforms, segments))
         base = baselines[scenario.segment]
         # removing or adding deals changes the order of the sums: differences of rounding
         # size (1e-9 of the revenue) are no difference
@@ -294,14 +347,16 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
 
 
 def compare(model, deals: pd.DataFrame, scenarios, *, horizon_days: int = 90, draws: int | None = None,
-            seed: int = 0, target: float | None = None, deal_value: float | None = None) -> pd.DataFrame:
+            seed: int = 0, target: float | None = None, deal_value: float | None = None,
+            new_deals=None) -> pd.DataFrame:
     """One row per scenario: revenue within the horizon (mean, P10, P50, P90), the paired
     difference from the baseline (``delta_*``, per draw, then summarised), P(scenario beats
     the baseline) (ties, e.g. a null scenario, count as not better), and with ``target`` the
-    chance of reaching it (``p_hit``) beside the baseline's (``baseline_p_hit``)."""
+    chance of reaching it (``p_hit``) beside the baseline's (``baseline_p_hit``). With
+    ``new_deals``, revenue includes deals created during the horizon."""
     rows = []
     for name, (base, revenue) in paired_revenue(model, deals, scenarios, horizon_days=horizon_days, draws=draws,
-                                                seed=seed, deal_value=deal_value).items():
+                                                seed=seed, deal_value=deal_value, new_deals=new_deals).items():
         row = {"scenario": name, **{f"revenue_{k}": v for k, v in _band(revenue).items()},
                **{f"delta_{k}": v for k, v in _band(revenue - base).items()},
                **{f"baseline_{k}": v for k, v in _band(base).items()},
