@@ -82,6 +82,43 @@ def test_weighted_baseline_matches_a_spreadsheet_calculation(crm):
     assert inputs["baselines"]["weighted"] == pytest.approx(weighted_pipeline(events, inputs["deals"], origin), rel=1e-9)
 
 
+def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
+    """With new deals: the inflow statistics at the origin ignore the future; the run-rate
+    baseline and the realised revenue of deals created in the horizon match pandas sums."""
+    from funnelsim.backtest import _new_deal_revenue
+
+    events, origin = crm
+    settings = BacktestSettings(horizon_days=60, new_deals=True)
+    original = origin_inputs(read_events(events, FUNNEL), origin, settings)
+    changed = origin_inputs(read_events(tampered(events, origin), FUNNEL), origin, settings)
+    pd.testing.assert_frame_equal(original["new_deals"].stats, changed["new_deals"].stats)
+    assert original["baselines"] == changed["baselines"]
+    day = pd.Timedelta(days=1)
+    won = events[events.stage.eq("Won")]
+    before = won[(won.timestamp >= origin + day - 60 * day) & (won.timestamp < origin + day)]
+    assert original["baselines"]["run_rate"] == pytest.approx(before.amount.sum(), rel=1e-12)
+    created = events.groupby("deal_id").timestamp.min()
+    fresh = created[(created >= origin + day) & (created < origin + 61 * day)].index
+    after = won[won.deal_id.isin(fresh) & (won.timestamp < origin + 61 * day)]
+    assert len(after) > 0
+    assert _new_deal_revenue(read_events(events, FUNNEL), origin + day, 60, None) == pytest.approx(after.amount.sum(),
+                                                                                                   rel=1e-12)
+
+
+@pytest.mark.slow
+def test_backtest_scores_the_total_with_new_deals(crm):
+    events, origin = crm
+    settings = BacktestSettings(horizon_days=60, draws=100, tune=200, chains=2, new_deals=True)
+    result = backtest(events, FUNNEL, [origin, origin + pd.Timedelta(days=28)], settings, workers=1)
+    t = result.table
+    assert (t.total_actual > t.actual).all() and (t.total_p50 > t.p50).all()
+    assert {"total_coverage80", "total_mean_crps", "total_mean_ape_run_rate", "total_crps_skill_run_rate"} <= set(
+        result.summary)
+    data = result.to_dict()
+    assert {"actual", "p10", "p50", "p90", "crps", "pit"} <= set(data["origins"][0]["total"])
+    assert "run_rate" in data["origins"][0]["baselines"]
+
+
 def run(*args):
     return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=600)

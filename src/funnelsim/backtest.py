@@ -23,6 +23,11 @@ Baselines from the same cut data (amounts in the log's currency):
 
 Realised revenue of a won deal: its won row's amount, else its last amount at the origin,
 else ``deal_value`` (else 0).
+
+With ``BacktestSettings(new_deals=True)`` the forecast also simulates deals created during the
+horizon (:mod:`funnelsim.inflow`), and the **total** is scored too (``total_*`` columns)
+against all revenue won in the horizon by deals open at the origin or created after it,
+beside a ``run_rate`` baseline: all revenue won in the horizon before the origin.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class BacktestSettings:
     seed: int = 0
     deal_value: float | None = None
     model_config: dict | None = None     # merged over the model's defaults (e.g. a fixed pooling)
+    new_deals: bool = False              # also forecast and score total revenue (with new deals)
 
 
 def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
@@ -142,8 +148,15 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
 
     spells = to_spells(log, as_of=origin, segment_by=settings.segment_by)
     deals = open_deals(log, spells)
-    return {"as_of": spells.as_of, "stats": to_stage_stats(spells), "amounts": amount_stats(log, spells),
-            "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
+    inputs = {"as_of": spells.as_of, "stats": to_stage_stats(spells), "amounts": amount_stats(log, spells),
+              "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
+    if settings.new_deals:
+        from .inflow import NewDeals, new_deal_stats
+
+        inputs["new_deals"] = NewDeals(new_deal_stats(spells))
+        start = spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=settings.horizon_days)
+        inputs["baselines"]["run_rate"] = _all_won_revenue(log, start, settings.horizon_days, settings.deal_value)
+    return inputs
 
 
 def run_origin(log, origin, settings: BacktestSettings) -> dict:
@@ -158,11 +171,42 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
         model.fit(draws=settings.draws, tune=settings.tune, chains=settings.chains, random_seed=settings.seed)
     deals, as_of = inputs["deals"], inputs["as_of"]
     result = forecast(model, deals, horizon_days=settings.horizon_days, as_of=as_of, seed=settings.seed,
-                      deal_value=settings.deal_value)
-    actual = _won_revenue(log, deals, as_of + pd.Timedelta(days=1), settings.horizon_days, settings.deal_value)
-    return {"origin": str(as_of.date()), "open_deals": len(deals), "actual": actual,
-            "samples": result.dataset["pipeline_revenue"].values, "baselines": inputs["baselines"],
-            "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds")}
+                      deal_value=settings.deal_value, new_deals=inputs.get("new_deals"))
+    begin = as_of + pd.Timedelta(days=1)
+    actual = _won_revenue(log, deals, begin, settings.horizon_days, settings.deal_value)
+    out = {"origin": str(as_of.date()), "open_deals": len(deals), "actual": actual,
+           "samples": result.dataset["pipeline_revenue"].values, "baselines": inputs["baselines"],
+           "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds")}
+    if settings.new_deals:
+        total = result.dataset["total_revenue"].values if result.has_new_deals else out["samples"]
+        out["total_samples"] = total
+        out["total_actual"] = actual + _new_deal_revenue(log, begin, settings.horizon_days, settings.deal_value)
+    return out
+
+
+def _all_won_revenue(log, start, days: int, deal_value: float | None) -> float:
+    """Revenue of every deal won from the start of day ``start`` for ``days`` days (won row's
+    amount, else ``deal_value``, else 0)."""
+    t = log.table
+    begin = pd.Timestamp(start).normalize()
+    won = t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
+                   & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
+    value = won.select("amount").to_pandas()["amount"].astype(float)
+    if deal_value is not None:
+        value = value.fillna(float(deal_value))
+    return math.fsum(value.fillna(0.0))
+
+
+def _new_deal_revenue(log, start, days: int, deal_value: float | None) -> float:
+    """Revenue won in the ``days`` from ``start`` by deals created in that window (first event
+    on or after the start of day ``start``), created won included."""
+    t = log.table
+    begin = pd.Timestamp(start).normalize()
+    end = begin + pd.Timedelta(days=days)
+    created = t.group_by("deal_id").aggregate(created=t.timestamp.min())
+    new_ids = created.filter((created.created >= ibis.timestamp(begin)) & (created.created < ibis.timestamp(end)))
+    ids = new_ids.select("deal_id").to_pandas()
+    return _won_revenue(log, ids.assign(amount=np.nan), begin, days, deal_value)
 
 
 # --------------------------------------------------------------------------- scores
@@ -206,6 +250,16 @@ class Backtest:
             out[f"mean_ape_{name}"] = float((error / t["actual"].where(t["actual"] > 0)).mean())
             out[f"crps_skill_{name}"] = float(1 - t["crps"].mean() / error.mean()) if error.mean() > 0 else float("nan")
         out["pit_ks_p"] = float(stats.kstest(t["pit"], "uniform").pvalue) if len(t) > 1 else float("nan")
+        if "total_actual" in t:
+            out |= {f"total_coverage{round(b * 100)}": float(t[f"total_covered{round(b * 100)}"].mean()) for b in BANDS}
+            out["total_mean_crps"] = float(t["total_crps"].mean())
+            out["total_mean_ape_median"] = float(t["total_ape_median"].mean())
+            error = (t["run_rate"] - t["total_actual"]).abs()
+            out["total_mean_ape_run_rate"] = float((error / t["total_actual"].where(t["total_actual"] > 0)).mean())
+            out["total_crps_skill_run_rate"] = (float(1 - t["total_crps"].mean() / error.mean())
+                                                if error.mean() > 0 else float("nan"))
+            out["total_pit_ks_p"] = (float(stats.kstest(t["total_pit"], "uniform").pvalue) if len(t) > 1
+                                     else float("nan"))
         out["converged_fits"] = int(t["converged"].sum())
         return out
 
@@ -213,7 +267,10 @@ class Backtest:
         origins = [{**{k: r[k] for k in ("origin", "open_deals", "actual", "mean", "p10", "p50", "p90", "crps",
                                          "crps_rel", "covered50", "covered80", "covered90", "pit", "ape_median",
                                          "converged")},
-                    "baselines": {k: r[k] for k in ("weighted", "coverage", "last_period")}}
+                    "baselines": {k: r[k] for k in ("weighted", "coverage", "last_period", "run_rate") if k in r},
+                    **({"total": {k: r[f"total_{k}"] for k in ("actual", "mean", "p10", "p50", "p90", "crps",
+                                                                "covered80", "pit", "ape_median")}}
+                       if "total_actual" in r else {})}
                    for r in self.table.to_dict(orient="records")]
         return json_safe({"settings": asdict(self.settings), "origins": origins, "summary": self.summary})
 
@@ -312,5 +369,8 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
     results.sort(key=lambda r: r["origin"])
     rows = [{"origin": r["origin"], "open_deals": r["open_deals"],
              **score(r["samples"], r["actual"], seed=settings.seed + i), **r["baselines"],
+             **({f"total_{k}": v for k, v in score(r["total_samples"], r["total_actual"],
+                                                     seed=settings.seed + 10_000 + i).items()}
+                if "total_samples" in r else {}),
              "converged": r["converged"], "fit_s": r["fit_s"]} for i, r in enumerate(results)]
     return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results})

@@ -422,12 +422,14 @@ def backtest(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
+    new_deals: Annotated[bool, typer.Option("--new-deals", help="Also forecast deals created during the horizon and score the total against all revenue won in it (beside a run-rate baseline: the previous horizon's revenue).")] = False,
     json: JsonOpt = None,
 ) -> None:
     """Backtest: replay history at each origin (the CRM exactly as it was then), fit,
     forecast the open pipeline for --horizon days, and score against what happened: CRPS,
     coverage of the 50/80/90% bands, error of the median, PIT, beside three baselines
-    (weighted pipeline, pipeline coverage, last period's revenue).
+    (weighted pipeline, pipeline coverage, last period's revenue). With --new-deals, the
+    total (pipeline plus deals created in the horizon) is scored too.
 
     Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
     """
@@ -446,7 +448,7 @@ def backtest(
     else:
         dates = [_date(text, "origins") for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
-                                seed=seed, deal_value=deal_value)
+                                seed=seed, deal_value=deal_value, new_deals=new_deals)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with _progress("origins", len(dates)) as advance:
         result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),

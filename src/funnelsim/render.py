@@ -135,8 +135,15 @@ def backtest_rich(backtest) -> Table:
     for name in ("origin", "open deals", "actual", "P10", "P50", "P90", "in 80%", "CRPS / actual", "PIT",
                  "weighted", "coverage", "last period"):
         out.add_column(name, justify="left" if name == "origin" else "right")
+    total = "total_actual" in t
+    if total:
+        for name in ("total actual", "total P10", "total P90", "run rate"):
+            out.add_column(name, justify="right")
+        out.caption += (f". With new deals: 80% band held {s['total_coverage80']:.0%} of total actuals; mean error "
+                        f"of the median {s['total_mean_ape_median']:.1%} vs run rate {s['total_mean_ape_run_rate']:.1%}")
     for r in t.to_dict(orient="records"):
+        extra = tuple(f"{r[k]:,.0f}" for k in ("total_actual", "total_p10", "total_p90", "run_rate")) if total else ()
         out.add_row(r["origin"], f"{r['open_deals']:,}", *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
                     "yes" if r["covered80"] else "[red]no[/]", f"{r['crps_rel']:.3f}", f"{r['pit']:.2f}",
-                    *(f"{r[k]:,.0f}" for k in ("weighted", "coverage", "last_period")))
+                    *(f"{r[k]:,.0f}" for k in ("weighted", "coverage", "last_period")), *extra)
     return out
