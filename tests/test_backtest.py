@@ -1,8 +1,6 @@
 """Backtests: scores, origins, no leakage, calibration over origins, baselines, CLI."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ from funnelsim import synth
 from funnelsim.backtest import BacktestSettings, backtest, origin_dates, origin_inputs, score
 from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
 
-from .test_forecast import weighted_pipeline
+from .test_forecast import run, weighted_pipeline
 
 CONFIG = synth.SynthConfig(weeks=40)
 FUNNEL = FunnelDefinition(stages=CONFIG.stages, won=CONFIG.won, lost=CONFIG.lost)
@@ -117,11 +115,6 @@ def test_backtest_scores_the_total_with_new_deals(crm):
     data = result.to_dict()
     assert {"actual", "p10", "p50", "p90", "crps", "pit"} <= set(data["origins"][0]["total"])
     assert "run_rate" in data["origins"][0]["baselines"]
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from funnelsim.scenarios import (Change, NewDeal, Scenario, apply_changes, bottl
 from funnelsim.simulate import Pipeline, simulate
 from funnelsim.spells import to_spells
 
-from .test_forecast import CONFIG, FUNNEL, fitted
+from .test_forecast import CONFIG, FUNNEL, fitted, run
 from .test_simulate import chain, one_stage
 
 HORIZON = 90
@@ -222,11 +220,6 @@ def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_cr
         paired_revenue(model, deals, plan[1:2], horizon_days=HORIZON, seed=1)
     with pytest.raises(FunnelDataError, match="applies to deals, not to a stage"):
         compare(model, deals, [Scenario("x", (Change("Proposal", new_deals_factor=2.0),))], new_deals=inflow)
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow

@@ -84,14 +84,19 @@ def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
 
 # --------------------------------------------------------------------------- one origin
 
+def _won_rows(log, start, days: int):
+    """Won events from the start of day ``start`` for ``days`` days (an Ibis table)."""
+    t = log.table
+    begin = pd.Timestamp(start).normalize()
+    return t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
+                    & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
+
+
 def _won_revenue(log, deals: pd.DataFrame, start, days: int, deal_value: float | None) -> float:
     """Revenue of ``deals`` won from the start of day ``start`` for ``days`` days."""
     if deals.empty:
         return 0.0
-    t = log.table
-    begin = pd.Timestamp(start).normalize()
-    won = t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
-                   & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
+    won = _won_rows(log, start, days)
     ids = ibis.memtable(pd.DataFrame({"deal_id": deals["deal_id"].astype(str)}))
     rows = won.join(ids, "deal_id").select("deal_id", "amount").to_pandas()
     if rows.empty:
@@ -187,11 +192,7 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
 def _all_won_revenue(log, start, days: int, deal_value: float | None) -> float:
     """Revenue of every deal won from the start of day ``start`` for ``days`` days (won row's
     amount, else ``deal_value``, else 0)."""
-    t = log.table
-    begin = pd.Timestamp(start).normalize()
-    won = t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
-                   & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
-    value = won.select("amount").to_pandas()["amount"].astype(float)
+    value = _won_rows(log, start, days).select("amount").to_pandas()["amount"].astype(float)
     if deal_value is not None:
         value = value.fillna(float(deal_value))
     return math.fsum(value.fillna(0.0))

@@ -243,7 +243,7 @@ def _new_deals(spells):
     from .inflow import NewDeals, new_deal_stats
 
     inflow = NewDeals(new_deal_stats(spells))
-    if inflow.weeks < 2:
+    if inflow.stats.empty:
         err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
         return None
     return inflow
