@@ -334,12 +334,12 @@ def _is_forward(j, s, S):
 
 @numba.njit(inline="always")
 def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
-                 weights, total, ever, keys, dest, scratch, chosen, last):
+                 weights, total, ever, keys, dest, scratch, chosen):
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
     ``weights`` (S+3, n): pi_j * S_j(age), stall last; then ``total``, P(win ever) into
     ``ever``, the path keys and the destination (see :func:`_pick` for the two-step rule);
-    ``scratch``, ``chosen`` and ``last`` are work space.
+    ``scratch`` and ``chosen`` are work space.
     Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
     is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
     S = pi_t.shape[0]
@@ -349,67 +349,76 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
         weights[S + 2, k] = total[k]
         ever[k] = 0.0
     for j in range(S + 2):
+        # 1-d rows: indexing them is far cheaper in these loops than indexing the 4-d arrays
+        w_row, pi_row = weights[j], pi_t[s, g, j, d0:d0 + n]
+        loc_row, shape_row = loc_t[s, g, j, d0:d0 + n], first_shape_t[s, j, d0:d0 + n]
         if not possible[s, j]:                # never taken from stage s: weight 0 in every draw
             for k in range(n):
-                weights[j, k] = 0.0
+                w_row[k] = 0.0
         elif family == LOGNORMAL:
             for k in range(n):
-                z = (log_t - loc_t[s, g, j, d0 + k]) * first_shape_t[s, j, d0 + k]
-                weights[j, k] = pi_t[s, g, j, d0 + k] * _normal_sf_or_edge(z)
+                w_row[k] = pi_row[k] * _normal_sf_or_edge((log_t - loc_row[k]) * shape_row[k])
         else:
             for k in range(n):
-                w = pi_t[s, g, j, d0 + k]
+                w = pi_row[k]
                 if w > 0.0:
-                    w *= np.exp(-(t_age / loc_t[s, g, j, d0 + k]) ** first_shape_t[s, j, d0 + k])
-                weights[j, k] = w
+                    w *= np.exp(-(t_age / loc_row[k]) ** shape_row[k])
+                w_row[k] = w
         for k in range(n):
-            total[k] += weights[j, k]
+            total[k] += w_row[k]
         if j < S:
+            win_row = h_win_t[j, g, d0:d0 + n]
             for k in range(n):
-                ever[k] += weights[j, k] * h_win_t[j, g, d0 + k]
+                ever[k] += w_row[k] * win_row[k]
     for k in range(n):
         e = ever[k] + weights[S, k]
         ever[k] = e / total[k] if total[k] > 0.0 else 0.0
-    _pick_all(n, s, S, weights, keys, dest, scratch, chosen, last)
+    _pick_all(n, s, S, weights, keys, dest, scratch, chosen)
 
 
 @numba.njit(inline="always")
-def _pick_all(n, s, S, weights, keys, dest, sums, chosen, last):
+def _pick_all(n, s, S, weights, keys, dest, sums, chosen):
     """:func:`_pick` for every draw at once: loops over draws innermost and selects instead of
-    early exits, so they vectorise. ``sums`` (4, n) and ``chosen``, ``last`` (n,) are scratch."""
+    early exits, so they vectorise. ``sums`` (4, n) and ``chosen`` (n,) are scratch.
+
+    Inside the chosen group, :func:`_pick` takes the first destination whose running total of
+    weight passes the budget; that is the last destination of the group (with weight > 0)
+    whose running total *before* it is still within the budget, which a loop over
+    destinations finds with one select per draw (and a budget at or past the group's total,
+    from rounding, gets the group's last destination, as in :func:`_pick`)."""
     forward, other, budget, acc = sums[0], sums[1], sums[2], sums[3]
+    stall = weights[S + 2]
     for k in range(n):
         forward[k] = 0.0
         other[k] = 0.0
     for j in range(S + 2):
+        w_row = weights[j]
         if _is_forward(j, s, S):
             for k in range(n):
-                forward[k] += weights[j, k]
+                forward[k] += w_row[k]
         else:
             for k in range(n):
-                other[k] += weights[j, k]
+                other[k] += w_row[k]
     for k in range(n):
         u_group, _ = _uniforms(keys[k], 0)
         u_within, _ = _uniforms(keys[k], STREAM_WITHIN)
-        x = u_group * (forward[k] + other[k] + weights[S + 2, k])
+        x = u_group * (forward[k] + other[k] + stall[k])
         is_forward = x < forward[k]
         budget[k] = u_within * (forward[k] if is_forward else other[k])
         # stall: no destination inside a group can be chosen
         dest[k] = -1 if x >= forward[k] + other[k] else (1 if is_forward else 0)
         acc[k] = 0.0
-        chosen[k] = -1
-        last[k] = S + 2
+        chosen[k] = S + 2
     for j in range(S + 2):
         group = 1 if _is_forward(j, s, S) else 0
+        w_row = weights[j]
         for k in range(n):
-            w = weights[j, k]
-            inside = (dest[k] == group) & (w > 0.0)
+            w = w_row[k]
+            inside = (dest[k] == group) and (w > 0.0)
+            chosen[k] = j if inside and acc[k] <= budget[k] else chosen[k]
             acc[k] += w if inside else 0.0
-            last[k] = j if inside else last[k]
-            chosen[k] = j if inside & (chosen[k] < 0) & (budget[k] < acc[k]) else chosen[k]
     for k in range(n):
-        pick = last[k] if chosen[k] < 0 else chosen[k]
-        dest[k] = S + 2 if dest[k] < 0 else pick
+        dest[k] = chosen[k]
 
 
 @numba.njit(inline="always")
@@ -468,13 +477,12 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
         dest = np.empty(n, np.int64)
         scratch = np.empty((4, n))
         chosen = np.empty(n, np.int64)
-        latest = np.empty(n, np.int64)
         first, last = b * block_deals, min(N, (b + 1) * block_deals)
         for i in range(first, last):
             g = segment[i]
             t_age = age[i] + offset
             _first_moves(n, d0, stage0[i], g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
-                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen, latest)
+                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen)
             for k in range(n):
                 sums[2, i] += ever[k]
                 d = d0 + k
