@@ -186,6 +186,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     pi_t = _contiguous(params.pi.transpose(1, 2, 3, 0))            # (S, G, S+3, D)
     possible = (params.pi[..., :S + 2] > 0).any(axis=(0, 2))         # (S, S+2)
     loc_t = _contiguous(params.loc.transpose(1, 2, 3, 0))          # (S, G, S+2, D)
+    shape_t = _contiguous(np.asarray(params.shape, np.float64).transpose(1, 2, 0))          # (S, S+2, D)
     first_shape = 1.0 / params.shape if family == LOGNORMAL else params.shape
     first_shape_t = _contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0))   # (S, S+2, D)
     h_win_t = _contiguous(params.p_win_from_entry().transpose(1, 2, 0))                  # (S, G, D)
@@ -203,7 +204,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         block_revenue = np.zeros((blocks, n, n_periods))
         block_wins = np.zeros((blocks, n, n_periods))
         capped += _simulate_chunk(
-            d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean, ratio_sd,
+            d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
+            ratio_mean, ratio_sd,
             won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
@@ -282,12 +284,29 @@ def _ndtri(p):
                    - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
             ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
               + 3.754408661907416e+00) * q + 1.0)
+    return _ndtri_central(p)
+
+
+@numba.njit(inline="always")
+def _ndtri_central(p):
+    """The central branch of :func:`_ndtri` (0.02425 <= p <= 0.97575), branch-free."""
     q = p - 0.5
     r = q * q
     return (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r
               + 1.383577518672690e+02) * r - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q / \
         (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r - 1.556989798598866e+02) * r
            + 6.680131188771972e+01) * r - 1.328068115222419e+01) * r + 1.0)
+
+
+@numba.njit(inline="always")
+def _normal_quantiles(na, prob, z):
+    """z[a] = :func:`_ndtri` (prob[a]) for a < na: the central part in a loop that vectorises,
+    then the tails (under 5% of values) one by one. The values are :func:`_ndtri`'s."""
+    for a in range(na):
+        z[a] = _ndtri_central(prob[a])
+    for a in range(na):
+        if prob[a] < 0.02425 or prob[a] > 1.0 - 0.02425:
+            z[a] = _ndtri(prob[a])
 
 
 @numba.njit(inline="always")
@@ -453,7 +472,8 @@ def _pick(weights, s, S, u_group, u_within):
 
 
 @numba.njit(parallel=True, cache=True)
-def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, first_shape_t, h_win_t, ratio_mean,
+def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
+                    ratio_mean,
                     ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day,
                     seed, offset, start_low, start_width, slot, cell, counts,
                     block_deals, sums, close_days, block_revenue, block_wins):
@@ -463,8 +483,9 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
     ``sums`` and ``close_days`` and to each block's revenue and wins per (draw, period);
     every sum is taken in draw order, whatever the chunk. Returns the number of capped paths."""
     N = stage0.size
-    S = pi.shape[1]
+    D, S, G = pi.shape[:3]
     blocks = block_revenue.shape[0]
+    pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
     for k in range(n):
@@ -477,52 +498,49 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
         dest = np.empty(n, np.int64)
         scratch = np.empty((4, n))
         chosen = np.empty(n, np.int64)
+        lane = np.empty(n, np.int64)
+        paths = np.empty((3, n))                      # clock; per lane: uniform, normal quantile
         first, last = b * block_deals, min(N, (b + 1) * block_deals)
         for i in range(first, last):
             g = segment[i]
             t_age = age[i] + offset
             _first_moves(n, d0, stage0[i], g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
                          pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen)
+            clock = paths[0]
+            na = 0
+            is_slot = slot[i] >= 0
             for k in range(n):
                 sums[2, i] += ever[k]
+                lane[na] = k
+                absent = is_slot and slot[i] >= counts[d0 + k, cell[i]]      # a slot not in this draw
+                na += 0 if dest[k] > S or absent else 1                      # lost or stalled: done
+            _first_stays(na, lane, d0, stage0[i], g, t_age, family, weights, dest, keys, pi_f, loc_f, shape_f,
+                         time_scale, start_low[i], start_width[i], clock, paths[1], paths[2], G, D)
+            for a in range(na):           # each path on from the end of its current stay
+                k = lane[a]
                 d = d0 + k
-                if dest[k] > S or (slot[i] >= 0 and slot[i] >= counts[d, cell[i]]):
-                    continue                                      # lost, stalled, or a slot not in this draw
                 key = keys[k]
                 s = stage0[i]
                 j = dest[k]
-                _, u_time = _uniforms(key, 0)
-                clock = 0.0
-                if start_width[i] > 0.0:                          # a new deal: created in its window
-                    u_start, _ = _uniforms(key, STREAM_START)
-                    clock = start_low[i] + u_start * start_width[i]
+                now = clock[k]
                 won_at = np.inf
                 step = 1
-                while j < S + 1 and step <= MAX_STEPS:           # not lost or stalled
-                    if step == 1:   # the rest of the current stay: T > t_age
-                        if family == LOGNORMAL:
-                            survived = weights[j, k] / pi[d, s, g, j]
-                            t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time * survived))
-                        else:
-                            t = loc[d, s, g, j] * (-np.log(u_time) + (t_age / loc[d, s, g, j])
-                                                   ** shape[d, s, j]) ** (1.0 / shape[d, s, j])
-                        clock += max(t - t_age, 0.0) * time_scale[s, g]
-                    else:
-                        if family == LOGNORMAL:
-                            t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time))
-                        else:
-                            t = loc[d, s, g, j] * (-np.log(u_time)) ** (1.0 / shape[d, s, j])
-                        clock += max(t - offset, 0.0) * time_scale[s, g]
-                    if clock >= horizon:
-                        break
+                while now < horizon:
                     if j == S:                                   # won
-                        won_at = clock
+                        won_at = now
                         break
                     s = j                                        # a fresh stay in stage j
                     u_group, u_time = _uniforms(key, step)
                     u_within, _ = _uniforms(key, STREAM_WITHIN + step)
                     step += 1
                     j = _pick(pi[d, s, g], s, S, u_group, u_within)
+                    if j > S or step > MAX_STEPS:                # lost or stalled, or capped
+                        break
+                    if family == LOGNORMAL:
+                        t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time))
+                    else:
+                        t = loc[d, s, g, j] * (-np.log(u_time)) ** (1.0 / shape[d, s, j])
+                    now += max(t - offset, 0.0) * time_scale[s, g]
                 if step > MAX_STEPS:
                     capped[b] += 1
                 if won_at < horizon:
@@ -535,6 +553,40 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
                     sums[1, i] += value
                     close_days[i, day] += 1
     return capped.sum()
+
+
+@numba.njit(inline="always")
+def _first_stays(na, lane, d0, s, g, t_age, family, weights, dest, keys, pi_f, loc_f, shape_f, time_scale,
+                 start_low, start_width, clock, u, z, G, D):
+    """The rest of the current stay of the paths ``lane[:na]`` (deal in stage s, aged t_age):
+    T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second uniform of counter
+    0; ``clock`` (per path) is when the stay ends, days after as-of (a new deal's start in its
+    window first, from the uniform of counter STREAM_START)."""
+    S = weights.shape[0] - 3
+    cell = (s * G + g)
+    for a in range(na):
+        k = lane[a]
+        j = dest[k]
+        _, u_time = _uniforms(keys[k], 0)
+        u[a] = u_time
+        if family == LOGNORMAL:
+            u[a] = u_time * (weights[j, k] / pi_f[(cell * (S + 3) + j) * D + d0 + k])
+    if family == LOGNORMAL:
+        _normal_quantiles(na, u, z)
+    for a in range(na):
+        k = lane[a]
+        j = dest[k]
+        lam = loc_f[(cell * (S + 2) + j) * D + d0 + k]
+        shape = shape_f[(s * (S + 2) + j) * D + d0 + k]
+        if family == LOGNORMAL:
+            t = np.exp(lam - shape * z[a])
+        else:
+            t = lam * (-np.log(u[a]) + (t_age / lam) ** shape) ** (1.0 / shape)
+        start = 0.0
+        if start_width > 0.0:                       # a new deal: created in its window
+            u_start, _ = _uniforms(keys[k], STREAM_START)
+            start = start_low + u_start * start_width
+        clock[k] = start + max(t - t_age, 0.0) * time_scale[s, g]
 
 
 @numba.njit(cache=True)
