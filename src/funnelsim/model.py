@@ -27,8 +27,7 @@ import pandas as pd
 
 from . import derived
 from .events import FunnelDataError, FunnelDefinition
-from .likelihood import _DATA_NAMES as DATA_NAMES
-from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, stats_hash
+from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
 __all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn", "pointwise_loglik"]
 
@@ -141,9 +140,7 @@ class FunnelModel:
             compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
             _COMPILED[self.signature] = compiled
         else:
-            known = {var.name for var in compiled.shared_var_keys}   # the family's own data only
-            compiled = compiled.with_data(**{name: getattr(self.data, name) for name in DATA_NAMES
-                                             if name in known})
+            compiled = compiled.with_data(**model_inputs(self.data, self.sojourn))
         self.timings["compile_s"] = time.perf_counter() - t0
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
                              seed=seed, progress_bar=progressbar, target_accept=target_accept, save_warmup=False)
