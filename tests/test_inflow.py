@@ -6,7 +6,8 @@ import pytest
 from scipy import integrate, stats
 
 from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.inflow import NewDeals, new_deal_draws, new_deal_pipeline, new_deal_stats
+from funnelsim.inflow import (NewDeals, created_won_draws, created_won_stats, new_deal_draws, new_deal_pipeline,
+                              new_deal_stats)
 from funnelsim.simulate import Parameters, simulate
 from funnelsim.spells import to_spells
 
@@ -105,3 +106,62 @@ def test_new_deals_start_in_their_week_and_exist_only_in_draws_that_create_them(
     observed = wins[::2].mean()
     assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / (D // 2)), (observed, expected)
     np.testing.assert_allclose(sim.revenue.sum(axis=1), 100.0 * wins)   # valued from the won amounts
+
+
+def test_deals_created_already_won_are_counted_with_their_amounts():
+    log = log_of([
+        ("A", "Won", "2024-03-29 10:00", 100, "X"),        # week 0
+        ("B", "Won", "2024-03-20 10:00", 200, "Y"),        # week 1
+        ("C", "Lead", "2024-03-26 10:00", 50, "X"),        # created in the pipeline, won later: not counted
+        ("C", "Won", "2024-03-29 10:00", 55, "X"),
+        ("D", "Lost", "2024-03-27 10:00", 70, "X"),        # created lost
+        ("E", "Won", "2024-04-02 10:00", 300, "X"),        # after as-of: invisible
+        ("F", "Won", "2023-10-01 10:00", 400, "X"),        # older than the weeks counted
+        ("G", "Won", "2024-03-30 10:00", None, "Y"),       # no amount
+        ("H", "Lead", "2023-09-01 10:00", 10, "X"),        # the log's start
+    ])
+    spells = to_spells(log, as_of="2024-03-31", segment_by="segment")
+    inflow = NewDeals.from_log(log, spells, weeks=20)
+    created = inflow.created_won
+    assert created.attrs["weeks"] == 20 and inflow.weeks == 20
+    rows = sorted(zip(created.segment, created.week, created.amount.fillna(-1)))
+    assert rows == [("X", 0, 100.0), ("Y", 0, -1.0), ("Y", 1, 200.0)]
+    assert inflow.created_won_per_week == pytest.approx(3 / 20)
+    # deals created in the pipeline are the other kind of inflow, never both
+    counted = inflow.stats[inflow.stats.deals > 0]
+    assert list(counted.segment) == ["X"] and list(counted.week) == [0]
+
+
+def test_created_won_revenue_matches_rate_times_amount():
+    weeks = 26
+    rng = np.random.default_rng(3)
+    weekly = rng.poisson(4.0, weeks)
+    amounts = {"X": [1000.0, 3000.0], "Y": [np.nan]}
+    rows = [("X" if k % 3 else "Y", w, amounts["X" if k % 3 else "Y"][k % 2 if k % 3 else 0])
+            for w, n in enumerate(weekly) for k in range(n)]
+    created = pd.DataFrame(rows, columns=["segment", "week", "amount"])
+    created.attrs["weeks"] = weeks
+    horizon = 30                                            # four weeks and a partial one of 2 days
+    period_of_day = np.arange(horizon) // 7                 # weekly periods
+    fallback = np.array([np.full(5, 10.0), np.full(5, 500.0)])
+    draws = 40_000
+    out = created_won_draws(created, ["X", "Y"], horizon, draws, period_of_day, fallback, seed=4)
+    assert out.shape == (2, 2, draws, 5)
+    for g, segment in enumerate(["X", "Y"]):
+        mine = created[created.segment == segment]
+        rate = (0.5 + len(mine)) / weeks                    # per week, posterior mean
+        value = mine.amount.fillna(fallback[g][0]).mean()  # Y has no amounts: its fallback's
+        expected_wins = rate * horizon / 7
+        assert out[1, g].sum(axis=1).mean() == pytest.approx(expected_wins, rel=0.02)
+        assert out[0, g].sum(axis=1).mean() == pytest.approx(expected_wins * value, rel=0.03)
+        # deals fall in the period of their day: the partial last week holds 2/7 of a week
+        assert out[1, g, :, 4].mean() == pytest.approx(rate * 2 / 7, rel=0.05)
+    # within its week a deal's day is uniform
+    daily = created_won_draws(created, ["X", "Y"], horizon, draws, np.arange(horizon), fallback, seed=4)
+    per_day = daily[1, 0].mean(axis=0)
+    rate = (0.5 + (created.segment == "X").sum()) / weeks
+    np.testing.assert_allclose(per_day, rate / 7, rtol=0.05)
+    again = created_won_draws(created, ["X", "Y"], horizon, draws, period_of_day, fallback, seed=4)
+    np.testing.assert_array_equal(out, again)
+    with_value = created_won_draws(created, ["X", "Y"], horizon, 2000, period_of_day, fallback, deal_value=7.0, seed=4)
+    assert with_value[0, 1].sum() == pytest.approx(7.0 * with_value[1, 1].sum())

@@ -223,6 +223,29 @@ def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_cr
 
 
 @pytest.mark.slow
+def test_deals_created_already_won_scale_in_revenue_with_the_lever(fitted_crm):
+    _, _, model, deals = fitted_crm
+    created = pd.DataFrame({"segment": ["SMB", "Enterprise"] * 20, "week": np.arange(40) % 10,
+                            "amount": np.tile([1000.0, 5000.0], 20)})
+    created.attrs["weeks"] = 10
+    none = pd.DataFrame(columns=["segment", "stage", "stage_index", "week", "deals"])
+    inflow = NewDeals(none, created)
+    plan = [Scenario("baseline"), Scenario("double", (Change(new_deals_factor=2.0),)),
+            Scenario("none", (Change(new_deals_factor=0.0),)),
+            Scenario("SMB x3", (Change(segment="SMB", new_deals_factor=3.0),))]
+    paired = paired_revenue(model, deals, plan, horizon_days=HORIZON, seed=1, new_deals=inflow)
+    pipeline_only = paired_revenue(model, deals, plan[:1], horizon_days=HORIZON, seed=1)["baseline"][0]
+    base = paired["baseline"][0]
+    created_part = base - pipeline_only
+    # about 2 a week per segment for HORIZON days, at 1000 (SMB) and 5000 (Enterprise)
+    assert created_part.mean() == pytest.approx((0.5 + 20) / 10 * HORIZON / 7 * 6000, rel=0.15)
+    np.testing.assert_allclose(paired["double"][1] - base, created_part, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(paired["none"][1], pipeline_only, rtol=1e-12)
+    smb_gain = (paired["SMB x3"][1] - base).mean()
+    assert smb_gain == pytest.approx(2 * (0.5 + 20) / 10 * HORIZON / 7 * 1000, rel=0.2)
+
+
+@pytest.mark.slow
 def test_cli_whatif_and_bottlenecks(fitted_crm, tmp_path):
     events, as_of, model, _ = fitted_crm
     log = tmp_path / "crm.csv"

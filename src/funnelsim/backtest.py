@@ -156,9 +156,9 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
     inputs = {"as_of": spells.as_of, "stats": to_stage_stats(spells), "amounts": amount_stats(log, spells),
               "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
     if settings.new_deals:
-        from .inflow import NewDeals, new_deal_stats
+        from .inflow import NewDeals
 
-        inputs["new_deals"] = NewDeals(new_deal_stats(spells))
+        inputs["new_deals"] = NewDeals.from_log(log, spells)
         start = spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=settings.horizon_days)
         inputs["baselines"]["run_rate"] = _all_won_revenue(log, start, settings.horizon_days, settings.deal_value)
     return inputs

@@ -234,16 +234,16 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
         out.print(diagnostics_panel(model.diagnostics))
         err.print("--strict: the fit failed its diagnostics; nothing written.", highlight=False)
         raise typer.Exit(3)
-    return model, open_deals(log, spells), spells
+    return model, open_deals(log, spells), spells, log
 
 
-def _new_deals(spells):
-    """The weekly inflow of new deals as of the spells' date (None, with a note, when the log
-    covers under two weeks)."""
-    from .inflow import NewDeals, new_deal_stats
+def _new_deals(log, spells):
+    """The weekly inflow of new deals (entering open stages, or created already won) as of the
+    spells' date (None, with a note, when the log covers under two weeks)."""
+    from .inflow import NewDeals
 
-    inflow = NewDeals(new_deal_stats(spells))
-    if inflow.stats.empty:
+    inflow = NewDeals.from_log(log, spells)
+    if inflow.empty:
         err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
         return None
     return inflow
@@ -285,10 +285,10 @@ def forecast(
     from .forecast import forecast as run_forecast
     from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
 
-    model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+    model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict)
     diagnostics = model.diagnostics
-    inflow = _new_deals(spells) if new_deals else None
+    inflow = _new_deals(log, spells) if new_deals else None
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
         result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
                               deal_value=deal_value, new_deals=inflow)
@@ -344,10 +344,10 @@ def whatif(
     if not new_deals and any(c.new_deals_factor is not None for p in plan for c in p.changes):
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
-    model, deals, spells = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+    model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict)
     table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
-                    new_deals=_new_deals(spells) if new_deals else None)
+                    new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
@@ -388,7 +388,7 @@ def bottlenecks(
     from .render import bottlenecks_rich, diagnostics_panel
     from .scenarios import bottlenecks as rank
 
-    model, deals, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+    model, deals, _, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                        model_dir, draws, tune, chains, seed, strict)
     table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
                  by_segment=bool(segment_by), seed=seed, deal_value=deal_value)

@@ -64,12 +64,17 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
                    chunk_draws=chunk_draws)
     new_revenue = new_wins = None
-    if new_deals is not None and not new_deals.stats.empty:
-        slots, counts = new_deals.slots(model.data.segments, len(model.funnel.stages), int(horizon_days),
-                                        params.draws, seed=seed, deal_value=deal_value)
-        fresh = simulate(params, slots, int(horizon_days), period_of_day=period_of_day, seed=seed,
-                         chunk_draws=chunk_draws, counts=counts)
-        new_revenue, new_wins = fresh.revenue, fresh.wins
+    if new_deals is not None and not new_deals.empty:
+        new_revenue, new_wins = np.zeros_like(sim.revenue), np.zeros_like(sim.wins)
+        if not new_deals.stats.empty:
+            slots, counts = new_deals.slots(model.data.segments, len(model.funnel.stages), int(horizon_days),
+                                            params.draws, seed=seed, deal_value=deal_value)
+            fresh = simulate(params, slots, int(horizon_days), period_of_day=period_of_day, seed=seed,
+                             chunk_draws=chunk_draws, counts=counts)
+            new_revenue, new_wins = new_revenue + fresh.revenue, new_wins + fresh.wins
+        created = new_deals.created_won_revenue(model.data.segments, int(horizon_days), params.draws, period_of_day,
+                                                params.won_amounts, deal_value, seed)
+        new_revenue, new_wins = new_revenue + created[0].sum(axis=0), new_wins + created[1].sum(axis=0)
     close_day = sim.median_close_day()
     close_date = np.where(np.isnan(close_day), np.datetime64("NaT"),
                           (as_of + pd.Timedelta(days=1)).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
@@ -104,6 +109,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
         dataset["new_wins"] = (("draw", "period"), new_wins)
         dataset["total_revenue"] = (("draw",), sim.revenue.sum(axis=1) + new_revenue.sum(axis=1))
         dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
+        dataset.attrs["created_won_per_week"] = float(new_deals.created_won_per_week)
         dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
     return Forecast(dataset, model)
 
@@ -237,6 +243,7 @@ class Forecast:
             total["samples"] = self.dataset["total_revenue"].values.tolist()
             result["total_revenue"] = total
             result["new_deals"] = {"per_week": self.dataset.attrs["new_deals_per_week"],
+                                   "created_won_per_week": self.dataset.attrs.get("created_won_per_week", 0.0),
                                    "history_weeks": self.dataset.attrs["new_deal_history_weeks"],
                                    "wins_mean": float(self.dataset["new_wins"].values.sum(axis=1).mean())}
             for row, period in zip(result["periods"], self.by_period().to_dict(orient="records")):
@@ -297,8 +304,10 @@ class Forecast:
         if self.has_new_deals:
             t = self.total_revenue()
             new_wins = self.dataset["new_wins"].values.sum(axis=1).mean()
-            text += (f" Deals created during the horizon (about {self.dataset.attrs['new_deals_per_week']:,.1f} a week, "
-                     f"as over the last {self.dataset.attrs['new_deal_history_weeks']} weeks) add {new_wins:,.1f} "
+            created_won = self.dataset.attrs.get("created_won_per_week", 0.0)
+            text += (f" Deals created during the horizon (about {self.dataset.attrs['new_deals_per_week']:,.1f} a week"
+                     + (f", plus {created_won:,.1f} created already won" if created_won else "")
+                     + f", as over the last {self.dataset.attrs['new_deal_history_weeks']} weeks) add {new_wins:,.1f} "
                      f"expected wins; with them revenue is expected at {t['mean']:,.0f} "
                      f"(80% band {t['p10']:,.0f} to {t['p90']:,.0f})")
             text += (f", and the chance of reaching {target:,.0f} is {self.p_hit(target, total=True):.0%}."

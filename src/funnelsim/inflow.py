@@ -18,6 +18,13 @@ history and turns it into new-deal *slots* for the simulator.
   deals as the largest count over draws, each created at a uniform time in its week; the
   simulator keeps, in draw d, the first ``counts[d, cell]`` of them.
 
+Deals **created already won** (a renewal or a self-serve order logged straight as won) never
+sit in the pipeline, but they are revenue in the horizon all the same:
+:func:`created_won_stats` lists those of the last ``weeks`` (segment, week, amount) and
+:func:`created_won_draws` adds, per draw, as many as the same Negative Binomial weekly model
+gives, each on a uniform day of its week and worth an amount drawn from its segment's own
+created-won amounts (bootstrap).
+
 No trend or seasonality: the next weeks look like the average of the last ``weeks``. New
 deals have no amount yet, so a won one is valued from its segment's won amounts (or the
 forecast's ``deal_value``).
@@ -29,10 +36,12 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from .spells import Spells
+from .events import ORDER, ROW
 from .simulate import Pipeline
+from .spells import BLANK_SEGMENT, NO_SEGMENT, Spells
 
-__all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "NewDeals", "WEEKS"]
+__all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "created_won_stats", "created_won_draws",
+           "NewDeals", "WEEKS"]
 
 WEEKS = 26          # weeks of history the inflow is learnt from (fewer if the log is shorter)
 MIN_WEEKS = 2       # fewer full weeks of history than this: no inflow estimate
@@ -83,9 +92,8 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
     ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of).
     Segments of the model that the inflow history does not have create no deals."""
     rng = np.random.default_rng([seed, 7243])
-    horizon = int(horizon_days)
-    n_weeks = -(-horizon // 7)
-    width = np.minimum(7.0, horizon - 7.0 * np.arange(n_weeks))
+    width = _horizon_weeks(horizon_days)
+    n_weeks = width.size
     rows, columns = [], []
     for g, segment in enumerate(segments):
         mine = stats[stats["segment"].astype(str) == str(segment)]
@@ -93,13 +101,7 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
             continue
         weekly = mine.groupby("week")["deals"].sum().to_numpy(float)
         by_stage = mine.groupby("stage_index")["deals"].sum().reindex(range(n_stages), fill_value=0).to_numpy(float)
-        rate = rng.gamma(0.5 + weekly.sum(), 1.0 / weekly.size, size=draws)          # deals per week
-        mean, var = weekly.mean(), weekly.var(ddof=1) if weekly.size > 1 else 0.0
-        factor = np.ones((draws, n_weeks))
-        if weekly.size >= 3 and var > mean > 0:
-            r = mean**2 / (var - mean)
-            factor = rng.gamma(r, 1.0 / r, size=(draws, n_weeks))
-        totals = rng.poisson(rate[:, None] * factor * width[None, :] / 7.0)             # (D, W)
+        totals = _weekly_totals(weekly, width, draws, rng)                                # (D, W)
         entry = np.flatnonzero(by_stage > 0)                     # stages deals were ever created in
         if entry.size == 0:
             continue
@@ -112,6 +114,102 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
                              "start_low": 7.0 * w, "start_width": float(width[w])})
     counts = np.stack(columns, axis=1).astype(np.int64) if columns else np.zeros((draws, 0), np.int64)
     return counts, pd.DataFrame(rows, columns=["segment_index", "stage_index", "week", "start_low", "start_width"])
+
+
+def _horizon_weeks(horizon_days: int) -> np.ndarray:
+    """Days of each horizon week (7, the last one possibly fewer)."""
+    n_weeks = -(-int(horizon_days) // 7)
+    return np.minimum(7.0, int(horizon_days) - 7.0 * np.arange(n_weeks))
+
+
+def _weekly_totals(weekly: np.ndarray, width: np.ndarray, draws: int, rng) -> np.ndarray:
+    """(draws, W) deals per horizon week from the history's weekly counts: a Poisson rate with
+    a Gamma(1/2 + total, weeks) posterior times a Gamma(r, 1/r) week factor when the history
+    is over-dispersed (see module doc); a week of ``width`` days gets width/7 of the rate."""
+    rate = rng.gamma(0.5 + weekly.sum(), 1.0 / weekly.size, size=draws)          # deals per week
+    mean, var = weekly.mean(), weekly.var(ddof=1) if weekly.size > 1 else 0.0
+    factor = np.ones((draws, width.size))
+    if weekly.size >= 3 and var > mean > 0:
+        r = mean**2 / (var - mean)
+        factor = rng.gamma(r, 1.0 / r, size=(draws, width.size))
+    return rng.poisson(rate[:, None] * factor * width[None, :] / 7.0)
+
+
+def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
+    """Deals created straight into won (their first visible event is a won row) in the
+    ``weeks`` full weeks ending at the end of as-of, one row each: ``segment``, ``week`` (0 =
+    the last 7 days), ``amount`` (the won row's, currency; NaN if none). An Ibis query; only
+    these deals come back. ``attrs["weeks"]`` is ``weeks``."""
+    table = log.table
+    end = spells.as_of + pd.Timedelta(days=1)
+    visible = table.filter(table.timestamp < ibis.timestamp(end))
+    by_deal = ibis.window(group_by="deal_id", order_by=[ORDER, ROW])
+    if spells.segment_by:          # as the spells name segments: the value on the deal's first event
+        segment = visible[spells.segment_by].cast("string").first().over(by_deal).strip().nullif("").fill_null(
+            BLANK_SEGMENT)
+    else:
+        segment = ibis.literal(NO_SEGMENT)
+    events = visible.mutate(segment=segment, _first=visible.stage.first().over(by_deal))
+    deals = events.group_by("deal_id").aggregate(
+        segment=events.segment.arbitrary(), first=events._first.arbitrary(),
+        created=events.timestamp.min(), amount=events.amount.max(where=events.stage.isin(list(log.funnel.won))))
+    age_days = (ibis.timestamp(end).epoch_seconds() - deals.created.epoch_seconds()) / 86400.0
+    recent = deals.filter(deals.first.isin(list(log.funnel.won))).mutate(
+        week=(age_days / 7.0).floor().cast("int64")).filter(lambda t: t.week < weeks)
+    frame = recent.select("segment", "week", "amount").order_by(["segment", "week", "amount"]).to_pandas()
+    frame["segment"] = frame["segment"].astype(str)
+    frame["amount"] = frame["amount"].astype(float)
+    frame.attrs["weeks"] = int(weeks)
+    return frame
+
+
+def created_won_draws(created: pd.DataFrame, segments, horizon_days: int, draws: int, period_of_day,
+                      fallback_amounts: np.ndarray | None = None, deal_value: float | None = None,
+                      seed: int = 0) -> np.ndarray:
+    """Per segment, draw and period, the revenue (currency) and count of deals created already
+    won during the horizon: (2, G, draws, periods), revenue first (see module doc).
+
+    A deal's amount is drawn from its segment's created-won amounts; deals without one take
+    ``deal_value``, else the segment's ``fallback_amounts`` row (quantiles, e.g. of all won
+    amounts), else 0."""
+    rng = np.random.default_rng([seed, 7244])
+    period_of_day = np.asarray(period_of_day)
+    width = _horizon_weeks(horizon_days)
+    weeks = int(created.attrs.get("weeks", 0))
+    out = np.zeros((2, len(segments), draws, int(period_of_day.max()) + 1))
+    for g, segment in enumerate(segments):
+        mine = created[created["segment"] == str(segment)]
+        if mine.empty or weeks < 1:
+            continue
+        weekly = np.bincount(mine["week"].to_numpy(int), minlength=weeks).astype(float)
+        totals = _weekly_totals(weekly, width, draws, rng)                            # (D, W)
+        amounts = mine["amount"].to_numpy(float)
+        for w in np.flatnonzero(totals.max(axis=0)):
+            size = int(totals[:, w].max())
+            exists = np.arange(size)[None, :] < totals[:, w][:, None]                # (D, size)
+            day = np.minimum((7 * w + rng.random((draws, size)) * width[w]).astype(int), len(period_of_day) - 1)
+            value = amounts[rng.integers(0, amounts.size, (draws, size))]
+            value = _fill_amounts(value, rng.random((draws, size)), deal_value,
+                                  None if fallback_amounts is None else fallback_amounts[g])
+            rows = np.broadcast_to(np.arange(draws)[:, None], exists.shape)
+            np.add.at(out[0, g], (rows[exists], period_of_day[day[exists]]), value[exists])
+            np.add.at(out[1, g], (rows[exists], period_of_day[day[exists]]), 1.0)
+    return out
+
+
+def _fill_amounts(value: np.ndarray, u: np.ndarray, deal_value: float | None, quantiles) -> np.ndarray:
+    """Amounts with NaN replaced by ``deal_value``, else a draw from ``quantiles`` (interpolated
+    at ``u``), else 0."""
+    missing = np.isnan(value)
+    if not missing.any():
+        return value
+    if deal_value is not None:
+        fill = np.full(value.shape, float(deal_value))
+    elif quantiles is not None and np.isfinite(quantiles).all():
+        fill = np.interp(u * (len(quantiles) - 1), np.arange(len(quantiles)), quantiles)
+    else:
+        fill = np.zeros(value.shape)
+    return np.where(missing, fill, value)
 
 
 def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float | None = None) -> Pipeline:
@@ -130,11 +228,29 @@ def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float
 
 
 class NewDeals:
-    """Inflow for a forecast: the statistics of :func:`new_deal_stats` plus how to turn them
-    into slots. ``funnelsim.forecast.forecast(..., new_deals=NewDeals(stats))``."""
+    """Inflow for a forecast: the statistics of :func:`new_deal_stats` (deals entering open
+    stages) and, optionally, of :func:`created_won_stats` (deals created already won), plus how
+    to turn them into slots and revenue. ``funnelsim.forecast.forecast(..., new_deals=NewDeals(stats))``."""
 
-    def __init__(self, stats: pd.DataFrame):
+    def __init__(self, stats: pd.DataFrame, created_won: pd.DataFrame | None = None):
         self.stats = stats
+        self.created_won = created_won
+
+    @classmethod
+    def from_log(cls, log, spells: Spells, weeks: int = WEEKS) -> NewDeals:
+        """Both kinds of inflow as of the spells' date (empty when the log covers under
+        :data:`MIN_WEEKS` full weeks)."""
+        stats = new_deal_stats(spells, weeks)
+        covered = int(stats.attrs.get("weeks", 0))
+        return cls(stats, created_won_stats(log, spells, covered) if covered >= MIN_WEEKS else None)
+
+    @property
+    def empty(self) -> bool:
+        return self.stats.empty and not self.has_created_won
+
+    @property
+    def has_created_won(self) -> bool:
+        return self.created_won is not None and not self.created_won.empty
 
     @property
     def weeks(self) -> int:
@@ -142,12 +258,28 @@ class NewDeals:
 
     @property
     def per_week(self) -> pd.Series:
-        """Average new deals per week by segment over the history used."""
+        """Average new deals per week by segment over the history used (entering open stages)."""
         if self.stats.empty:
             return pd.Series(dtype=float)
         return self.stats.groupby("segment")["deals"].sum() / self.weeks
+
+    @property
+    def created_won_per_week(self) -> float:
+        """Average deals created already won per week, all segments."""
+        if not self.has_created_won:
+            return 0.0
+        return len(self.created_won) / int(self.created_won.attrs["weeks"])
 
     def slots(self, segments, n_stages: int, horizon_days: int, draws: int, seed: int = 0,
               deal_value: float | None = None) -> tuple[Pipeline, np.ndarray]:
         counts, cells = new_deal_draws(self.stats, segments, n_stages, horizon_days, draws, seed)
         return new_deal_pipeline(counts, cells, deal_value), counts
+
+    def created_won_revenue(self, segments, horizon_days: int, draws: int, period_of_day,
+                            fallback_amounts=None, deal_value: float | None = None, seed: int = 0) -> np.ndarray:
+        """(2, G, draws, periods): revenue and count of deals created already won in the
+        horizon (zeros without any in the history); see :func:`created_won_draws`."""
+        if not self.has_created_won:
+            return np.zeros((2, len(segments), draws, int(np.max(period_of_day)) + 1))
+        return created_won_draws(self.created_won, segments, horizon_days, draws, period_of_day,
+                                 fallback_amounts, deal_value, seed)

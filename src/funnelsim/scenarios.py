@@ -20,7 +20,8 @@ stage: later stages and won are **forward**; earlier stages, lost and stall are 
   times as many; no stage. Only with new deals in the comparison (``new_deals=``). Counts
   are scaled as floor(count x f + u) with one uniform u per draw and cell shared by every
   scenario, so a scenario with more new deals keeps all the baseline's (same random
-  streams) and adds some: the mean is exactly f times the baseline's.
+  streams) and adds some: the mean is exactly f times the baseline's. Deals created already
+  won (see :mod:`funnelsim.inflow`) are scaled in revenue: f times the baseline's, draw by draw.
 
 A scenario may also remove deals (by id) and add deals (id, stage, amount, segment, age in
 days). ``segment = "X"`` on the scenario itself restricts the comparison to that segment's
@@ -304,6 +305,23 @@ def _scenario_inflow(scenario: Scenario, inflow, uniforms, segments):
     return np.floor(counts * factor[None, :] + uniforms).astype(np.int64), cells
 
 
+def _created_won_weights(scenario: Scenario, segments) -> np.ndarray:
+    """Per segment, how much of the created-won revenue ``scenario`` keeps: the product of
+    its matching new_deals_factor and amount_factor changes (0 outside the scenario's own
+    segment). Deals created already won are scaled in revenue, not in count: they take no
+    path to pair."""
+    weights = np.ones(len(segments))
+    for change in scenario.changes:
+        for factor in (change.new_deals_factor, change.amount_factor):
+            if factor is not None:
+                mine = np.ones(len(segments), bool) if change.segment is None else \
+                    np.array([g == change.segment for g in segments])
+                weights[mine] *= factor
+    if scenario.segment is not None:
+        weights[np.array([g != scenario.segment for g in segments])] = 0.0
+    return weights
+
+
 def _band(values) -> dict:
     p10, p50, p90 = np.quantile(values, BAND)
     return {"mean": float(values.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
@@ -320,24 +338,32 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
     stages, segments = list(model.funnel.stages), list(model.data.segments)
     params = model.simulation_parameters(draws=draws, seed=seed)
     inflow = uniforms = None
-    if new_deals is not None and not new_deals.stats.empty:
+    created_won = np.zeros((len(segments), params.draws))        # revenue of deals created already won
+    has_inflow = new_deals is not None and not new_deals.empty
+    if has_inflow and not new_deals.stats.empty:
         inflow = new_deal_draws(new_deals.stats, segments, len(stages), int(horizon_days), params.draws, seed)
         uniforms = np.random.default_rng([seed, 4099]).random(inflow[0].shape)
+    if has_inflow:
+        created_won = new_deals.created_won_revenue(segments, int(horizon_days), params.draws,
+                                                    np.zeros(int(horizon_days), int), params.won_amounts,
+                                                    deal_value, seed)[0, :, :, 0]
     baselines: dict = {}
     result = {}
     for scenario in scenarios:
         _check_names(scenario, stages, segments, deals)
-        if inflow is None and any(c.new_deals_factor is not None for c in scenario.changes):
+        if not has_inflow and any(c.new_deals_factor is not None for c in scenario.changes):
             raise FunnelDataError(f"scenario {scenario.name!r}: new_deals_factor needs new deals in the comparison",
                                   column="new_deals_factor",
                                   hint="Keep --new-deals on (the default), with at least two weeks of history.")
         if scenario.segment not in baselines:
             base = Scenario("baseline", segment=scenario.segment)
             baselines[scenario.segment] = _revenue(model, _scenario_deals(base, deals, segments), params, horizon_days,
-                                                   seed, deal_value, _scenario_inflow(base, inflow, uniforms, segments))
+                                                   seed, deal_value, _scenario_inflow(base, inflow, uniforms, segments)) \
+                + _created_won_weights(base, segments) @ created_won
         edited = apply_changes(params, scenario.changes, stages, segments)
         revenue = _revenue(model, _scenario_deals(scenario, deals, segments), edited, horizon_days, seed, deal_value,
-                           _scenario_inflow(scenario, inflow, uniforms, segments))
+                           _scenario_inflow(scenario, inflow, uniforms, segments)) \
+            + _created_won_weights(scenario, segments) @ created_won
         base = baselines[scenario.segment]
         # removing or adding deals changes the order of the sums: differences of rounding
         # size (1e-9 of the revenue) are no difference
