@@ -43,7 +43,7 @@ HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to
 TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)]
 DealValueOpt = Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
-NewDealsOpt = Annotated[bool, typer.Option("--new-deals/--no-new-deals", help="Also simulate deals created during the horizon, at the weekly rate of the last 26 weeks per segment, and report total revenue beside the open pipeline's.")]
+NewDealsOpt = Annotated[bool, typer.Option("--new-deals/--no-new-deals", help="Also simulate deals created during the horizon (in a stage, or already won), at the weekly rate of the last 26 weeks per segment, and report total revenue beside the open pipeline's.")]
 FitDrawsOpt = Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")]
 FitTuneOpt = Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")]
 FitChainsOpt = Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")]
