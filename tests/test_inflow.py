@@ -165,3 +165,16 @@ def test_created_won_revenue_matches_rate_times_amount():
     np.testing.assert_array_equal(out, again)
     with_value = created_won_draws(created, ["X", "Y"], horizon, 2000, period_of_day, fallback, deal_value=7.0, seed=4)
     assert with_value[0, 1].sum() == pytest.approx(7.0 * with_value[1, 1].sum())
+
+
+def test_a_segment_with_only_created_won_deals_still_counts():
+    created = pd.DataFrame({"segment": ["X", "Renewals", "Renewals", "Renewals"], "week": [0, 0, 1, 2],
+                            "amount": [100.0, 50.0, 50.0, 50.0]})
+    created.attrs["weeks"] = 4
+    inflow = NewDeals(pd.DataFrame(columns=["segment", "stage", "stage_index", "week", "deals"]), created)
+    assert inflow.created_won_segments(["X", "Y"]) == ["X", "Y", "Renewals"]
+    out = inflow.created_won_revenue(["X", "Y"], 14, 20_000, np.zeros(14, int), np.full((2, 3), 9.0), seed=5)
+    assert out.shape == (2, 3, 20_000, 1)
+    assert out[0, 1].sum() == 0                                   # Y creates nothing
+    assert out[1, 2].mean() == pytest.approx((0.5 + 3) / 4 * 2, rel=0.03)
+    assert out[0, 2].sum() == pytest.approx(50.0 * out[1, 2].sum())

@@ -275,11 +275,24 @@ class NewDeals:
         counts, cells = new_deal_draws(self.stats, segments, n_stages, horizon_days, draws, seed)
         return new_deal_pipeline(counts, cells, deal_value), counts
 
+    def created_won_segments(self, segments) -> list[str]:
+        """``segments`` (the model's) followed by any segment that only has deals created
+        already won: such a segment has no stay to fit, but its revenue still counts."""
+        names = [str(g) for g in segments]
+        extra = sorted(set(self.created_won["segment"]) - set(names)) if self.has_created_won else []
+        return names + extra
+
     def created_won_revenue(self, segments, horizon_days: int, draws: int, period_of_day,
                             fallback_amounts=None, deal_value: float | None = None, seed: int = 0) -> np.ndarray:
-        """(2, G, draws, periods): revenue and count of deals created already won in the
-        horizon (zeros without any in the history); see :func:`created_won_draws`."""
+        """(2, G', draws, periods): revenue and count of deals created already won in the
+        horizon, per segment of :meth:`created_won_segments` (zeros without any in the
+        history); see :func:`created_won_draws`. ``fallback_amounts`` has a row per model
+        segment; segments beyond them have none."""
+        names = self.created_won_segments(segments)
         if not self.has_created_won:
-            return np.zeros((2, len(segments), draws, int(np.max(period_of_day)) + 1))
-        return created_won_draws(self.created_won, segments, horizon_days, draws, period_of_day,
+            return np.zeros((2, len(names), draws, int(np.max(period_of_day)) + 1))
+        if fallback_amounts is not None and len(names) > len(fallback_amounts):
+            pad = np.full((len(names) - len(fallback_amounts), np.shape(fallback_amounts)[1]), np.nan)
+            fallback_amounts = np.vstack([fallback_amounts, pad])
+        return created_won_draws(self.created_won, names, horizon_days, draws, period_of_day,
                                  fallback_amounts, deal_value, seed)

@@ -338,12 +338,14 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
     stages, segments = list(model.funnel.stages), list(model.data.segments)
     params = model.simulation_parameters(draws=draws, seed=seed)
     inflow = uniforms = None
+    created_names = segments                                    # segments of the created-won revenue
     created_won = np.zeros((len(segments), params.draws))        # revenue of deals created already won
     has_inflow = new_deals is not None and not new_deals.empty
     if has_inflow and not new_deals.stats.empty:
         inflow = new_deal_draws(new_deals.stats, segments, len(stages), int(horizon_days), params.draws, seed)
         uniforms = np.random.default_rng([seed, 4099]).random(inflow[0].shape)
     if has_inflow:
+        created_names = new_deals.created_won_segments(segments)
         created_won = new_deals.created_won_revenue(segments, int(horizon_days), params.draws,
                                                     np.zeros(int(horizon_days), int), params.won_amounts,
                                                     deal_value, seed)[0, :, :, 0]
@@ -359,11 +361,11 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
             base = Scenario("baseline", segment=scenario.segment)
             baselines[scenario.segment] = _revenue(model, _scenario_deals(base, deals, segments), params, horizon_days,
                                                    seed, deal_value, _scenario_inflow(base, inflow, uniforms, segments)) \
-                + _created_won_weights(base, segments) @ created_won
+                + _created_won_weights(base, created_names) @ created_won
         edited = apply_changes(params, scenario.changes, stages, segments)
         revenue = _revenue(model, _scenario_deals(scenario, deals, segments), edited, horizon_days, seed, deal_value,
                            _scenario_inflow(scenario, inflow, uniforms, segments)) \
-            + _created_won_weights(scenario, segments) @ created_won
+            + _created_won_weights(scenario, created_names) @ created_won
         base = baselines[scenario.segment]
         # removing or adding deals changes the order of the sums: differences of rounding
         # size (1e-9 of the revenue) are no difference
