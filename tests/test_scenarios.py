@@ -223,6 +223,21 @@ def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_cr
 
 
 @pytest.mark.slow
+def test_bottlenecks_with_new_deals_value_the_top_of_the_funnel_more(fitted_crm):
+    events, as_of, model, deals = fitted_crm
+    inflow = NewDeals(new_deal_stats(to_spells(read_events(events, FUNNEL), as_of=as_of, segment_by="segment")))
+    without = bottlenecks(model, deals, horizon_days=HORIZON, seed=1).set_index(["stage", "lever"])
+    with_new = bottlenecks(model, deals, horizon_days=HORIZON, seed=1, new_deals=inflow).set_index(["stage", "lever"])
+    top = (FUNNEL.stages[0], "conversion +5 pts")
+    # new deals enter at the top: a better first stage gains more once they are counted
+    assert with_new.loc[top, "gain_mean"] > 1.2 * without.loc[top, "gain_mean"]
+    assert with_new.loc[top, "baseline_mean"] > without.loc[top, "baseline_mean"]
+    # the last stage's conversion gains mostly from deals already in the pipeline
+    last = (FUNNEL.stages[-1], "conversion +5 pts")
+    assert with_new.loc[last, "gain_mean"] >= without.loc[last, "gain_mean"] * 0.95
+
+
+@pytest.mark.slow
 def test_deals_created_already_won_scale_in_revenue_with_the_lever(fitted_crm):
     _, _, model, deals = fitted_crm
     created = pd.DataFrame({"segment": ["SMB", "Enterprise"] * 20, "week": np.arange(40) % 10,

@@ -377,21 +377,25 @@ def bottlenecks(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
     """Where to focus: for every stage (and segment, with --segment-by), the revenue gained
     within --horizon days from --points more points of conversion and from --time-factor on
-    the time deals spend there, as paired differences with an 80% interval, ranked.
+    the time deals spend there, as paired differences with an 80% interval, ranked. Deals
+    created during the horizon go through the changed funnel too (--no-new-deals: the open
+    pipeline only).
 
     Example: funnelsim bottlenecks crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --segment-by region
     """
     from .render import bottlenecks_rich, diagnostics_panel
     from .scenarios import bottlenecks as rank
 
-    model, deals, _, _ = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                       model_dir, draws, tune, chains, seed, strict)
+    model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
+                                                 model_dir, draws, tune, chains, seed, strict)
     table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
-                 by_segment=bool(segment_by), seed=seed, deal_value=deal_value)
+                 by_segment=bool(segment_by), seed=seed, deal_value=deal_value,
+                 new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(bottlenecks_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:

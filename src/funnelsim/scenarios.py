@@ -413,12 +413,14 @@ def comparison_json(table: pd.DataFrame, target: float | None = None) -> dict:
 
 def bottlenecks(model, deals: pd.DataFrame, *, horizon_days: int = 90, points: float = 5.0, time_factor: float = 0.8,
                 by_segment: bool = False, draws: int | None = None, seed: int = 0,
-                deal_value: float | None = None) -> pd.DataFrame:
+                deal_value: float | None = None, new_deals=None) -> pd.DataFrame:
     """Where to focus: for every stage (and, with ``by_segment``, for each segment beside all
     segments at once, ``segment`` None), the revenue gained
     within the horizon from ``points`` more points of conversion and from time in the stage
     times ``time_factor``, as paired differences (mean, P10, P90, P(gain > 0)), ranked by the
-    mean gain (largest first)."""
+    mean gain (largest first). With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`) the deals
+    created during the horizon move through the changed funnel too, which is where a change
+    early in the funnel pays within a quarter."""
     segments = [None, *model.data.segments] if by_segment else [None]      # None: every segment at once
     scenarios, labels = [], {}
     for stage in model.funnel.stages:
@@ -430,7 +432,7 @@ def bottlenecks(model, deals: pd.DataFrame, *, horizon_days: int = 90, points: f
                 labels[name] = (stage, segment, lever)
     rows = []
     for name, (base, revenue) in paired_revenue(model, deals, scenarios, horizon_days=horizon_days, draws=draws,
-                                                seed=seed, deal_value=deal_value).items():
+                                                seed=seed, deal_value=deal_value, new_deals=new_deals).items():
         gain = revenue - base
         stage, segment, lever = labels[name]
         p10, p90 = np.quantile(gain, [0.1, 0.9])
