@@ -72,6 +72,16 @@ def test_unknown_segment_column_exits_2(tmp_path, small_log):
     assert result.returncode == 2 and "Did you mean 'region'" in result.stderr
 
 
+def test_a_history_window_with_no_stay_exits_2_before_fitting(tmp_path, small_log):
+    out = tmp_path / "forecast.json"
+    result = run("forecast", write_csv(tmp_path, small_log), *FUNNEL, "--as-of", "2024-02-15",
+                 "--history-days", 1, "--json", out)
+    assert result.returncode == 2, result.stderr
+    assert "no stay began in the 1 days before the end of 2024-02-15" in result.stderr
+    assert "--history-days" in result.stderr and "Traceback" not in result.stderr and not out.exists()
+    assert run("fit", write_csv(tmp_path, small_log), *FUNNEL, "--history-days", 0).returncode == 2
+
+
 def test_synth_same_seed_same_file(tmp_path):
     for name in ("a.csv", "b.csv"):
         assert run("synth", tmp_path / name, "--deals", 300, "--seed", 4).returncode == 0

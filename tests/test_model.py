@@ -14,6 +14,7 @@ Times are in days, probabilities are shares (0-1).
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from funnelsim import synth
@@ -240,3 +241,26 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
     if importlib.util.find_spec("jax") is None:
         with pytest.raises(FunnelDataError, match="numpyro sampler is not installed"):
             model.fit(draws=10, tune=10, chains=1, sampler="numpyro")
+
+
+# --------------------------------------------------------------------------- 6. a funnel that changed
+
+def test_a_history_window_follows_a_funnel_that_changed():
+    """Losses fell sharply at the turn of the year. Learning from the stays that began in the
+    last 26 weeks (``history_days``), P(win from entry) of the first stage has the new funnel's
+    truth in its 90% interval; learning from all history it is visibly too low."""
+    before = config(start="2023-01-02", weeks=52, p_lost=(0.6, 0.55, 0.5))
+    after = config(start="2024-01-01", weeks=26)
+    old_events, old_truth = synth.generate(3_000, seed=31, config=before)
+    events, truth = synth.generate(2_000, seed=32, config=after)
+    events = pd.concat([old_events.assign(deal_id="old-" + old_events.deal_id), events], ignore_index=True)
+    funnel = funnel_of(after)
+    recent = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", history_days=26 * 7,
+                                                 model_config=POOLING), 1)
+    everything = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING), 1)
+    assert recent.stats.attrs["history_days"] == 26 * 7 and recent.stats["n"].sum() < everything.stats["n"].sum()
+    new, old = (truth_cell(t, STAGES[0], "A")["p_win_from_entry"] for t in (truth, old_truth))
+    assert new - old > 0.1                                   # the change is large
+    row = row_of(recent.stage_table(), STAGES[0], "A")
+    assert row["p_win_from_entry_low"] <= new <= row["p_win_from_entry_high"], row
+    assert row_of(everything.stage_table(), STAGES[0], "A")["p_win_from_entry"] < new - 0.05

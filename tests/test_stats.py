@@ -84,3 +84,31 @@ def test_same_statistics_from_a_database_table(crm, tmp_path):
     table = con.create_table("events", ibis.memtable(events))  # DataFrames directly hit an ibis 12 + DuckDB 2 bug
     again = to_stage_stats(to_spells(read_events(table, funnel), segment_by="segment"))
     pd.testing.assert_frame_equal(stats, again, check_dtype=False)
+
+
+def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
+    from funnelsim.events import FunnelDataError
+
+    funnel = FunnelDefinition(("Lead", "Qualified"), "Won", "Lost")
+    rows = [("A", "Lead", "2024-01-05", "X"), ("A", "Qualified", "2024-03-10", "X"), ("A", "Won", "2024-03-20", "X"),
+            ("B", "Lead", "2024-03-05", "Y"), ("B", "Lost", "2024-03-15", "Y"),
+            ("C", "Lead", "2024-03-25", "Z")]
+    frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "segment"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    spells = to_spells(read_events(frame, funnel), as_of="2024-03-31", segment_by="segment")
+    everything = to_stage_stats(spells)
+    recent = to_stage_stats(spells, history_days=30)        # stays that began from 2 March on
+    assert everything["n"].sum() == 4 and everything.attrs["history_days"] is None
+    kept = recent.groupby(["stage", "segment", "destination"])["n"].sum().to_dict()
+    # A's Lead stay began in January: out, though it ended in the window; its Qualified stay is in
+    assert kept == {("Qualified", "X", "Won"): 1, ("Lead", "Y", "Lost"): 1, ("Lead", "Z", CENSORED): 1}
+    assert recent.attrs["segments"] == ["X", "Y", "Z"] and recent.attrs["history_days"] == 30
+    only_z = to_stage_stats(spells, history_days=8)          # from 24 March: only C's open stay
+    assert set(only_z["segment"]) == {"Z"} and only_z.attrs["segments"] == ["X", "Y", "Z"]
+    from funnelsim.likelihood import model_data
+
+    assert model_data(only_z, funnel).segments == ("X", "Y", "Z")   # the others get the pooled estimate
+    with pytest.raises(FunnelDataError, match="no stay began"):
+        to_stage_stats(spells, history_days=1)
+    with pytest.raises(FunnelDataError, match="positive number of days"):
+        to_stage_stats(spells, history_days=0)

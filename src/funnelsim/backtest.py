@@ -65,6 +65,7 @@ class BacktestSettings:
     deal_value: float | None = None
     model_config: dict | None = None     # merged over the model's defaults (e.g. a fixed pooling)
     new_deals: bool = False              # also forecast and score total revenue (with new deals)
+    history_days: float | None = None    # learn from the stays that began in these days before each origin
 
 
 def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
@@ -153,7 +154,8 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
 
     spells = to_spells(log, as_of=origin, segment_by=settings.segment_by)
     deals = open_deals(log, spells)
-    inputs = {"as_of": spells.as_of, "stats": to_stage_stats(spells), "amounts": amount_stats(log, spells),
+    inputs = {"as_of": spells.as_of, "stats": to_stage_stats(spells, settings.history_days),
+              "amounts": amount_stats(log, spells),
               "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
     if settings.new_deals:
         from .inflow import NewDeals

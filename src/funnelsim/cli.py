@@ -49,6 +49,7 @@ FitTuneOpt = Annotated[int, typer.Option("--tune", min=10, help="Tuning steps pe
 FitChainsOpt = Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same forecast.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.")]
+HistoryOpt = Annotated[Optional[float], typer.Option("--history-days", min=1, help="Learn conversion and time in stage only from stays that began in the last DAYS days before --as-of (a funnel that changes over time). Default: all history.", show_default=False)]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path (written atomically).", show_default=False)]
 
 
@@ -145,6 +146,7 @@ def fit(
     sojourn: Annotated[str, typer.Option("--sojourn", help="Time-in-stage family: lognormal or weibull.")] = "lognormal",
     sampler: Annotated[str, typer.Option("--sampler", help="nutpie (default), pymc or numpyro.")] = "nutpie",
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and save nothing if the fit fails its diagnostics.")] = False,
+    history_days: HistoryOpt = None,
 ) -> None:
     """Fit the Bayesian funnel model (conversion and time in stage per stage and segment,
     open deals censored, stalled deals modelled) and save it.
@@ -158,7 +160,7 @@ def fit(
     from .pipeline import amount_stats
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
-    model = FunnelModel(to_stage_stats(spells), amounts=amount_stats(log, spells), sojourn=sojourn)
+    model = FunnelModel(to_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
     _fit(model, draws, tune, chains, seed, sampler)
     out.print(stage_table_rich(model.stage_table()))
     diagnostics = model.diagnostics
@@ -215,7 +217,7 @@ def _fit(model, draws, tune, chains, seed, sampler="nutpie") -> None:
 
 
 def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns, model_dir, draws, tune,
-                     chains, seed, strict):
+                     chains, seed, strict, history_days=None):
     """Read the log as of the date, fit the model (or load a matching saved one), check it
     (exit 3 under --strict when it failed), and list the open deals."""
     from .model import FunnelModel
@@ -224,7 +226,7 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
     from .stats import to_stage_stats
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
-    stats = to_stage_stats(spells)
+    stats = to_stage_stats(spells, history_days)
     if model_dir:
         model = FunnelModel.load(model_dir, stats)
     else:
@@ -269,6 +271,7 @@ def forecast(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    history_days: HistoryOpt = None,
     new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
@@ -286,7 +289,7 @@ def forecast(
     from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                            model_dir, draws, tune, chains, seed, strict)
+                                            model_dir, draws, tune, chains, seed, strict, history_days)
     diagnostics = model.diagnostics
     inflow = _new_deals(log, spells) if new_deals else None
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
@@ -322,6 +325,7 @@ def whatif(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    history_days: HistoryOpt = None,
     new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
@@ -345,7 +349,7 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                            model_dir, draws, tune, chains, seed, strict)
+                                            model_dir, draws, tune, chains, seed, strict, history_days)
     table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
                     new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(comparison_rich(table, horizon))
@@ -377,6 +381,7 @@ def bottlenecks(
     dayfirst: DayfirstOpt = False,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    history_days: HistoryOpt = None,
     new_deals: NewDealsOpt = True,
     json: JsonOpt = None,
 ) -> None:
@@ -392,7 +397,7 @@ def bottlenecks(
     from .scenarios import bottlenecks as rank
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                                 model_dir, draws, tune, chains, seed, strict)
+                                                 model_dir, draws, tune, chains, seed, strict, history_days)
     table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
                  by_segment=bool(segment_by), seed=seed, deal_value=deal_value,
                  new_deals=_new_deals(log, spells) if new_deals else None)
@@ -427,6 +432,7 @@ def backtest(
     columns: ColumnsOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
     new_deals: Annotated[bool, typer.Option("--new-deals", help="Also forecast deals created during the horizon and score the total against all revenue won in it (beside a run-rate baseline: the previous horizon's revenue).")] = False,
+    history_days: HistoryOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Backtest: replay history at each origin (the CRM exactly as it was then), fit,
@@ -452,7 +458,7 @@ def backtest(
     else:
         dates = [_date(text, "origins") for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
-                                seed=seed, deal_value=deal_value, new_deals=new_deals)
+                                seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with _progress("origins", len(dates)) as advance:
         result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),

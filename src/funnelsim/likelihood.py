@@ -142,7 +142,8 @@ def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
 
     stages = tuple(funnel.stages)
     destinations = (*stages, funnel.won_name, funnel.lost_name, STALL)
-    segments = tuple(sorted(stats["segment"].unique()))
+    # every segment of the spells (some may have no stay in a history window: pooled estimate)
+    segments = tuple(sorted(set(stats.attrs.get("segments") or ()) | set(stats["segment"].astype(str))))
     S, G, E, B = len(stages), len(segments), len(destinations) - 1, int(stats["bin"].max()) + 1
     s = stats["stage"].map({x: i for i, x in enumerate(stages)}).to_numpy(int)
     g = stats["segment"].map({x: i for i, x in enumerate(segments)}).to_numpy(int)

@@ -82,9 +82,10 @@ class FunnelModel:
 
     @classmethod
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
-                    dayfirst: bool = False, **kwargs) -> FunnelModel:
+                    dayfirst: bool = False, history_days: float | None = None, **kwargs) -> FunnelModel:
         """Read an event log (path, DataFrame or Ibis table) and build the model from its
-        statistics and won amounts."""
+        statistics (of the stays that began in the last ``history_days`` days, or all) and
+        won amounts."""
         from .events import read_events
         from .pipeline import amount_stats
         from .spells import to_spells
@@ -92,7 +93,7 @@ class FunnelModel:
 
         log = read_events(events, funnel, dayfirst=dayfirst)
         spells = to_spells(log, as_of=as_of, segment_by=segment_by)
-        return cls(to_stage_stats(spells), amounts=amount_stats(log, spells), **kwargs)
+        return cls(to_stage_stats(spells, history_days), amounts=amount_stats(log, spells), **kwargs)
 
     # ------------------------------------------------------------------ fitting
 

@@ -51,16 +51,26 @@ def bin_edges(n_bins: int) -> np.ndarray:
     return OFFSET_DAYS * 2.0 ** (np.arange(n_bins + 1) / BINS_PER_DOUBLING)
 
 
-def to_stage_stats(spells: Spells) -> pd.DataFrame:
+def to_stage_stats(spells: Spells, history_days: float | None = None) -> pd.DataFrame:
     """Counts of stays by (stage, segment, destination or censored, duration bin).
 
     Returns a DataFrame with columns ``stage``, ``stage_index``, ``segment``,
     ``destination``, ``move``, ``bin``, ``n``, ``sum_log_t``, ``sum_log_t2``,
     ``mean_log_t`` (the bin's representative log duration), ``days_low`` and
     ``days_high`` (the bin's edges in days). ``attrs`` holds ``as_of``, the funnel
-    definition, ``segment_by`` and the binning constants.
+    definition, ``segment_by``, ``segments`` (every segment of the spells, with stays in the
+    window or not), ``history_days`` and the binning constants.
+
+    ``history_days``: learn only from stays that *began* in the last ``history_days`` days
+    before the end of as-of, for a funnel that changes over time (None: all history). Stays
+    are kept or dropped whole, by their start, so exits and still-open stays of the window
+    are weighed alike; a segment with no stay in the window keeps its place (the model gives
+    it the pooled estimate).
     """
     t = spells.table
+    segments = sorted(t.select("segment").distinct().to_pandas()["segment"].astype(str))
+    if history_days is not None:
+        t = _recent(spells, t, history_days)
     log_t = (t.days + OFFSET_DAYS).ln()
     bin_index = (log_t - np.log(OFFSET_DAYS)) / np.log(2.0) * BINS_PER_DOUBLING
     grouped = (
@@ -81,6 +91,25 @@ def to_stage_stats(spells: Spells) -> pd.DataFrame:
     stats["days_high"] = edges[stats["bin"].to_numpy() + 1] - OFFSET_DAYS
     stats.attrs.update(
         as_of=str(spells.as_of.date()), funnel=spells.funnel.to_dict(), segment_by=spells.segment_by,
+        segments=segments, history_days=None if history_days is None else float(history_days),
         offset_days=OFFSET_DAYS, bins_per_doubling=BINS_PER_DOUBLING, counts=dict(spells.counts),
     )
     return stats
+
+
+def _recent(spells: Spells, table, history_days: float):
+    """The stays that began in the last ``history_days`` days before the end of as-of."""
+    import ibis
+
+    from .events import FunnelDataError
+
+    if not np.isfinite(history_days) or history_days <= 0:
+        raise FunnelDataError("the history window must be a positive number of days", column="history_days",
+                              value=str(history_days), hint="Pass --history-days DAYS, e.g. 365, or leave it out.")
+    since = spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=float(history_days))
+    recent = table.filter(table.entered >= ibis.timestamp(since))
+    if not int(recent.count().execute()):
+        raise FunnelDataError(f"no stay began in the {history_days:g} days before the end of {spells.as_of.date()}",
+                              column="history_days", value=str(history_days),
+                              hint="Use a longer --history-days, or leave it out to learn from all history.")
+    return recent
