@@ -41,7 +41,7 @@ DayfirstOpt = Annotated[bool, typer.Option("--dayfirst", help="Text dates are da
 ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.", show_default=False)]
 HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")]
 TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of and --segment-by.", show_default=False)]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of, --segment-by and --history-days.", show_default=False)]
 DealValueOpt = Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
 NewDealsOpt = Annotated[bool, typer.Option("--new-deals/--no-new-deals", help="Also simulate deals created during the horizon (in a stage, or already won), at the weekly rate of the last 26 weeks per segment, and report total revenue beside the open pipeline's.")]
 FitDrawsOpt = Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")]

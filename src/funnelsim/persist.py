@@ -85,7 +85,8 @@ def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
     if stats is not None and stats_hash(stats) != meta["stats_hash"]:
         raise FunnelDataError("the model was fitted on different data than the statistics given",
                               source=str(folder),
-                              hint="Refit on this log (same --as-of and --segment-by), or load without data.")
+                              hint="Refit on this log (same --as-of, --segment-by and --history-days), or load "
+                                   "without data.")
     amounts = None if meta.get("amounts") is None else pd.DataFrame(meta["amounts"])
     model = cls(saved, amounts=amounts, sojourn=meta["sojourn"], model_config=meta["config"])
     model.idata = xr.DataTree.from_dict({name: tree[name].to_dataset() for name in ("posterior", "sample_stats")
