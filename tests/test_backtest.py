@@ -10,6 +10,7 @@ from scipy import stats
 from funnelsim import synth
 from funnelsim.backtest import BacktestSettings, backtest, origin_dates, origin_inputs, score
 from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.spells import to_spells
 
 from .test_forecast import run, weighted_pipeline
 
@@ -90,6 +91,7 @@ def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
     original = origin_inputs(read_events(events, FUNNEL), origin, settings)
     changed = origin_inputs(read_events(tampered(events, origin), FUNNEL), origin, settings)
     pd.testing.assert_frame_equal(original["new_deals"].stats, changed["new_deals"].stats)
+    pd.testing.assert_frame_equal(original["new_deals"].created_won, changed["new_deals"].created_won)
     assert original["baselines"] == changed["baselines"]
     day = pd.Timedelta(days=1)
     won = events[events.stage.eq("Won")]
@@ -101,6 +103,16 @@ def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
     assert len(after) > 0
     assert _new_deal_revenue(read_events(events, FUNNEL), origin + day, 60, None) == pytest.approx(after.amount.sum(),
                                                                                                    rel=1e-12)
+
+
+def test_a_history_window_at_each_origin_is_counted_back_from_it(crm):
+    events, origin = crm
+    log = read_events(events, FUNNEL)
+    window = origin_inputs(log, origin, BacktestSettings(horizon_days=60, history_days=56))["stats"]
+    assert window.attrs["history_days"] == 56
+    spells = to_spells(log, as_of=origin).to_pandas()
+    began = spells.entered >= origin + pd.Timedelta(days=1) - pd.Timedelta(days=56)
+    assert window["n"].sum() == began.sum() < len(spells)
 
 
 @pytest.mark.slow
