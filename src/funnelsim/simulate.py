@@ -473,15 +473,15 @@ def _pick(weights, s, S, u_group, u_within):
 
 @numba.njit(parallel=True, cache=True)
 def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
-                    ratio_mean,
-                    ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon, period_of_day,
-                    seed, offset, start_low, start_width, slot, cell, counts,
+                    ratio_mean, ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon,
+                    period_of_day, seed, offset, start_low, start_width, slot, cell, counts,
                     block_deals, sums, close_days, block_revenue, block_wins):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
-    block, deal by deal: the first move for all draws at once (:func:`_first_moves`,
-    vectorised over draws), then each draw's path on from there. Adds to the per-deal
-    ``sums`` and ``close_days`` and to each block's revenue and wins per (draw, period);
-    every sum is taken in draw order, whatever the chunk. Returns the number of capped paths."""
+    block, deal by deal: the first move and the rest of the current stay for all draws at once
+    (:func:`_first_moves`, :func:`_first_stays`: loops over draws, which vectorise), then each
+    draw's path on from there, one by one. Adds to the per-deal ``sums`` and ``close_days`` and
+    to each block's revenue and wins per (draw, period); every sum is taken in draw order,
+    whatever the chunk. Returns the number of capped paths."""
     N = stage0.size
     D, S, G = pi.shape[:3]
     blocks = block_revenue.shape[0]
@@ -563,20 +563,20 @@ def _first_stays(na, lane, d0, s, g, t_age, family, weights, dest, keys, pi_f, l
     0; ``clock`` (per path) is when the stay ends, days after as-of (a new deal's start in its
     window first, from the uniform of counter STREAM_START)."""
     S = weights.shape[0] - 3
-    cell = (s * G + g)
+    sg = s * G + g                                  # flat (stage, segment) index of the draw-last arrays
     for a in range(na):
         k = lane[a]
         j = dest[k]
         _, u_time = _uniforms(keys[k], 0)
         u[a] = u_time
         if family == LOGNORMAL:
-            u[a] = u_time * (weights[j, k] / pi_f[(cell * (S + 3) + j) * D + d0 + k])
+            u[a] = u_time * (weights[j, k] / pi_f[(sg * (S + 3) + j) * D + d0 + k])
     if family == LOGNORMAL:
         _normal_quantiles(na, u, z)
     for a in range(na):
         k = lane[a]
         j = dest[k]
-        lam = loc_f[(cell * (S + 2) + j) * D + d0 + k]
+        lam = loc_f[(sg * (S + 2) + j) * D + d0 + k]
         shape = shape_f[(s * (S + 2) + j) * D + d0 + k]
         if family == LOGNORMAL:
             t = np.exp(lam - shape * z[a])
