@@ -154,13 +154,11 @@ def fit(
     Example: funnelsim fit crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region --out models/crm
     """
     from .model import FunnelModel
-    from .render import diagnostics_panel, stage_table_rich
-    from .stats import to_stage_stats
-
     from .pipeline import amount_stats
+    from .render import diagnostics_panel, stage_table_rich
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
-    model = FunnelModel(to_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
+    model = FunnelModel(_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
     _fit(model, draws, tune, chains, seed, sampler)
     out.print(stage_table_rich(model.stage_table()))
     diagnostics = model.diagnostics
@@ -223,10 +221,9 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
     from .model import FunnelModel
     from .pipeline import amount_stats, open_deals
     from .render import diagnostics_panel
-    from .stats import to_stage_stats
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
-    stats = to_stage_stats(spells, history_days)
+    stats = _stage_stats(spells, history_days)
     if model_dir:
         model = FunnelModel.load(model_dir, stats)
     else:
@@ -237,6 +234,21 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
         err.print("--strict: the fit failed its diagnostics; nothing written.", highlight=False)
         raise typer.Exit(3)
     return model, open_deals(log, spells), spells, log
+
+
+def _stage_stats(spells, history_days):
+    """The statistics the model learns from; with a history window, say how much of the
+    history it keeps."""
+    import pandas as pd
+
+    from .stats import to_stage_stats
+
+    stats = to_stage_stats(spells, history_days)
+    if history_days is not None:
+        since = (spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=history_days)).date()
+        err.print(f"Learning from the {int(stats['n'].sum()):,} of {spells.counts.get('spells', 0):,} stays that "
+                  f"began on or after {since} (--history-days {history_days:g}).", highlight=False)
+    return stats
 
 
 def _new_deals(log, spells):
