@@ -13,7 +13,7 @@ import pytest
 from funnelsim import synth
 from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.forecast import forecast
-from funnelsim.inflow import NewDeals, new_deal_stats
+from funnelsim.inflow import NewDeals
 from funnelsim.model import FunnelModel
 from funnelsim.pipeline import amount_stats, open_deals
 from funnelsim.spells import to_spells
@@ -143,7 +143,7 @@ def test_forecast_contract_plot_and_target_odds(small_crm, tmp_path):
 def test_new_deals_add_to_the_pipeline_forecast(small_crm, tmp_path):
     events, as_of, model, deals = small_crm
     log = read_events(events, FUNNEL)
-    inflow = NewDeals(new_deal_stats(to_spells(log, as_of=as_of, segment_by="segment")))
+    inflow = NewDeals.from_log(log, to_spells(log, as_of=as_of, segment_by="segment"))
     assert inflow.weeks == 25 and inflow.per_week.sum() > 10
     alone = forecast(model, deals, horizon_days=HORIZON, seed=3)
     both = forecast(model, deals, horizon_days=HORIZON, seed=3, new_deals=inflow)
@@ -157,6 +157,11 @@ def test_new_deals_add_to_the_pipeline_forecast(small_crm, tmp_path):
     data = json.loads(both.to_json(tmp_path / "f.json", target=pipeline["p50"]))
     assert set(data["total_revenue"]) >= {"mean", "p10", "p50", "p90", "samples"}
     assert data["new_deals"]["history_weeks"] == 25 and data["target"]["p_hit_total"] > data["target"]["p_hit"]
+    # deals created already won are a part of the new deals' revenue, reported on their own too
+    created = ds.created_won_revenue.values
+    assert (created <= ds.new_revenue.sum("period").values + 1e-6).all()
+    assert data["new_deals"]["created_won_revenue_mean"] == pytest.approx(created.mean())
+    assert (created.mean() > 0) == inflow.has_created_won
     assert {"new_mean", "total_p50"} <= set(data["periods"][0])
     assert "Deals created during the horizon" in both.summary(target=pipeline["p50"])
     with pytest.raises(ValueError, match="no new deals"):

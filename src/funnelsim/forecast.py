@@ -9,7 +9,8 @@ horizon (the first and last may be partial).
 
 ``pipeline_revenue`` counts revenue from deals open at as-of that are won within the horizon.
 With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`), deals created during the horizon are
-simulated too (``new_revenue``, ``new_wins``) and ``total_revenue`` adds them up.
+simulated too (``new_revenue``, ``new_wins``; ``created_won_revenue`` per draw is the part of
+deals created already won) and ``total_revenue`` adds them up.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     params = model.simulation_parameters(draws=draws, seed=seed)
     sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
                    chunk_draws=chunk_draws)
-    new_revenue = new_wins = None
+    new_revenue = new_wins = created_won_revenue = None
     if new_deals is not None and not new_deals.empty:
         new_revenue, new_wins = np.zeros_like(sim.revenue), np.zeros_like(sim.wins)
         if not new_deals.stats.empty:
@@ -75,6 +76,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
         created = new_deals.created_won_revenue(model.data.segments, int(horizon_days), params.draws, period_of_day,
                                                 params.won_amounts, deal_value, seed)
         new_revenue, new_wins = new_revenue + created[0].sum(axis=0), new_wins + created[1].sum(axis=0)
+        created_won_revenue = created[0].sum(axis=(0, 2))
     close_day = sim.median_close_day()
     close_date = np.where(np.isnan(close_day), np.datetime64("NaT"),
                           (as_of + pd.Timedelta(days=1)).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
@@ -108,6 +110,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
         dataset["new_revenue"] = (("draw", "period"), new_revenue)
         dataset["new_wins"] = (("draw", "period"), new_wins)
         dataset["total_revenue"] = (("draw",), sim.revenue.sum(axis=1) + new_revenue.sum(axis=1))
+        dataset["created_won_revenue"] = (("draw",), created_won_revenue)     # part of new_revenue
         dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
         dataset.attrs["created_won_per_week"] = float(new_deals.created_won_per_week)
         dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
@@ -244,6 +247,8 @@ class Forecast:
             result["total_revenue"] = total
             result["new_deals"] = {"per_week": self.dataset.attrs["new_deals_per_week"],
                                    "created_won_per_week": self.dataset.attrs.get("created_won_per_week", 0.0),
+                                   "created_won_revenue_mean": float(self.dataset["created_won_revenue"].mean())
+                                   if "created_won_revenue" in self.dataset else 0.0,
                                    "history_weeks": self.dataset.attrs["new_deal_history_weeks"],
                                    "wins_mean": float(self.dataset["new_wins"].values.sum(axis=1).mean())}
             for row, period in zip(result["periods"], self.by_period().to_dict(orient="records")):
@@ -306,7 +311,8 @@ class Forecast:
             new_wins = self.dataset["new_wins"].values.sum(axis=1).mean()
             created_won = self.dataset.attrs.get("created_won_per_week", 0.0)
             text += (f" Deals created during the horizon (about {self.dataset.attrs['new_deals_per_week']:,.1f} a week"
-                     + (f", plus {created_won:,.1f} created already won" if created_won else "")
+                     + (f", plus {created_won:,.1f} created already won, worth "
+                        f"{float(self.dataset['created_won_revenue'].mean()):,.0f} in all" if created_won else "")
                      + f", as over the last {self.dataset.attrs['new_deal_history_weeks']} weeks) add {new_wins:,.1f} "
                      f"expected wins; with them revenue is expected at {t['mean']:,.0f} "
                      f"(80% band {t['p10']:,.0f} to {t['p90']:,.0f})")
