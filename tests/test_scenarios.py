@@ -195,15 +195,26 @@ def test_compare_bottlenecks_and_names(fitted_crm):
         compare(model, deals, [Scenario("x", remove=("nobody",))])
 
 
+def _inflow(events, as_of):
+    return NewDeals(new_deal_stats(to_spells(read_events(events, FUNNEL), as_of=as_of, segment_by="segment")))
+
+
+def _new_deal_levers(model, deals, inflow, smb_name, smb_factor):
+    """Baseline, twice the new deals, none, and SMB's times ``smb_factor``, paired; and the
+    open pipeline alone."""
+    plan = [Scenario("baseline"), Scenario("double", (Change(new_deals_factor=2.0),)),
+            Scenario("none", (Change(new_deals_factor=0.0),)),
+            Scenario(smb_name, (Change(segment="SMB", new_deals_factor=smb_factor),))]
+    paired = paired_revenue(model, deals, plan, horizon_days=HORIZON, seed=1, new_deals=inflow)
+    pipeline_only = paired_revenue(model, deals, plan[:1], horizon_days=HORIZON, seed=1)["baseline"][0]
+    return plan, paired, pipeline_only
+
+
 @pytest.mark.slow
 def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_crm):
     events, as_of, model, deals = fitted_crm
-    inflow = NewDeals(new_deal_stats(to_spells(read_events(events, FUNNEL), as_of=as_of, segment_by="segment")))
-    plan = [Scenario("baseline"), Scenario("double", (Change(new_deals_factor=2.0),)),
-            Scenario("none", (Change(new_deals_factor=0.0),)),
-            Scenario("SMB +50%", (Change(segment="SMB", new_deals_factor=1.5),))]
-    paired = paired_revenue(model, deals, plan, horizon_days=HORIZON, seed=1, new_deals=inflow)
-    pipeline_only = paired_revenue(model, deals, plan[:1], horizon_days=HORIZON, seed=1)["baseline"][0]
+    inflow = _inflow(events, as_of)
+    plan, paired, pipeline_only = _new_deal_levers(model, deals, inflow, "SMB +50%", 1.5)
     base = paired["baseline"][0]
     np.testing.assert_array_equal(paired["baseline"][1], base)
     # no new deals at all is exactly the open pipeline, draw by draw
@@ -225,7 +236,7 @@ def test_more_new_deals_add_revenue_paired_and_none_gives_the_pipeline(fitted_cr
 @pytest.mark.slow
 def test_bottlenecks_with_new_deals_value_the_top_of_the_funnel_more(fitted_crm):
     events, as_of, model, deals = fitted_crm
-    inflow = NewDeals(new_deal_stats(to_spells(read_events(events, FUNNEL), as_of=as_of, segment_by="segment")))
+    inflow = _inflow(events, as_of)
     without = bottlenecks(model, deals, horizon_days=HORIZON, seed=1).set_index(["stage", "lever"])
     with_new = bottlenecks(model, deals, horizon_days=HORIZON, seed=1, new_deals=inflow).set_index(["stage", "lever"])
     top = (FUNNEL.stages[0], "conversion +5 pts")
@@ -244,12 +255,7 @@ def test_deals_created_already_won_scale_in_revenue_with_the_lever(fitted_crm):
                             "amount": np.tile([1000.0, 5000.0], 20)})
     created.attrs["weeks"] = 10
     none = pd.DataFrame(columns=["segment", "stage", "stage_index", "week", "deals"])
-    inflow = NewDeals(none, created)
-    plan = [Scenario("baseline"), Scenario("double", (Change(new_deals_factor=2.0),)),
-            Scenario("none", (Change(new_deals_factor=0.0),)),
-            Scenario("SMB x3", (Change(segment="SMB", new_deals_factor=3.0),))]
-    paired = paired_revenue(model, deals, plan, horizon_days=HORIZON, seed=1, new_deals=inflow)
-    pipeline_only = paired_revenue(model, deals, plan[:1], horizon_days=HORIZON, seed=1)["baseline"][0]
+    _, paired, pipeline_only = _new_deal_levers(model, deals, NewDeals(none, created), "SMB x3", 3.0)
     base = paired["baseline"][0]
     created_part = base - pipeline_only
     # about 2 a week per segment for HORIZON days, at 1000 (SMB) and 5000 (Enterprise)

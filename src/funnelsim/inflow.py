@@ -36,9 +36,9 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from .events import ORDER, ROW
+from .events import event_order
 from .simulate import Pipeline
-from .spells import BLANK_SEGMENT, NO_SEGMENT, Spells
+from .spells import Spells, deal_segment
 
 __all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "created_won_stats", "created_won_draws",
            "NewDeals", "WEEKS"]
@@ -143,13 +143,9 @@ def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
     table = log.table
     end = spells.as_of + pd.Timedelta(days=1)
     visible = table.filter(table.timestamp < ibis.timestamp(end))
-    by_deal = ibis.window(group_by="deal_id", order_by=[ORDER, ROW])
-    if spells.segment_by:          # as the spells name segments: the value on the deal's first event
-        segment = visible[spells.segment_by].cast("string").first().over(by_deal).strip().nullif("").fill_null(
-            BLANK_SEGMENT)
-    else:
-        segment = ibis.literal(NO_SEGMENT)
-    events = visible.mutate(segment=segment, _first=visible.stage.first().over(by_deal))
+    by_deal = ibis.window(group_by="deal_id", order_by=event_order())
+    events = visible.mutate(segment=deal_segment(visible, spells.segment_by),
+                            _first=visible.stage.first().over(by_deal))
     deals = events.group_by("deal_id").aggregate(
         segment=events.segment.arbitrary(), first=events._first.arbitrary(),
         created=events.timestamp.min(), amount=events.amount.max(where=events.stage.isin(list(log.funnel.won))))
@@ -191,9 +187,9 @@ def created_won_draws(created: pd.DataFrame, segments, horizon_days: int, draws:
             value = amounts[rng.integers(0, amounts.size, (draws, size))]
             value = _fill_amounts(value, rng.random((draws, size)), deal_value,
                                   None if fallback_amounts is None else fallback_amounts[g])
-            rows = np.broadcast_to(np.arange(draws)[:, None], exists.shape)
-            np.add.at(out[0, g], (rows[exists], period_of_day[day[exists]]), value[exists])
-            np.add.at(out[1, g], (rows[exists], period_of_day[day[exists]]), 1.0)
+            where = (np.broadcast_to(np.arange(draws)[:, None], exists.shape)[exists], period_of_day[day[exists]])
+            np.add.at(out[0, g], where, value[exists])
+            np.add.at(out[1, g], where, 1.0)
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .events import ORDER, ROW, EventLog, FunnelDataError
-from .spells import BLANK_SEGMENT, NO_SEGMENT, Spells
+from .spells import Spells, deal_segment
 from .stats import FIXED_POINT, _fixed
 
 __all__ = ["open_deals", "amount_stats", "AMOUNT_QUANTILES"]
@@ -33,12 +33,7 @@ def _visible_deals(log: EventLog, spells: Spells) -> ibis.Table:
                               hint="Build both from the same FunnelDefinition.")
     table = log.table
     visible = table.filter(table.timestamp < ibis.timestamp(spells.as_of + pd.Timedelta(days=1)))
-    by_deal = ibis.window(group_by="deal_id", order_by=[ORDER, ROW])
-    if spells.segment_by:
-        first = visible[spells.segment_by].cast("string").first().over(by_deal)
-        segment = first.strip().nullif("").fill_null(BLANK_SEGMENT)
-    else:
-        segment = ibis.literal(NO_SEGMENT)
+    segment = deal_segment(visible, spells.segment_by)
     outcomes = list(log.funnel.won) + list(log.funnel.lost)
     is_open_row = ~visible.stage.isin(outcomes)
     is_won = visible.stage.isin(list(log.funnel.won))

@@ -285,6 +285,23 @@ def _revenue(model, deals, params, horizon_days, seed, deal_value, inflow=None):
     return revenue
 
 
+# deals created already won take no path to pair: these levers scale their revenue, draw by draw
+_CREATED_WON_LEVERS = ("new_deals_factor", "amount_factor")
+
+
+def _segment_factors(scenario: Scenario, segments, levers) -> np.ndarray:
+    """Per segment, the product of ``scenario``'s changes of the given ``levers`` that apply to
+    it (a change without a segment applies to all), and 0 outside the scenario's own segment."""
+    factor = np.ones(len(segments))
+    for change in scenario.changes:
+        for value in (getattr(change, lever) for lever in levers):
+            if value is not None:
+                factor[[change.segment is None or g == change.segment for g in segments]] *= value
+    if scenario.segment is not None:
+        factor[[g != scenario.segment for g in segments]] = 0.0
+    return factor
+
+
 def _scenario_inflow(scenario: Scenario, inflow, uniforms, segments):
     """The new-deal counts of ``scenario``: only its segment's cells when it has one, each
     cell's counts times the product of the matching new_deals_factor changes (paired, see
@@ -292,34 +309,10 @@ def _scenario_inflow(scenario: Scenario, inflow, uniforms, segments):
     if inflow is None:
         return None
     counts, cells = inflow
-    factor = np.ones(len(cells))
-    for change in scenario.changes:
-        if change.new_deals_factor is not None:
-            mine = np.ones(len(cells), bool) if change.segment is None else \
-                cells["segment_index"].to_numpy() == segments.index(change.segment)
-            factor[mine] *= change.new_deals_factor
-    if scenario.segment is not None:
-        factor[cells["segment_index"].to_numpy() != segments.index(scenario.segment)] = 0.0
+    factor = _segment_factors(scenario, segments, ("new_deals_factor",))[cells["segment_index"].to_numpy(int)]
     if (factor == 1.0).all():
         return counts, cells
     return np.floor(counts * factor[None, :] + uniforms).astype(np.int64), cells
-
-
-def _created_won_weights(scenario: Scenario, segments) -> np.ndarray:
-    """Per segment, how much of the created-won revenue ``scenario`` keeps: the product of
-    its matching new_deals_factor and amount_factor changes (0 outside the scenario's own
-    segment). Deals created already won are scaled in revenue, not in count: they take no
-    path to pair."""
-    weights = np.ones(len(segments))
-    for change in scenario.changes:
-        for factor in (change.new_deals_factor, change.amount_factor):
-            if factor is not None:
-                mine = np.ones(len(segments), bool) if change.segment is None else \
-                    np.array([g == change.segment for g in segments])
-                weights[mine] *= factor
-    if scenario.segment is not None:
-        weights[np.array([g != scenario.segment for g in segments])] = 0.0
-    return weights
 
 
 def _band(values) -> dict:
@@ -361,11 +354,11 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
             base = Scenario("baseline", segment=scenario.segment)
             baselines[scenario.segment] = _revenue(model, _scenario_deals(base, deals, segments), params, horizon_days,
                                                    seed, deal_value, _scenario_inflow(base, inflow, uniforms, segments)) \
-                + _created_won_weights(base, created_names) @ created_won
+                + _segment_factors(base, created_names, _CREATED_WON_LEVERS) @ created_won
         edited = apply_changes(params, scenario.changes, stages, segments)
         revenue = _revenue(model, _scenario_deals(scenario, deals, segments), edited, horizon_days, seed, deal_value,
                            _scenario_inflow(scenario, inflow, uniforms, segments)) \
-            + _created_won_weights(scenario, created_names) @ created_won
+            + _segment_factors(scenario, created_names, _CREATED_WON_LEVERS) @ created_won
         base = baselines[scenario.segment]
         # removing or adding deals changes the order of the sums: differences of rounding
         # size (1e-9 of the revenue) are no difference

@@ -34,7 +34,7 @@ import pandas as pd
 
 from .events import EventLog, FunnelDefinition, _materialise, event_order
 
-__all__ = ["Spells", "to_spells", "resolve_as_of", "MOVES", "NO_SEGMENT"]
+__all__ = ["Spells", "to_spells", "resolve_as_of", "deal_segment", "MOVES", "NO_SEGMENT"]
 
 MOVES = ("next", "skip", "back", "won", "lost", "censored")
 NO_SEGMENT = "all"
@@ -118,12 +118,7 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
                               column="as_of", hint=f"The log starts on {first.date()}; choose a later date.")
 
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
-    if segment_by:  # the value on the deal's first event
-        first_value = visible[segment_by].cast("string").first().over(by_deal)
-        segment = first_value.strip().nullif("").fill_null(BLANK_SEGMENT)
-    else:
-        segment = ibis.literal(NO_SEGMENT)
-    events = visible.mutate(segment=segment, _previous=visible.stage.lag().over(by_deal),
+    events = visible.mutate(segment=deal_segment(visible, segment_by), _previous=visible.stage.lag().over(by_deal),
                             _position=ibis.row_number().over(by_deal))
     kept = events.filter(events._previous.isnull() | (events._previous != events.stage))
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
@@ -135,6 +130,16 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     spells.counts = _edge_counts(visible, kept, stays, funnel)
     spells.notes = _notes(spells.counts)
     return spells
+
+
+def deal_segment(events: ibis.Table, segment_by: str | None) -> ibis.Value:
+    """Each event's deal segment: the ``segment_by`` value on the deal's first event (blank:
+    ``"(blank)"``), or ``"all"`` without ``segment_by``. Every module names segments this way."""
+    if not segment_by:
+        return ibis.literal(NO_SEGMENT)
+    by_deal = ibis.window(group_by="deal_id", order_by=event_order())
+    first_value = events[segment_by].cast("string").first().over(by_deal)
+    return first_value.strip().nullif("").fill_null(BLANK_SEGMENT)
 
 
 def _classify(stays: ibis.Table, funnel: FunnelDefinition, cutoff) -> ibis.Table:

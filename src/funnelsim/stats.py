@@ -68,8 +68,9 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> pd.Data
     it the pooled estimate).
     """
     t = spells.table
-    segments = sorted(t.select("segment").distinct().to_pandas()["segment"].astype(str))
-    if history_days is not None:
+    segments = None
+    if history_days is not None:      # the window may leave segments out: list them all first
+        segments = sorted(t.select("segment").distinct().to_pandas()["segment"].astype(str))
         t = _recent(spells, t, history_days)
     log_t = (t.days + OFFSET_DAYS).ln()
     bin_index = (log_t - np.log(OFFSET_DAYS)) / np.log(2.0) * BINS_PER_DOUBLING
@@ -91,7 +92,7 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> pd.Data
     stats["days_high"] = edges[stats["bin"].to_numpy() + 1] - OFFSET_DAYS
     stats.attrs.update(
         as_of=str(spells.as_of.date()), funnel=spells.funnel.to_dict(), segment_by=spells.segment_by,
-        segments=segments, history_days=None if history_days is None else float(history_days),
+        segments=segments or sorted(stats["segment"].astype(str).unique()), history_days=None if history_days is None else float(history_days),
         offset_days=OFFSET_DAYS, bins_per_doubling=BINS_PER_DOUBLING, counts=dict(spells.counts),
     )
     return stats
