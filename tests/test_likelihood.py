@@ -57,7 +57,7 @@ def _per_stay_loglik(per_stay, funnel, pi, loc, scale, family):
 def test_binned_equals_per_stay_loglik(crm, family):
     funnel, per_stay, table = crm
     data = model_data(table, funnel)
-    model = build_pymc_model(data, family, DEFAULT_CONFIG, centred_cells(data, "non-centred", 0))
+    model = build_pymc_model(data, family, DEFAULT_CONFIG, centred_cells(data, "non-centred", 0.0))
     names = ("mu", "sigma") if family == "lognormal" else ("log_scale", "shape_k")
     import pytensor
 
@@ -95,7 +95,7 @@ def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
 
     funnel, _, table = crm
     data = model_data(table, funnel)
-    model = build_pymc_model(data, "lognormal", DEFAULT_CONFIG, centred_cells(data, "non-centred", 0))
+    model = build_pymc_model(data, "lognormal", DEFAULT_CONFIG, centred_cells(data, "non-centred", 0.0))
     very_old = dataclasses.replace(data, open_log_t=np.where(data.open_n > 0, np.log(1e30), 0.0))
     pm.set_data(model_inputs(very_old, "lognormal"), model=model)
     loglik, pi = model.replace_rvs_by_values([model["loglik"], model["pi"]])
@@ -111,3 +111,32 @@ def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
     exits_only = pytensor.function(model.value_vars, model.replace_rvs_by_values([model["loglik"]])[0],
                                    on_unused_input="ignore")(*[point[v.name] for v in model.value_vars])
     assert value - exits_only == pytest.approx(open_part, rel=1e-9)
+
+
+def test_auto_pooling_centres_only_where_the_data_outweigh_a_plausible_spread(crm):
+    """Segments A and B of ``crm`` behave alike: the spread across segments may well be near 0,
+    and a centred cell would be a funnel for the sampler, so none is centred. When they
+    differ (B twice as slow, with other conversion), the cells with plenty of exits are
+    centred for the time in stage, and the ones with few are not."""
+    funnel, _, table = crm
+    alike = model_data(table, funnel)
+    assert not centred_cells(alike, "auto", 2.0).any()
+
+    config = synth.SynthConfig(segments={"A": 0.6, "B": 0.4}, weeks=30, segment_speed={"A": 1.0, "B": 2.0},
+                               segment_logit_shift={"A": (0.5, -0.5), "B": (-0.5, 0.5)})
+    events, _ = synth.generate(20000, seed=5, config=config)
+    data = model_data(to_stage_stats(to_spells(read_events(events, funnel), segment_by="segment")), funnel)
+    centred = centred_cells(data, "auto", 2.0)
+    exits = data.exit_n[data.pairs[:, 0], :, data.pairs[:, 1]]
+    loc = centred[1]
+    assert loc.sum() >= 0.3 * loc.size
+    for k in range(len(data.pairs)):      # within a destination, the centred cells are the well-observed ones
+        if loc[k].any() and not loc[k].all():
+            assert exits[k, loc[k]].min() > exits[k, ~loc[k]].max()
+    assert (~loc).any() and exits[~loc].max() < exits.max()
+    assert centred[0].any()
+    # a higher bar centres fewer cells; the overrides and a single segment ignore the data
+    assert centred_cells(data, "auto", 50.0).sum() < centred.sum()
+    assert centred_cells(data, "centred", 2.0).all() and not centred_cells(data, "non-centred", 2.0).any()
+    one = model_data(to_stage_stats(to_spells(read_events(events, funnel))), funnel)
+    assert not centred_cells(one, "auto", 2.0).any()

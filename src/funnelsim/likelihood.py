@@ -17,10 +17,11 @@ stage, an earlier stage, won, lost) or **stalls** (goes dark and never moves aga
   the Weibull); n stays still open at age a add ``n log(pi_stall + Σ_j pi_j S_j(a))``. Counts
   are weights, so the cost follows the number of groups, not of deals.
 
-Pooling is chosen per (stage, destination, segment) cell by data size: centred where the cell
-has at least ``centred_min_exits`` exits (the centred form samples far faster with plenty of
-data), non-centred elsewhere; ``model_config={"pooling": "centred" | "non-centred"}``
-overrides it for every cell. The spreads across segments have boundary-avoiding Gamma priors.
+Pooling is chosen per (stage, destination, segment) cell, for logits and times apart: centred
+where the cell's data are far more precise than the spread across segments estimated from the
+data (the centred form samples far faster there), non-centred elsewhere (see
+:func:`centred_cells`); ``model_config={"pooling": "centred" | "non-centred"}`` overrides it
+for every cell. The spreads across segments have boundary-avoiding Gamma priors.
 
 Exits are dense (stage, segment, destination) arrays and parameters are spread onto them by
 a constant one-hot matrix; open stays are evaluated only in the (stage, segment, age bin)
@@ -58,7 +59,9 @@ DEFAULT_CONFIG = {
     "log_days_sigma": 1.0,
     "weibull_log_shape": {"mu": 0.0, "sigma": 0.5},
     "pooling": "auto",
-    "centred_min_exits": 300,
+    # auto pooling: a cell is centred where its data are this many times more precise than
+    # the spread across segments (see centred_cells)
+    "centred_precision_ratio": 2.0,
 }
 
 
@@ -176,20 +179,65 @@ def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
                      bin_n, bin_log_t, open_n, open_log_t)
 
 
-def centred_cells(data: ModelData, pooling: str, min_exits: float) -> np.ndarray:
-    """Which (pair, segment) cells use the centred form: those with at least ``min_exits``
-    exits to that destination, whose logit and time in stage the data pin down far more
-    tightly than the spread across segments does (none when there is a single segment)."""
-    exits = data.exit_n[data.pairs[:, 0], :, data.pairs[:, 1]]   # (K, G)
-    if len(data.segments) == 1 and pooling == "auto":
-        # one segment: the spread has nothing to learn from, and a centred cell on top of
-        # a free spread is a funnel the sampler diverges in
-        return np.zeros(exits.shape, dtype=bool)
+def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.ndarray:
+    """Which (pair, segment) cells use the centred form, for the logits ([0]) and the time in
+    stage ([1]): a (2, K, G) boolean array.
+
+    With ``pooling="auto"`` a cell is centred where its data pin its value down at least
+    ``precision_ratio`` times more tightly than the spread across segments does: data
+    precision x spread² >= ratio. The centred form samples fast there and the non-centred
+    form where the spread dominates; the wrong one is a funnel (divergences) or a long
+    correlation (low ESS). The spread of each stage is estimated from the data by moments
+    (:func:`_segment_spread`); segments that behave alike give a spread near 0, and then no
+    cell is centred. Data precision: n (1 - p) for a logit (n exits to the destination, p
+    their share of the stays), n / s² for a location (s² the within-segment variance of
+    log t). No cell is centred when there is a single segment."""
+    K, G = len(data.pairs), len(data.segments)
     if pooling in ("centred", "non-centred"):
-        return np.full(exits.shape, pooling == "centred")
+        return np.full((2, K, G), pooling == "centred")
     if pooling != "auto":
         raise FunnelDataError(f"unknown pooling {pooling!r}", hint="Use 'auto', 'centred' or 'non-centred'.")
-    return exits >= min_exits
+    if G == 1:
+        # one segment: the spread has nothing to learn from, and a centred cell on top of
+        # a free spread is a funnel the sampler diverges in
+        return np.zeros((2, K, G), dtype=bool)
+    k_stage, k_dest = data.pairs[:, 0], data.pairs[:, 1]
+    n = data.exit_n[k_stage, :, k_dest]                                   # (K, G) exits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # logits: log share of the stays leaving to the destination
+        share = n / data.entries[k_stage]
+        logit_precision = n * (1.0 - share)
+        logit_spread = _segment_spread(np.log(share), 1.0 / logit_precision, n, k_stage)
+        # time in stage: mean log t, with the pooled within-segment variance of each pair
+        mean = data.exit_sum_log_t[k_stage, :, k_dest] / n
+        within = data.exit_sum_log_t2[k_stage, :, k_dest] / n - mean ** 2
+        var = np.nansum(n * within, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
+        loc_precision = n / np.maximum(var, 1e-3)
+        loc_spread = _segment_spread(mean, 1.0 / loc_precision, n, k_stage)
+    return np.stack([np.nan_to_num(logit_precision) * logit_spread[k_stage, None] >= precision_ratio,
+                     np.nan_to_num(loc_precision) * loc_spread[k_stage, None] >= precision_ratio])
+
+
+def _segment_spread(values: np.ndarray, sampling_var: np.ndarray, n: np.ndarray, k_stage: np.ndarray,
+                    min_n: float = 5.0) -> np.ndarray:
+    """Per stage, a low plausible value of the variance across segments of (pair, segment)
+    ``values`` beyond what sampling explains: the method-of-moments estimate pooled over the
+    stage's pairs, less one standard error (2 (estimate + sampling variance)² / degrees of
+    freedom), at least 0. With few segments it is near 0, as the sampler may well find it.
+    Only cells with at least ``min_n`` exits count, and pairs with at least 2 of them."""
+    ok = n >= min_n
+    S = k_stage.max() + 1
+    excess, noise, df = np.zeros(S), np.zeros(S), np.zeros(S)
+    for k in range(len(k_stage)):
+        x, v = values[k, ok[k]], sampling_var[k, ok[k]]
+        if x.size >= 2:
+            excess[k_stage[k]] += (x.size - 1) * (x.var(ddof=1) - v.mean())
+            noise[k_stage[k]] += (x.size - 1) * v.mean()
+            df[k_stage[k]] += x.size - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread, noise = excess / df, noise / df
+        low = spread - np.sqrt(2.0 / df) * (np.maximum(spread, 0.0) + noise)
+    return np.where(df > 0, np.maximum(low, 0.0), 0.0)
 
 
 def stats_hash(stats: pd.DataFrame) -> str:
@@ -239,7 +287,8 @@ def _unpacked(containers, E: int, A: int) -> dict:
 def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray):
     """The PyMC model. Data live in ``pm.Data`` containers so one compiled model can be
     refitted on new statistics of the same shape (stages, segments, destinations seen).
-    ``centred`` is the (pair, segment) mask of cells given the centred parametrisation."""
+    ``centred`` (2, pair, segment) marks the cells given the centred parametrisation, for
+    the logits and for the time in stage (see :func:`centred_cells`)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -263,7 +312,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn).items()}
         d = _unpacked(containers, E, data.open_index.shape[1])
 
-        def pooled(name, mean, spread):
+        def pooled(name, mean, spread, centred):
             """Segment values around a stage mean: centred where the cell has plenty of
             data, non-centred elsewhere (each form is fast where the other struggles)."""
             k, g = np.nonzero(centred)
@@ -278,7 +327,8 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
 
         alpha = pm.Normal("alpha", **config["logit_mean"], dims="pair")
         alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="stage")[data.pairs[:, 0]]
-        logits = dense(pooled("eta", alpha, alpha_spread)) + unseen[:, None, :]   # stall logit: 0
+        centred_eta, centred_loc = centred
+        logits = dense(pooled("eta", alpha, alpha_spread, centred_eta)) + unseen[:, None, :]   # stall logit: 0
         log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
         log_pi = logits - log_norm                     # (S, G, E)
         log_stall = -log_norm[..., 0]                  # (S, G)
@@ -287,7 +337,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
         location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="stage")[data.pairs[:, 0]]
-        loc = dense(pooled("loc", location, location_spread))
+        loc = dense(pooled("loc", location, location_spread, centred_loc))
         if sojourn == "lognormal":
             scale = pm.HalfNormal("sigma_t", config["log_days_sigma"], dims="pair")
         else:

@@ -76,7 +76,7 @@ class FunnelModel:
         self.sojourn = sojourn
         self.config = {**DEFAULT_CONFIG, **(model_config or {})}
         self.data = model_data(stats, self.funnel)
-        self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_min_exits"])
+        self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
         self.idata = None
         self.timings: dict[str, float] = {}
 
