@@ -95,9 +95,10 @@ def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
 
     funnel, _, table = crm
     data = model_data(table, funnel)
-    model = build_pymc_model(data, "lognormal", DEFAULT_CONFIG, centred_cells(data, "non-centred", 0.0))
+    centred = centred_cells(data, "non-centred", 0.0)
+    model = build_pymc_model(data, "lognormal", DEFAULT_CONFIG, centred)
     very_old = dataclasses.replace(data, open_log_t=np.where(data.open_n > 0, np.log(1e30), 0.0))
-    pm.set_data(model_inputs(very_old, "lognormal"), model=model)
+    pm.set_data(model_inputs(very_old, "lognormal", centred), model=model)
     loglik, pi = model.replace_rvs_by_values([model["loglik"], model["pi"]])
     grads = pt.grad(model.logp(), model.value_vars)
     compiled = pytensor.function(model.value_vars, [loglik, pi, *grads], on_unused_input="ignore")
@@ -107,7 +108,7 @@ def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
     E = data.exit_n.shape[2]
     # the open stays' part is exactly sum of n log(pi_stall) per (stage, segment)
     open_part = float((data.open_total * np.log(pi[..., E])).sum())
-    pm.set_data(model_inputs(dataclasses.replace(data, open_n=np.zeros_like(data.open_n)), "lognormal"), model=model)
+    pm.set_data(model_inputs(dataclasses.replace(data, open_n=np.zeros_like(data.open_n)), "lognormal", centred), model=model)
     exits_only = pytensor.function(model.value_vars, model.replace_rvs_by_values([model["loglik"]])[0],
                                    on_unused_input="ignore")(*[point[v.name] for v in model.value_vars])
     assert value - exits_only == pytest.approx(open_part, rel=1e-9)

@@ -249,7 +249,7 @@ def stats_hash(stats: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------- the PyMC model
 
-def model_inputs(data: ModelData, sojourn: str) -> dict[str, np.ndarray]:
+def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str, np.ndarray]:
     """The model's data containers, packed into as few arrays as possible: nutpie's compiler
     spends about 0.4 s per container (measured: 11 containers cost 13 s to compile, 2 cost 5 s).
 
@@ -258,13 +258,16 @@ def model_inputs(data: ModelData, sojourn: str) -> dict[str, np.ndarray]:
     - ``open_stays`` (R, 3A + 2): per open cell (see :attr:`ModelData.open_lookup`) the flat
       (S, G, E) index, the flat (S, E) index and the mask of its A destinations, then the
       count and the mean log age;
+    - ``centred`` (2, K, G): 1 for the cells in the centred form, 0 for the non-centred (see
+      :func:`centred_cells`): data rather than structure, so one compiled graph serves every
+      dataset of one shape;
     - ``binned`` (2, S, G, B, E), Weibull only: exits per duration bin and their mean log t.
     """
     exits = np.concatenate([data.exit_n, data.exit_sum_log_t, data.exit_sum_log_t2, data.open_total[..., None]],
                            axis=-1)
     open_stays = np.column_stack([data.open_index, data.open_scale_index, data.open_mask,
                                   data.open_count, data.open_age]).astype(float)
-    inputs = {"exits": exits, "open_stays": open_stays}
+    inputs = {"exits": exits, "open_stays": open_stays, "centred": np.asarray(centred, float)}
     if sojourn == "weibull":
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
     return inputs
@@ -288,7 +291,9 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
     """The PyMC model. Data live in ``pm.Data`` containers so one compiled model can be
     refitted on new statistics of the same shape (stages, segments, destinations seen).
     ``centred`` (2, pair, segment) marks the cells given the centred parametrisation, for
-    the logits and for the time in stage (see :func:`centred_cells`)."""
+    the logits and for the time in stage (see :func:`centred_cells`). It is data: a segment's
+    value x around the pair's mean m with spread s is sampled as x~ ~ Normal(c m, c s + 1 - c),
+    x = c x~ + (1 - c) (m + s x~), the centred form for c = 1 and the non-centred for c = 0."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -309,26 +314,19 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
               "destination": list(data.destinations), "exit": list(data.destinations[:-1]),
               "pair": data.pair_labels}
     with pm.Model(coords=coords) as model:
-        containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn).items()}
+        containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn, centred).items()}
         d = _unpacked(containers, E, data.open_index.shape[1])
 
-        def pooled(name, mean, spread, centred):
-            """Segment values around a stage mean: centred where the cell has plenty of
-            data, non-centred elsewhere (each form is fast where the other struggles)."""
-            k, g = np.nonzero(centred)
-            kz, gz = np.nonzero(~centred)
-            values = pt.zeros((K, G))
-            if len(k):
-                values = pt.set_subtensor(values[k, g], pm.Normal(f"{name}_c", mean[k], spread[k], shape=len(k)))
-            if len(kz):
-                z = pm.Normal(f"{name}_z", 0.0, 1.0, shape=len(kz))
-                values = pt.set_subtensor(values[kz, gz], mean[kz] + spread[kz] * z)
-            return pm.Deterministic(name, values, dims=("pair", "segment"))
+        def pooled(name, mean, spread, c):
+            """Segment values around the pair's mean: centred where c is 1, non-centred where
+            it is 0 (each form is fast where the other struggles)."""
+            mean, spread = mean[:, None], spread[:, None]
+            raw = pm.Normal(f"{name}_raw", c * mean, c * spread + (1.0 - c), dims=("pair", "segment"))
+            return pm.Deterministic(name, c * raw + (1.0 - c) * (mean + spread * raw), dims=("pair", "segment"))
 
         alpha = pm.Normal("alpha", **config["logit_mean"], dims="pair")
         alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="stage")[data.pairs[:, 0]]
-        centred_eta, centred_loc = centred
-        logits = dense(pooled("eta", alpha, alpha_spread, centred_eta)) + unseen[:, None, :]   # stall logit: 0
+        logits = dense(pooled("eta", alpha, alpha_spread, containers["centred"][0])) + unseen[:, None, :]   # stall logit: 0
         log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
         log_pi = logits - log_norm                     # (S, G, E)
         log_stall = -log_norm[..., 0]                  # (S, G)
@@ -337,7 +335,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
         location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="stage")[data.pairs[:, 0]]
-        loc = dense(pooled("loc", location, location_spread, centred_loc))
+        loc = dense(pooled("loc", location, location_spread, containers["centred"][1]))
         if sojourn == "lognormal":
             scale = pm.HalfNormal("sigma_t", config["log_days_sigma"], dims="pair")
         else:

@@ -11,7 +11,7 @@ one with ``sojourn="weibull"`` on the same statistics and call :func:`compare_so
 runs PSIS-LOO (ArviZ) over the rows of the statistics table.
 
 Compiling the model takes longer than sampling it for small data, so a compiled model is
-kept per process for each model shape (stages, segments, destinations seen, pooling, priors)
+kept per process for each model shape (stages, segments, destinations seen, priors)
 and refitting new statistics of the same shape only swaps the data.
 """
 
@@ -99,10 +99,10 @@ class FunnelModel:
 
     @property
     def signature(self) -> str:
-        """What fixes the compiled graph: shapes, destinations seen, pooling, priors."""
+        """What fixes the compiled graph: shapes, destinations seen, priors (which cells are
+        centred is data)."""
         d = self.data
-        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(),
-                           self.centred.astype(int).tolist()], default=str)
+        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist()], default=str)
 
     def build_model(self):
         """The PyMC model (a new one each call)."""
@@ -141,7 +141,7 @@ class FunnelModel:
             compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
             _COMPILED[self.signature] = compiled
         else:
-            compiled = compiled.with_data(**model_inputs(self.data, self.sojourn))
+            compiled = compiled.with_data(**model_inputs(self.data, self.sojourn, self.centred))
         self.timings["compile_s"] = time.perf_counter() - t0
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
                              seed=seed, progress_bar=progressbar, target_accept=target_accept, save_warmup=False)
@@ -324,7 +324,7 @@ class FunnelModel:
 def _is_free(name: str, posterior) -> bool:
     """Free parameters (not deterministic transforms) of the posterior."""
     return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "sigma_t", "log_shape") or \
-        name.endswith(("_c", "_z"))
+        name.endswith("_raw")
 
 
 def _extreme(dataset, pick) -> float:
