@@ -261,6 +261,35 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
             model.fit(draws=10, tune=10, chains=1, sampler="numpyro")
 
 
+FIT_AND_HASH = """
+import hashlib, warnings
+from funnelsim import synth
+from funnelsim.events import FunnelDefinition
+from funnelsim.model import FunnelModel
+cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 0.5, "B": 0.5}, weeks=20)
+events, _ = synth.generate(800, seed=0, config=cfg)
+model = FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model.fit(draws=100, tune=100, chains=1, random_seed=3)
+print(hashlib.sha256(model.idata.posterior["pi"].values.tobytes()).hexdigest())
+"""
+
+
+def test_same_seed_same_draws_whether_the_model_is_compiled_afresh_or_loaded_from_cache(tmp_path):
+    """Two processes with an empty PyTensor cache directory: the first compiles the model, the
+    second loads it from the cache. With fast-math the two rounded differently and the same
+    seed gave other draws (checked: it fails with ``numba__fastmath=True``)."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"PYTENSOR_FLAGS": f"base_compiledir={tmp_path}"}
+    hashes = [subprocess.run([sys.executable, "-c", FIT_AND_HASH], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()[-1] for _ in range(2)]
+    assert hashes[0] == hashes[1]
+
+
 # --------------------------------------------------------------------------- 6. a funnel that changed
 
 def test_a_history_window_follows_a_funnel_that_changed():

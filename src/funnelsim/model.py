@@ -135,11 +135,16 @@ class FunnelModel:
 
     def _fit_nutpie(self, draws, tune, chains, seed, target_accept, progressbar):
         import nutpie
+        import pytensor
 
         t0 = time.perf_counter()
         compiled = _COMPILED.get(self.signature)
         if compiled is None:
-            compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
+            # strict IEEE arithmetic: with fast-math, code compiled afresh and code loaded from
+            # PyTensor's disk cache round differently, so the same seed gave other draws on a
+            # machine's first fit than on later ones
+            with pytensor.config.change_flags(numba__fastmath=False):
+                compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
             _COMPILED[self.signature] = compiled
         else:
             compiled = compiled.with_data(**model_inputs(self.data, self.sojourn, self.centred))
