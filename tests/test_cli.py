@@ -122,9 +122,10 @@ def test_fit_then_stages(tmp_path):
     stages = ["--stages", "Prospecting,Qualified,Proposal,Negotiation", "--won", "Won", "--lost", "Lost"]
     model = tmp_path / "models" / "crm"
     fitted = run("fit", events, *stages, "--segment-by", "segment", "--draws", 100, "--tune", 100,
-                 "--chains", 2, "--out", model)
+                 "--chains", 2, "--target-accept", 0.95, "--out", model)
     assert fitted.returncode == 0, fitted.stderr
     assert (model / "posterior.nc").exists() and (model / "model.json").exists()
+    assert json.loads((model / "model.json").read_text())["diagnostics"]["target_accept"] == 0.95
     assert "diagnostics" in fitted.stdout
     out = tmp_path / "stages.json"
     shown = run("stages", model, "--json", out)
@@ -139,7 +140,7 @@ def test_fit_then_stages(tmp_path):
     strict = run("fit", events, *stages, "--draws", 20, "--tune", 20, "--chains", 2, "--strict",
                  "--out", tmp_path / "models" / "strict")
     assert strict.returncode == 3 and not (tmp_path / "models" / "strict").exists()
-    assert "FAILED" in strict.stdout
+    assert "FAILED" in strict.stdout and "sample longer" in strict.stdout
 
 
 def test_stages_of_a_missing_model_exits_2(tmp_path):

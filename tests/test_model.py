@@ -237,6 +237,11 @@ def test_a_tiny_fit_says_it_failed():
         model.fit(chains=2, tune=20, draws=20, random_seed=1)
     diag = model.diagnostics
     assert diag["converged"] is False and diag["problems"]
+    assert "sample longer" in diag["advice"] and "target_accept" not in diag["advice"]
+    # divergent transitions call for smaller steps, not only a longer run
+    model.idata["sample_stats"]["diverging"].values[0, :3] = True
+    diag = model.diagnostics
+    assert "3 divergent transitions" in diag["problems"] and "target_accept above 0.9" in diag["advice"]
 
 
 @pytest.mark.slow

@@ -145,6 +145,10 @@ def fit(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same posterior.")] = 0,
     sojourn: Annotated[str, typer.Option("--sojourn", help="Time-in-stage family: lognormal or weibull.")] = "lognormal",
     sampler: Annotated[str, typer.Option("--sampler", help="nutpie (default), pymc or numpyro.")] = "nutpie",
+    target_accept: Annotated[float, typer.Option(
+        "--target-accept", min=0.5, max=0.999,
+        help="The sampler's target acceptance rate: raise it (e.g. 0.95) when a fit reports divergent transitions; "
+             "smaller steps, slower sampling.")] = 0.9,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and save nothing if the fit fails its diagnostics.")] = False,
     history_days: HistoryOpt = None,
 ) -> None:
@@ -159,7 +163,7 @@ def fit(
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
     model = FunnelModel(_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
-    _fit(model, draws, tune, chains, seed, sampler)
+    _fit(model, draws, tune, chains, seed, sampler, target_accept)
     out.print(stage_table_rich(model.stage_table()))
     diagnostics = model.diagnostics
     out.print(diagnostics_panel(diagnostics))
@@ -203,7 +207,7 @@ def _print_losses(model) -> None:
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
 
 
-def _fit(model, draws, tune, chains, seed, sampler="nutpie") -> None:
+def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=0.9) -> None:
     """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
     a failed fit."""
     err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
@@ -211,7 +215,7 @@ def _fit(model, draws, tune, chains, seed, sampler="nutpie") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
-                  progressbar=err.is_terminal)
+                  target_accept=target_accept, progressbar=err.is_terminal)
 
 
 def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns, model_dir, draws, tune,

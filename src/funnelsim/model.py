@@ -127,10 +127,11 @@ class FunnelModel:
         self.timings["sample_s"] = self.timings["seconds"] - self.timings.get("compile_s", 0.0)
         self.idata = idata
         self.idata.attrs["funnelsim_sampler"] = sampler
+        self.idata.attrs["funnelsim_target_accept"] = float(target_accept)
         report = self.diagnostics
         if not report["converged"]:
             warnings.warn(f"the fit failed its diagnostics: {report['problems']}; do not forecast from it "
-                          "(sample longer: more tune and draws)", ConvergenceWarning, stacklevel=2)
+                          f"({report['advice']})", ConvergenceWarning, stacklevel=2)
         return idata
 
     def _fit_nutpie(self, draws, tune, chains, seed, target_accept, progressbar):
@@ -187,11 +188,16 @@ class FunnelModel:
             problems.append(f"max R-hat {r_hat:.3f} > {THRESHOLDS['r_hat_max']}")
         if not min(ess_bulk, ess_tail) >= THRESHOLDS["ess_min"]:
             problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
+        advice = ["sample longer (more tune and draws)"] if problems else []
+        target_accept = idata.attrs.get("funnelsim_target_accept")
         if divergences > THRESHOLDS["divergences"]:
             problems.append(f"{divergences} divergent transitions")
+            # divergences come from steps too long for the posterior's curvature: smaller ones help
+            advice.append(f"take smaller steps (target_accept above {target_accept or 0.9:g}, e.g. 0.95)")
         return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
                 "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
-                "converged": not problems, "problems": problems, "thresholds": dict(THRESHOLDS)}
+                "target_accept": target_accept, "converged": not problems, "problems": problems,
+                "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS)}
 
     def _require_fit(self):
         if self.idata is None:

@@ -53,7 +53,8 @@ def diagnostics_panel(diagnostics: dict) -> Panel:
     if d["converged"]:
         return Panel(line, title="diagnostics: converged", border_style="green")
     body = (line + "\n[bold]NOT CONVERGED[/]: " + "; ".join(d["problems"])
-            + "\nDo not forecast from this fit: sample longer (--tune, --draws) or simplify the segments.")
+            + f"\nDo not forecast from this fit: {d.get('advice') or 'sample longer'} "
+            "(funnelsim fit --tune, --draws, --target-accept), or simplify the segments.")
     return Panel(body, title="diagnostics: FAILED", border_style="bold red")
 
 
