@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from .events import FunnelDataError
-from .model import DEFAULT_TUNE
+from .model import DEFAULT_TARGET_ACCEPT, DEFAULT_TUNE
 
 app = typer.Typer(
     name="funnelsim",
@@ -148,7 +148,7 @@ def fit(
     target_accept: Annotated[float, typer.Option(
         "--target-accept", min=0.5, max=0.999,
         help="The sampler's target acceptance rate: raise it (e.g. 0.95) when a fit reports divergent transitions; "
-             "smaller steps, slower sampling.")] = 0.9,
+             "smaller steps, slower sampling.")] = DEFAULT_TARGET_ACCEPT,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 and save nothing if the fit fails its diagnostics.")] = False,
     history_days: HistoryOpt = None,
 ) -> None:
@@ -207,7 +207,7 @@ def _print_losses(model) -> None:
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
 
 
-def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=0.9) -> None:
+def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=DEFAULT_TARGET_ACCEPT) -> None:
     """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
     a failed fit."""
     err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
