@@ -267,32 +267,41 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
 
 
 FIT_AND_HASH = """
-import hashlib, warnings
-from funnelsim import synth
+import hashlib, sys, warnings
+from funnelsim import model as fm, synth
 from funnelsim.events import FunnelDefinition
-from funnelsim.model import FunnelModel
 cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 0.5, "B": 0.5}, weeks=20)
-events, _ = synth.generate(800, seed=0, config=cfg)
-model = FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment")
+events, _ = synth.generate(int(sys.argv[1]), seed=0, config=cfg)
+model = fm.FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     model.fit(draws=100, tune=100, chains=1, random_seed=3)
-print(hashlib.sha256(model.idata.posterior["pi"].values.tobytes()).hexdigest())
+(compiled,) = fm._COMPILED.values()
+print(compiled.compiled_logp_func.cache_hits, compiled.compiled_expand_func.cache_hits,
+      hashlib.sha256(model.idata.posterior["pi"].values.tobytes()).hexdigest())
 """
 
 
 def test_same_seed_same_draws_whether_the_model_is_compiled_afresh_or_loaded_from_cache(tmp_path):
-    """Two processes with an empty PyTensor cache directory: the first compiles the model, the
-    second loads it from the cache. With fast-math the two rounded differently and the same
-    seed gave other draws (checked: it fails with ``numba__fastmath=True``)."""
+    """Processes with an empty PyTensor cache directory: the first compiles the model, the
+    second loads it from the cache, sampler entry points included (``funnelsim._nutpie``).
+    With fast-math the two rounded differently and the same seed gave other draws (checked:
+    it fails with ``numba__fastmath=True``). A log of another size, the same model shape,
+    loads the cached entry points and samples exactly as when compiled in a fresh cache."""
     import os
     import subprocess
     import sys
 
-    env = os.environ | {"PYTENSOR_FLAGS": f"base_compiledir={tmp_path}"}
-    hashes = [subprocess.run([sys.executable, "-c", FIT_AND_HASH], env=env, capture_output=True, text=True,
-                             check=True).stdout.split()[-1] for _ in range(2)]
-    assert hashes[0] == hashes[1]
+    def run(deals: int, cache) -> tuple[str, str, str]:
+        env = os.environ | {"PYTENSOR_FLAGS": f"base_compiledir={cache}"}
+        out = subprocess.run([sys.executable, "-c", FIT_AND_HASH, str(deals)], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        return tuple(out.split()[-3:])
+
+    fresh, cached, other_size = run(800, tmp_path / "a"), run(800, tmp_path / "a"), run(500, tmp_path / "a")
+    assert fresh[:2] == ("0", "0") and cached[:2] == ("1", "1") and other_size[:2] == ("1", "1")
+    assert fresh[2] == cached[2]
+    assert other_size[2] == run(500, tmp_path / "b")[2] != fresh[2]
 
 
 # --------------------------------------------------------------------------- 6. a funnel that changed

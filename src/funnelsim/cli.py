@@ -211,7 +211,7 @@ def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=DEFAU
     """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
     a failed fit."""
     err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
-              f"{chains} chains x {draws} draws (compiling the model first takes 10-25 s)...", highlight=False)
+              f"{chains} chains x {draws} draws (compiling a model of a new shape first takes 10-25 s; later fits load it in seconds)...", highlight=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,

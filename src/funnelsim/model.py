@@ -141,6 +141,8 @@ class FunnelModel:
         import nutpie
         import pytensor
 
+        from ._nutpie import compile_model
+
         t0 = time.perf_counter()
         compiled = _COMPILED.get(self.signature)
         if compiled is None:
@@ -148,7 +150,7 @@ class FunnelModel:
             # PyTensor's disk cache round differently, so the same seed gave other draws on a
             # machine's first fit than on later ones
             with pytensor.config.change_flags(numba__fastmath=False):
-                compiled = nutpie.compile_pymc_model(self.build_model(), freeze_model=False)
+                compiled = compile_model(self.build_model())
             _COMPILED[self.signature] = compiled
         else:
             compiled = compiled.with_data(**model_inputs(self.data, self.sojourn, self.centred))
