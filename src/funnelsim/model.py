@@ -34,7 +34,7 @@ __all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn",
 THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
 # tuning steps per chain: nutpie adapts its step size and mass matrix quickly. With the pooling
 # of likelihood.centred_cells, 300 (nutpie's own default) gives the 20-segment benchmark a
-# minimum ESS above 2,000 of 4,000 draws, and 3,000-deal logs above 880; 500 did no better
+# minimum ESS above 1,500 of 4,000 draws, and 3,000-deal logs above 800; 500 did no better
 DEFAULT_TUNE = 300
 # the sampler's target acceptance rate: above nutpie's 0.8, whose longer steps left R-hat at
 # 1.010-1.013 and a few divergences on 3,000-deal logs
