@@ -109,7 +109,8 @@ def test_open_stays_far_older_than_history_keep_a_finite_likelihood(crm):
     E = data.exit_n.shape[2]
     # the open stays' part is exactly sum of n log(pi_stall) per (stage, segment)
     open_part = float((data.open_total * np.log(pi[..., E])).sum())
-    pm.set_data(model_inputs(dataclasses.replace(data, open_n=np.zeros_like(data.open_n)), "lognormal", centred), model=model)
+    exits_data = model_inputs(dataclasses.replace(data, open_n=np.zeros_like(data.open_n)), "lognormal", centred)
+    pm.set_data(exits_data | {"rotation": logit_rotation(data)}, model=model)   # the same logits at the point
     exits_only = pytensor.function(model.value_vars, model.replace_rvs_by_values([model["loglik"]])[0],
                                    on_unused_input="ignore")(*[point[v.name] for v in model.value_vars])
     assert value - exits_only == pytest.approx(open_part, rel=1e-9)
@@ -149,8 +150,9 @@ def test_logits_sampled_in_rotated_coordinates_are_the_same_model(crm, pooling):
     """The logits of a stage are sampled in the eigenbasis of their pooled Fisher information
     (``logit_rotation``): orthogonal, block-diagonal by stage, and it diagonalises that
     information (the posterior correlation between a stage's logits, up to 0.86 on the
-    benchmark, is what it removes). The model is unchanged: at raw values z with the rotation
-    R, the log-density and the logits equal those of the unrotated model at R' z."""
+    benchmark, is what it removes). The model is unchanged: at raw values z (segment values) and
+    a (pair means) with the rotation R, the log-density and the logits equal those of the
+    unrotated model at R' z and R' a."""
     import pymc as pm
     import pytensor
 
@@ -178,7 +180,7 @@ def test_logits_sampled_in_rotated_coordinates_are_the_same_model(crm, pooling):
     point = {k: v + np.random.default_rng(1).normal(0, 0.5, np.shape(v)) for k, v in model.initial_point().items()}
     logp_rotated, eta_rotated = evaluate(*[point[n] for n in names])
     pm.set_data({"rotation": np.eye(K)}, model=model)
-    unrotated = point | {"eta_raw": rotation.T @ point["eta_raw"]}
+    unrotated = point | {"eta_raw": rotation.T @ point["eta_raw"], "alpha_raw": rotation.T @ point["alpha_raw"]}
     logp_plain, eta_plain = evaluate(*[unrotated[n] for n in names])
     assert logp_rotated == pytest.approx(logp_plain, rel=1e-12, abs=1e-9)
     assert np.allclose(eta_rotated, eta_plain, atol=1e-12)

@@ -366,20 +366,25 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
 
         def pooled(name, mean, spread, c, rotation=None):
             """Segment values around the pair's mean: centred where c is 1, non-centred where
-            it is 0 (each form is fast where the other struggles); sampled in rotated
-            coordinates when a rotation is given (rows: coordinates; the prior is isotropic)."""
+            it is 0 (each form is fast where the other struggles). With a rotation, ``mean``
+            and the values are sampled in rotated coordinates (rows of ``rotation``; the prior
+            is isotropic) and turned back."""
             mean, spread = mean[:, None], spread[:, None]
-            if rotation is not None:
-                mean = pt.dot(rotation, mean)
             raw = pm.Normal(f"{name}_raw", c * mean, c * spread + (1.0 - c), dims=("pair", "segment"))
             values = c * raw + (1.0 - c) * (mean + spread * raw)
             if rotation is not None:
                 values = pt.dot(rotation.T, values)
             return pm.Deterministic(name, values, dims=("pair", "segment"))
 
-        alpha = pm.Normal("alpha", **config["logit_mean"], dims="pair")
+        # the logits' means and segment values in the rotated coordinates of logit_rotation:
+        # alpha ~ Normal(mu, sigma) per pair is Normal(R mu, sigma) there
+        rotation = containers["rotation"]
+        logit_mean = config["logit_mean"]
+        alpha_rotated = pm.Normal("alpha_raw", pt.dot(rotation, np.full(K, float(logit_mean["mu"]))),
+                                  logit_mean["sigma"], dims="pair")
+        pm.Deterministic("alpha", pt.dot(rotation.T, alpha_rotated), dims="pair")
         alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="stage")[data.pairs[:, 0]]
-        eta = pooled("eta", alpha, alpha_spread, containers["centred"][0], containers["rotation"])
+        eta = pooled("eta", alpha_rotated, alpha_spread, containers["centred"][0], rotation)
         logits = dense(eta) + unseen[:, None, :]   # stall logit: 0
         log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
         log_pi = logits - log_norm                     # (S, G, E)
