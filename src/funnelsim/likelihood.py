@@ -197,8 +197,8 @@ def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.n
     ``precision_ratio`` times more tightly than the spread across segments does: data
     precision x spread² >= ratio. The centred form samples fast there and the non-centred
     form where the spread dominates; the wrong one is a funnel (divergences) or a long
-    correlation (low ESS). The spread of each stage is estimated from the data by moments
-    (:func:`_segment_spread`); segments that behave alike give a spread near 0, and then no
+    correlation (low ESS). The spread of each stage is estimated from the data
+    (:func:`_segment_spread`); it is 0 unless the segments differ significantly, and then no
     cell is centred. Data precision: for a rotated logit coordinate v (:func:`logit_rotation`),
     v' N (diag(p) - p p') v with N the stays and p the shares leaving to each destination;
     for a location, n / s² (n exits, s² the within-segment variance of log t). No cell is
@@ -218,14 +218,14 @@ def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.n
         # logits: log share of the stays leaving to the destination; the spread is estimated
         # per destination, the precision is that of each rotated coordinate (logit_rotation)
         share = n / data.entries[k_stage]
-        logit_spread = _segment_spread(np.log(share), 1.0 / (n * (1.0 - share)), n, k_stage)
+        logit_spread = _segment_spread(np.log(share), 1.0 / (n * (1.0 - share)), n, k_stage, weighted=True)
         logit_precision = _rotated_precision(data, logit_rotation(data))
         # time in stage: mean log t, with the pooled within-segment variance of each pair
         mean = data.exit_sum_log_t[k_stage, :, k_dest] / n
         within = data.exit_sum_log_t2[k_stage, :, k_dest] / n - mean ** 2
         var = np.nansum(n * within, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
         loc_precision = n / np.maximum(var, 1e-3)
-        loc_spread = _segment_spread(mean, 1.0 / loc_precision, n, k_stage)
+        loc_spread = _segment_spread(mean, 1.0 / loc_precision, n, k_stage, weighted=False)
     return np.stack([np.nan_to_num(logit_precision) * logit_spread[k_stage, None] >= precision_ratio,
                      np.nan_to_num(loc_precision) * loc_spread[k_stage, None] >= precision_ratio])
 
@@ -268,33 +268,44 @@ def _rotated_precision(data: ModelData, rotation: np.ndarray) -> np.ndarray:
 
 
 def _segment_spread(values: np.ndarray, sampling_var: np.ndarray, n: np.ndarray, k_stage: np.ndarray,
-                    min_n: float = 5.0) -> np.ndarray:
-    """Per stage, a low plausible value of the variance across segments of (pair, segment)
-    ``values`` beyond what sampling explains: the method-of-moments estimate pooled over the
-    stage's pairs, less one standard error (2 (estimate + sampling variance)² / degrees of
-    freedom), at least 0; and 0 unless a chi-squared test of "no spread" (the values of each
-    pair around their precision-weighted mean, pooled over the stage) rejects it at
-    :data:`SPREAD_TEST_LEVEL`. With few segments it is near 0, as the sampler may well find it.
-    Only cells with at least ``min_n`` exits count, and pairs with at least 2 of them."""
+                    weighted: bool, min_n: float = 5.0) -> np.ndarray:
+    """Per stage, the variance across segments of (pair, segment) ``values`` beyond what
+    sampling explains, pooled over the stage's pairs; 0 unless Q, the chi-squared statistic of
+    "no spread" (each pair's values around their precision-weighted mean), rejects it at
+    :data:`SPREAD_TEST_LEVEL`. Only cells with at least ``min_n`` exits count, and pairs with
+    at least 2 of them.
+
+    ``weighted``: the DerSimonian-Laird estimate of random-effects meta-analysis,
+    (Q - df) / (sum w - sum w² / sum w), weights w = 1 / sampling variance, so that rare
+    destinations' noisy shares do not drown the spread of the common ones (used for the
+    logits: the unweighted estimate called the spread 0 on the default CRM's Qualified stage,
+    whose losses differ by segment, and its pair mean mixed poorly, R-hat 1.02). Otherwise a
+    low plausible value: the unweighted moment estimate less one standard error
+    (sqrt(2 / df) (estimate + sampling variance)), at least 0 (used for the time in stage,
+    where the weighted estimate centred locations of the Olist funnel and it diverged)."""
     from scipy import stats
 
     ok = n >= min_n
     S = k_stage.max() + 1
-    excess, noise, df, chi2 = np.zeros(S), np.zeros(S), np.zeros(S), np.zeros(S)
+    chi2, df, weight, excess, noise = (np.zeros(S) for _ in range(5))
     for k in range(len(k_stage)):
         x, v = values[k, ok[k]], sampling_var[k, ok[k]]
         if x.size >= 2:
-            excess[k_stage[k]] += (x.size - 1) * (x.var(ddof=1) - v.mean())
-            noise[k_stage[k]] += (x.size - 1) * v.mean()
-            df[k_stage[k]] += x.size - 1
-            centre = (x / v).sum() / (1.0 / v).sum()
-            chi2[k_stage[k]] += ((x - centre) ** 2 / v).sum()
+            w = 1.0 / v
+            s = k_stage[k]
+            chi2[s] += (w * (x - (w * x).sum() / w.sum()) ** 2).sum()
+            weight[s] += w.sum() - (w ** 2).sum() / w.sum()
+            excess[s] += (x.size - 1) * (x.var(ddof=1) - v.mean())
+            noise[s] += (x.size - 1) * v.mean()
+            df[s] += x.size - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        spread, noise = excess / df, noise / df
-        low = spread - np.sqrt(2.0 / df) * (np.maximum(spread, 0.0) + noise)
-        # no spread unless the segments differ beyond sampling noise (chi-squared test)
-        low = np.where(chi2 > stats.chi2.ppf(1.0 - SPREAD_TEST_LEVEL, np.maximum(df, 1)), low, 0.0)
-    return np.where(df > 0, np.maximum(low, 0.0), 0.0)
+        if weighted:
+            spread = (chi2 - df) / weight
+        else:
+            spread, noise = excess / df, noise / df
+            spread = spread - np.sqrt(2.0 / df) * (np.maximum(spread, 0.0) + noise)
+        significant = chi2 > stats.chi2.ppf(1.0 - SPREAD_TEST_LEVEL, np.maximum(df, 1))
+    return np.where((df > 0) & significant, np.maximum(spread, 0.0), 0.0)
 
 
 def stats_hash(stats: pd.DataFrame) -> str:
