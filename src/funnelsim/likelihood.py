@@ -215,8 +215,8 @@ def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.n
     k_stage, k_dest = data.pairs[:, 0], data.pairs[:, 1]
     n = data.exit_n[k_stage, :, k_dest]                                   # (K, G) exits
     with np.errstate(invalid="ignore", divide="ignore"):
-        # logits: log share of the stays leaving to the destination; the spread is estimated
-        # per destination, the precision is that of each rotated coordinate (logit_rotation)
+        # logits: the spread from the log shares of the stays leaving to each destination,
+        # the precision along each rotated coordinate (logit_rotation)
         share = n / data.entries[k_stage]
         logit_spread = _segment_spread(np.log(share), 1.0 / (n * (1.0 - share)), n, k_stage, weighted=True)
         logit_precision = _rotated_precision(data, logit_rotation(data))
