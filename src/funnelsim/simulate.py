@@ -21,7 +21,9 @@ sum_j w_j(age) * P(win | enter j), with the chain of :func:`funnelsim.derived.p_
 
 Random numbers come from a counter-based generator (a hash of seed, draw, deal and step), so
 the same seed gives the same numbers whatever the chunk size or the number of threads. Draws
-are processed in chunks (bounded memory); within a chunk, draws run in parallel threads.
+are processed in chunks (bounded memory); within a chunk, blocks of deals run in parallel
+threads, and all of a deal's paths advance together, a step at a time, in loops over draws
+that the compiler vectorises (no branches in them, and no libm calls: see :func:`_exp`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 from scipy import special
 
 from .stats import OFFSET_DAYS
@@ -39,7 +44,9 @@ __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
 STREAM_WITHIN = 1 << 20   # counter offset of the uniforms that pick a destination inside its group
 STREAM_START = 1 << 21    # counter of the uniform that places a new deal's creation in its window
+WON_VALUE = 1_000_003     # counter of the uniforms that value a won deal
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
+CHUNK_DRAWS = 512         # draws per chunk at most: a deal's parameters for them stay in cache
 BLOCK_DEALS = 64          # deals per block of work, at least (the split does not depend on threads)
 MAX_BLOCKS = 64           # blocks at most: memory per chunk, and so the draws per chunk, do not
                           # depend on the number of deals (long loops over draws vectorise)
@@ -178,7 +185,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     n_periods = int(period_of_day.max()) + 1
     blocks = max(1, min(MAX_BLOCKS, -(-N // BLOCK_DEALS)))
     block_deals = -(-N // blocks)
-    chunk = chunk_draws or max(1, min(D, CHUNK_CELLS // max(blocks * n_periods, 1)))
+    chunk = chunk_draws or max(1, min(D, CHUNK_DRAWS, CHUNK_CELLS // max(blocks * n_periods, 1)))
 
     family = LOGNORMAL if params.family == "lognormal" else WEIBULL
     pi, loc, shape = _contiguous(params.pi), _contiguous(params.loc), _contiguous(params.shape)
@@ -199,10 +206,9 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     sums = np.zeros((3, N))                                        # won in horizon, revenue, P(win ever)
     close_days = np.zeros((N, horizon), np.int64)
     capped = 0
+    block_totals = np.empty((blocks, 2, min(chunk, D), n_periods))  # per block: revenue, wins (zeroed per chunk)
     for d0 in range(0, D, chunk):
         n = min(chunk, D - d0)
-        block_revenue = np.zeros((blocks, n, n_periods))
-        block_wins = np.zeros((blocks, n, n_periods))
         capped += _simulate_chunk(
             d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
             ratio_mean, ratio_sd,
@@ -210,9 +216,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
             float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
             pipeline.start_low, pipeline.start_width, pipeline.slot, pipeline.cell, counts,
-            block_deals, sums, close_days, block_revenue, block_wins)
-        _sum_blocks(block_revenue, revenue[d0:d0 + n])
-        _sum_blocks(block_wins, wins[d0:d0 + n])
+            block_deals, sums, close_days, block_totals)
+        _sum_blocks(block_totals, n, revenue[d0:d0 + n], wins[d0:d0 + n])
     return Simulation(revenue=revenue, wins=wins, p_win_horizon=sums[0] / D, expected_revenue=sums[1] / D,
                       p_win_ever=sums[2] / D, close_days=close_days, capped=int(capped))
 
@@ -252,6 +257,43 @@ _INV32 = 1.0 / 4294967296.0
 _Z_LOW, _Z_HIGH, _Z_STEPS = -9.0, 38.0, 256          # table of P(Z > z), 1/256 apart
 _SF_TABLE = special.ndtr(-(_Z_LOW + np.arange(int((_Z_HIGH - _Z_LOW) * _Z_STEPS) + 2) / _Z_STEPS))
 _Z_TOP = float(_SF_TABLE.size - 2)                  # last position with a right neighbour
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HIGH, _LN2_LOW = 6.93147180369123816490e-01, 1.90821492927058770002e-10   # ln 2 = high + low
+
+
+@intrinsic
+def _as_float(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@numba.njit(inline="always")
+def _exp(x):
+    """exp(x) for loops that vectorise (numba's np.exp is a libm call, which stops them):
+    x = n ln 2 + r with |r| <= ln(2)/2, exp(r) by its Taylor series to r**12 (relative error
+    below 1e-15, measured 4.4e-16), times 2**n built from its bits. x is clipped to
+    [-708, 709], so no overflow and nothing below the smallest normal number."""
+    x = min(max(x, -708.0), 709.0)
+    n = np.floor(x * _LOG2E + 0.5)
+    r = (x - n * _LN2_HIGH) - n * _LN2_LOW
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return p * _as_float((np.int64(n) + 1023) << 52)
 
 
 @numba.njit(inline="always")
@@ -312,32 +354,8 @@ def _normal_quantiles(na, prob, z):
 @numba.njit(inline="always")
 def _normal_sf(z):
     """P(Z > z), standard normal, interpolated linearly in a table 1/256 apart: relative error
-    below 2e-6 for z < 3, below 1e-4 up to z = 8 and 1e-3 up to z = 20 (P < 3e-89)."""
-    if z <= _Z_LOW:
-        return 1.0
-    if z >= _Z_HIGH:
-        return 0.0
-    x = (z - _Z_LOW) * _Z_STEPS
-    k = int(x)
-    return _SF_TABLE[k] + (x - k) * (_SF_TABLE[k + 1] - _SF_TABLE[k])
-
-
-@numba.njit(inline="always")
-def _won_value(d, g, amount, won_amounts, ratio_mean, ratio_sd, key):
-    u1, u2 = _uniforms(key, 1_000_003)
-    if amount != amount:  # NaN: take one from the segment's won amounts
-        q = won_amounts[g]
-        if q[0] != q[0]:
-            return 0.0
-        position = u2 * (q.size - 1)
-        k = min(int(position), q.size - 2)
-        return q[k] + (position - k) * (q[k + 1] - q[k])
-    return amount * np.exp(ratio_mean[d, g] + ratio_sd[d, g] * _ndtri(u1))
-
-
-@numba.njit(inline="always")
-def _normal_sf_or_edge(z):
-    """:func:`_normal_sf` without branches (selects instead), so a loop over draws vectorises."""
+    below 2e-6 for z < 3, below 1e-4 up to z = 8 and 1e-3 up to z = 20 (P < 3e-89). No
+    branches (selects instead), so a loop over draws vectorises."""
     x = min(max((z - _Z_LOW) * _Z_STEPS, 0.0), _Z_TOP)
     k = int(x)
     value = _SF_TABLE[k] + (x - k) * (_SF_TABLE[k + 1] - _SF_TABLE[k])
@@ -353,11 +371,11 @@ def _is_forward(j, s, S):
 
 @numba.njit(inline="always")
 def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
-                 weights, total, ever, keys, dest, scratch, chosen):
+                 weights, total, ever, keys, stages, dest, scratch, chosen):
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
     ``weights`` (S+3, n): pi_j * S_j(age), stall last; then ``total``, P(win ever) into
-    ``ever``, the path keys and the destination (see :func:`_pick` for the two-step rule);
+    ``ever``, the path keys and the destination (see :func:`_pick_all`); ``stages``,
     ``scratch`` and ``chosen`` are work space.
     Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
     is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
@@ -367,6 +385,7 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
         total[k] = pi_t[s, g, S + 2, d0 + k]
         weights[S + 2, k] = total[k]
         ever[k] = 0.0
+        stages[k] = s
     for j in range(S + 2):
         # 1-d rows: indexing them is far cheaper in these loops than indexing the 4-d arrays
         w_row, pi_row = weights[j], pi_t[s, g, j, d0:d0 + n]
@@ -376,7 +395,7 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
                 w_row[k] = 0.0
         elif family == LOGNORMAL:
             for k in range(n):
-                w_row[k] = pi_row[k] * _normal_sf_or_edge((log_t - loc_row[k]) * shape_row[k])
+                w_row[k] = pi_row[k] * _normal_sf((log_t - loc_row[k]) * shape_row[k])
         else:
             for k in range(n):
                 w = pi_row[k]
@@ -392,207 +411,282 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
     for k in range(n):
         e = ever[k] + weights[S, k]
         ever[k] = e / total[k] if total[k] > 0.0 else 0.0
-    _pick_all(n, s, S, weights, keys, dest, scratch, chosen)
+    _pick_all(n, stages, S, weights, keys, 0, dest, scratch, chosen, possible[s])
 
 
 @numba.njit(inline="always")
-def _pick_all(n, s, S, weights, keys, dest, sums, chosen):
-    """:func:`_pick` for every draw at once: loops over draws innermost and selects instead of
-    early exits, so they vectorise. ``sums`` (4, n) and ``chosen`` (n,) are scratch.
+def _pick_all(n, stages, S, weights, keys, step, dest, sums, chosen, rows):
+    """Pick the destination of n paths: path a is in stage ``stages[a]`` with unnormalised
+    destination weights ``weights[:, a]`` (stages, won, lost, stall); ``dest[a]`` gets the
+    index. Loops over paths innermost, with selects instead of branches, so they vectorise;
+    ``sums`` (4, n) and ``chosen`` (n,) are work space. Only the destinations j with ``rows[j]``
+    are looked at: the others must have weight 0 for every path.
 
-    Inside the chosen group, :func:`_pick` takes the first destination whose running total of
-    weight passes the budget; that is the last destination of the group (with weight > 0)
-    whose running total *before* it is still within the budget, which a loop over
-    destinations finds with one select per draw (and a budget at or past the group's total,
-    from rounding, gets the group's last destination, as in :func:`_pick`)."""
+    Two steps, so that what-if scenarios pair well: the first uniform of counter ``step`` of
+    ``keys[a]`` picks the group (forward: later stages and won; other: earlier stages and
+    lost; stall) and the first uniform of counter STREAM_WITHIN + ``step`` the destination
+    inside it by the group's own shares. Scaling a group (a conversion or stall change) then
+    moves paths only across group boundaries, never inside a group.
+
+    Inside the group, the destination is the first whose running total of weight passes the
+    budget (uniform x the group's weight): the last destination of the group (with weight
+    > 0) whose running total *before* it is still within the budget, which one select per
+    destination finds (a budget at or past the group's total, from rounding, gets the group's
+    last destination)."""
     forward, other, budget, acc = sums[0], sums[1], sums[2], sums[3]
     stall = weights[S + 2]
-    for k in range(n):
-        forward[k] = 0.0
-        other[k] = 0.0
+    for a in range(n):
+        forward[a] = 0.0
+        other[a] = 0.0
     for j in range(S + 2):
+        if not rows[j]:
+            continue
         w_row = weights[j]
-        if _is_forward(j, s, S):
-            for k in range(n):
-                forward[k] += w_row[k]
-        else:
-            for k in range(n):
-                other[k] += w_row[k]
-    for k in range(n):
-        u_group, _ = _uniforms(keys[k], 0)
-        u_within, _ = _uniforms(keys[k], STREAM_WITHIN)
-        x = u_group * (forward[k] + other[k] + stall[k])
-        is_forward = x < forward[k]
-        budget[k] = u_within * (forward[k] if is_forward else other[k])
+        for a in range(n):
+            w = w_row[a]
+            is_forward = _is_forward(j, stages[a], S)
+            forward[a] += w if is_forward else 0.0
+            other[a] += 0.0 if is_forward else w
+    for a in range(n):
+        u_group, _ = _uniforms(keys[a], step)
+        u_within, _ = _uniforms(keys[a], STREAM_WITHIN + step)
+        f, o = forward[a], other[a]
+        x = u_group * (f + o + stall[a])
+        is_forward = x < f
+        budget[a] = u_within * (f if is_forward else o)
         # stall: no destination inside a group can be chosen
-        dest[k] = -1 if x >= forward[k] + other[k] else (1 if is_forward else 0)
-        acc[k] = 0.0
-        chosen[k] = S + 2
+        dest[a] = -1 if x >= f + o else (1 if is_forward else 0)
+        acc[a] = 0.0
+        chosen[a] = S + 2
     for j in range(S + 2):
-        group = 1 if _is_forward(j, s, S) else 0
+        if not rows[j]:
+            continue
         w_row = weights[j]
-        for k in range(n):
-            w = w_row[k]
-            inside = (dest[k] == group) and (w > 0.0)
-            chosen[k] = j if inside and acc[k] <= budget[k] else chosen[k]
-            acc[k] += w if inside else 0.0
-    for k in range(n):
-        dest[k] = chosen[k]
+        for a in range(n):
+            # every load before the selects, and & rather than `and`: no branches
+            w, running, c = w_row[a], acc[a], chosen[a]
+            inside = (dest[a] == (1 if _is_forward(j, stages[a], S) else 0)) & (w > 0.0)
+            chosen[a] = j if inside & (running <= budget[a]) else c
+            acc[a] = running + (w if inside else 0.0)
+    for a in range(n):
+        dest[a] = chosen[a]
 
 
 @numba.njit(inline="always")
-def _pick(weights, s, S, u_group, u_within):
-    """Destination out of stage s given unnormalised ``weights`` (stages, won, lost, stall).
-
-    Two steps, so that what-if scenarios pair well: ``u_group`` picks the group (forward:
-    later stages and won; other: earlier stages and lost; stall) and ``u_within`` the
-    destination inside it by the group's own shares. Scaling a group (a conversion or stall
-    change) then moves paths only across group boundaries, never inside a group."""
-    forward = 0.0
-    other = 0.0
+def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t, time_scale,
+                 start_low, start_width, now, u, z, ratio, lam, sig):
+    """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
+    unused): T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second
+    uniform of counter 0 and j = ``dest[k]``; ``now[k]`` is when the stay ends, days after
+    as-of (a new deal's start in its window first, from the uniform of counter STREAM_START).
+    ``time_scale`` is the stage's. The chosen destination's S_j(t_age) (weight / pi) and
+    sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``: work
+    space), so every loop runs over draws in order and vectorises."""
+    S = weights.shape[0] - 3
+    for k in range(n):
+        ratio[k] = 1.0
+        lam[k] = 1.0
+        sig[k] = 1.0
     for j in range(S + 2):
-        if s < j <= S:
-            forward += weights[j]
+        if not possible[s, j]:
+            continue
+        w_row, pi_row = weights[j], pi_t[s, g, j, d0:d0 + n]
+        loc_row, shape_row = loc_t[s, g, j, d0:d0 + n], shape_t[s, j, d0:d0 + n]
+        for k in range(n):
+            chosen = dest[k] == j
+            r, old_ratio, old_lam, old_sig = w_row[k] / pi_row[k], ratio[k], lam[k], sig[k]
+            ratio[k] = r if chosen else old_ratio
+            lam[k] = loc_row[k] if chosen else old_lam
+            sig[k] = shape_row[k] if chosen else old_sig
+    for k in range(n):
+        _, u[k] = _uniforms(keys[k], 0)
+    if family == LOGNORMAL:
+        for k in range(n):
+            u[k] *= ratio[k]
+        _normal_quantiles(n, u, z)
+        for k in range(n):
+            now[k] = max(_exp(lam[k] - sig[k] * z[k]) - t_age, 0.0) * time_scale
+    else:
+        for k in range(n):
+            t = lam[k] * (-np.log(u[k]) + (t_age / lam[k]) ** sig[k]) ** (1.0 / sig[k])
+            now[k] = max(t - t_age, 0.0) * time_scale
+    if start_width > 0.0:                           # a new deal: created in its window
+        for k in range(n):
+            u_start, _ = _uniforms(keys[k], STREAM_START)
+            now[k] += start_low + u_start * start_width
+
+
+@numba.njit(inline="always")
+def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_f, any_possible, lane, stages, now,
+                 keys, won_at, weights, dest, u, z, scratch, chosen):
+    """Move ``m`` paths on from the end of their current stay until won, lost, stalled or
+    past the horizon, one step at a time for all paths still moving: path a is draw d0 +
+    ``lane[a]``, entering stage ``stages[a]`` at ``now[a]`` days, with key ``keys[a]``. Every
+    stay here starts fresh: destination by pi (:func:`_pick_all` with counter ``step``, the
+    move's number), time by the sojourn distribution (the second uniform of that counter).
+    Sets ``won_at[lane]`` (days) for the paths won within the horizon. The parameters are
+    the (D, S, G, ...) arrays, flat; ``any_possible`` (S+2,) the destinations some stage takes. The paths are compacted in place after each step; the
+    rest is work space. Returns the number of paths stopped at MAX_STEPS moves."""
+    S = weights.shape[0] - 3
+    G = scale_f.size // S
+    nd = S + 3
+    step = 1
+    while m > 0:
+        if step >= MAX_STEPS:
+            return m
+        for j in range(nd):                        # destination weights of each path's stage
+            w_row = weights[j]
+            for a in range(m):
+                w_row[a] = pi_f[(((d0 + lane[a]) * S + stages[a]) * G + g) * nd + j]
+        _pick_all(m, stages, S, weights, keys, step, dest, scratch, chosen, any_possible)
+        for a in range(m):
+            _, u[a] = _uniforms(keys[a], step)
+        if family == LOGNORMAL:
+            _normal_quantiles(m, u, z)
+            for a in range(m):
+                s, j = stages[a], min(dest[a], S + 1)     # a stalled path's time is unused
+                sd = (d0 + lane[a]) * S + s
+                t = _exp(loc_f[(sd * G + g) * (S + 2) + j] - shape_f[sd * (S + 2) + j] * z[a])
+                now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
         else:
-            other += weights[j]
-    x = u_group * (forward + other + weights[S + 2])
-    if x >= forward + other:
-        return S + 2
-    is_forward = x < forward
-    budget = u_within * (forward if is_forward else other)
-    acc = 0.0
-    last = S + 2
-    for j in range(S + 2):
-        if (s < j <= S) == is_forward and weights[j] > 0.0:
-            acc += weights[j]
-            last = j
-            if budget < acc:
-                return j
-    return last
+            for a in range(m):
+                s, j = stages[a], min(dest[a], S + 1)
+                sd = (d0 + lane[a]) * S + s
+                t = loc_f[(sd * G + g) * (S + 2) + j] * (-np.log(u[a])) ** (1.0 / shape_f[sd * (S + 2) + j])
+                now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
+        moving = 0
+        for a in range(m):
+            k, j, t = lane[a], dest[a], now[a]
+            in_time = t < horizon
+            won_at[k] = t if (j == S) & in_time else won_at[k]
+            lane[moving] = k
+            stages[moving] = j
+            now[moving] = t
+            keys[moving] = keys[a]
+            moving += 1 if (j < S) & in_time else 0
+        m = moving
+        step += 1
+    return 0
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(inline="always")
+def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, keys, u, z, values):
+    """values[w] (currency) for the paths won_lane[:nw] (draws d0 + lane) that win the deal:
+    its last open ``amount`` times exp(m_g + s_g * z), the won/last-open ratio, with z from the
+    first uniform of counter WON_VALUE; or, for a deal with no amount (NaN), one of its
+    segment's won amounts, interpolated between quantiles at the second uniform (0 when the
+    segment has none). ``u`` and ``z`` are work space."""
+    if amount != amount:
+        q = won_amounts[g]
+        top = q.size - 1
+        for w in range(nw):
+            _, u2 = _uniforms(keys[won_lane[w]], WON_VALUE)
+            position = u2 * top
+            k = min(int(position), top - 1)
+            values[w] = 0.0 if q[0] != q[0] else q[k] + (position - k) * (q[k + 1] - q[k])
+        return
+    for w in range(nw):
+        u[w], _ = _uniforms(keys[won_lane[w]], WON_VALUE)
+    _normal_quantiles(nw, u, z)
+    for w in range(nw):
+        d = d0 + won_lane[w]
+        values[w] = amount * _exp(ratio_mean[d, g] + ratio_sd[d, g] * z[w])
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
                     ratio_mean, ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon,
                     period_of_day, seed, offset, start_low, start_width, slot, cell, counts,
-                    block_deals, sums, close_days, block_revenue, block_wins):
+                    block_deals, sums, close_days, block_totals):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
-    block, deal by deal: the first move and the rest of the current stay for all draws at once
-    (:func:`_first_moves`, :func:`_first_stays`: loops over draws, which vectorise), then each
-    draw's path on from there, one by one. Adds to the per-deal ``sums`` and ``close_days`` and
-    to each block's revenue and wins per (draw, period); every sum is taken in draw order,
-    whatever the chunk. Returns the number of capped paths."""
+    block, deal by deal, each step for all of the deal's paths at once, in loops over draws
+    that vectorise: the first move and the rest of the current stay (:func:`_first_moves`,
+    :func:`_first_stays`), the later moves a step at a time for the paths still moving
+    (:func:`_later_moves`), then the values of the paths won (:func:`_won_values`). Adds to
+    the per-deal ``sums`` and ``close_days`` and to each block's revenue and wins per (draw,
+    period); every sum is taken in draw order, whatever the chunk. Returns the number of
+    capped paths. The numpy error model (a division by zero gives inf, no exception check)
+    is what lets the loops with a division vectorise."""
     N = stage0.size
     D, S, G = pi.shape[:3]
-    blocks = block_revenue.shape[0]
-    pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
+    blocks = block_totals.shape[0]
+    any_possible = np.zeros(S + 2, np.bool_)                 # destinations some stage can take
+    for s in range(S):
+        for j in range(S + 2):
+            any_possible[j] |= possible[s, j]
+    pi_f, loc_f, shape_f = pi.reshape(pi.size), loc.reshape(loc.size), shape.reshape(shape.size)
+    scale_f = time_scale.reshape(time_scale.size)
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
     for k in range(n):
         draw_keys[k] = _mix(seed ^ _mix(np.uint64(d0 + k) + _GOLDEN))
     for b in numba.prange(blocks):
+        block_totals[b, :, :n] = 0.0
+        block_revenue, block_wins = block_totals[b, 0], block_totals[b, 1]
         weights = np.empty((S + 3, n))
-        total = np.empty(n)
-        ever = np.empty(n)
-        keys = np.empty(n, np.uint64)
-        dest = np.empty(n, np.int64)
         scratch = np.empty((4, n))
+        per_draw = np.empty((8, n))                  # total, ever, now, u, z, S_j(age), loc, shape
+        total, ever, now, u, z = per_draw[0], per_draw[1], per_draw[2], per_draw[3], per_draw[4]
+        keys = np.empty(n, np.uint64)
+        path_keys = np.empty(n, np.uint64)
+        dest = np.empty(n, np.int64)
         chosen = np.empty(n, np.int64)
+        stages = np.empty(n, np.int64)
         lane = np.empty(n, np.int64)
-        paths = np.empty((3, n))                      # clock; per lane: uniform, normal quantile
+        won_at = np.empty(n)
+        values = np.empty(n)
         first, last = b * block_deals, min(N, (b + 1) * block_deals)
         for i in range(first, last):
-            g = segment[i]
+            g, s = segment[i], stage0[i]
             t_age = age[i] + offset
-            _first_moves(n, d0, stage0[i], g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
-                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, dest, scratch, chosen)
-            clock = paths[0]
-            na = 0
+            _first_moves(n, d0, s, g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
+                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, stages, dest, scratch, chosen)
+            p_ever = sums[2, i]
+            for k in range(n):
+                p_ever += ever[k]
+            sums[2, i] = p_ever
+            _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t,
+                         time_scale[s, g], start_low[i], start_width[i], now, u, z, per_draw[5], per_draw[6],
+                         per_draw[7])
+            # won at the end of this stay, or moving on (lost, stalled, past the horizon: done)
+            m = 0
             is_slot = slot[i] >= 0
             for k in range(n):
-                sums[2, i] += ever[k]
-                lane[na] = k
                 absent = is_slot and slot[i] >= counts[d0 + k, cell[i]]      # a slot not in this draw
-                na += 0 if dest[k] > S or absent else 1                      # lost or stalled: done
-            _first_stays(na, lane, d0, stage0[i], g, t_age, family, weights, dest, keys, pi_f, loc_f, shape_f,
-                         time_scale, start_low[i], start_width[i], clock, paths[1], paths[2], G, D)
-            for a in range(na):           # each path on from the end of its current stay
-                k = lane[a]
-                d = d0 + k
-                key = keys[k]
-                s = stage0[i]
-                j = dest[k]
-                now = clock[k]
-                won_at = np.inf
-                step = 1
-                while now < horizon:
-                    if j == S:                                   # won
-                        won_at = now
-                        break
-                    s = j                                        # a fresh stay in stage j
-                    u_group, u_time = _uniforms(key, step)
-                    u_within, _ = _uniforms(key, STREAM_WITHIN + step)
-                    step += 1
-                    j = _pick(pi[d, s, g], s, S, u_group, u_within)
-                    if j > S or step > MAX_STEPS:                # lost or stalled, or capped
-                        break
-                    if family == LOGNORMAL:
-                        t = np.exp(loc[d, s, g, j] - shape[d, s, j] * _ndtri(u_time))
-                    else:
-                        t = loc[d, s, g, j] * (-np.log(u_time)) ** (1.0 / shape[d, s, j])
-                    now += max(t - offset, 0.0) * time_scale[s, g]
-                if step > MAX_STEPS:
-                    capped[b] += 1
-                if won_at < horizon:
-                    value = _won_value(d, g, amount[i], won_amounts, ratio_mean, ratio_sd, key)
-                    day = int(won_at)
-                    p = period_of_day[day]
-                    block_revenue[b, k, p] += value
-                    block_wins[b, k, p] += 1.0
-                    sums[0, i] += 1.0
-                    sums[1, i] += value
-                    close_days[i, day] += 1
+                j, t = dest[k], now[k]
+                in_time = (t < horizon) & (not absent)
+                won_at[k] = t if (j == S) & in_time else np.inf
+                lane[m] = k
+                stages[m] = j
+                now[m] = t
+                path_keys[m] = keys[k]
+                m += 1 if (j < S) & in_time else 0
+            capped[b] += _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_f, any_possible,
+                                      lane, stages, now, path_keys, won_at, weights, dest, u, z, scratch, chosen)
+            nw = 0
+            for k in range(n):                         # the paths won within the horizon, in draw order
+                lane[nw] = k
+                nw += 1 if won_at[k] < horizon else 0
+            _won_values(nw, lane, d0, g, amount[i], won_amounts, ratio_mean, ratio_sd, keys, u, z, values)
+            won, revenue = sums[0, i], sums[1, i]
+            for w in range(nw):
+                k = lane[w]
+                day = int(won_at[k])
+                p = period_of_day[day]
+                block_revenue[k, p] += values[w]
+                block_wins[k, p] += 1.0
+                won += 1.0
+                revenue += values[w]
+                close_days[i, day] += 1
+            sums[0, i], sums[1, i] = won, revenue
     return capped.sum()
 
 
-@numba.njit(inline="always")
-def _first_stays(na, lane, d0, s, g, t_age, family, weights, dest, keys, pi_f, loc_f, shape_f, time_scale,
-                 start_low, start_width, clock, u, z, G, D):
-    """The rest of the current stay of the paths ``lane[:na]`` (deal in stage s, aged t_age):
-    T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second uniform of counter
-    0; ``clock`` (per path) is when the stay ends, days after as-of (a new deal's start in its
-    window first, from the uniform of counter STREAM_START)."""
-    S = weights.shape[0] - 3
-    sg = s * G + g                                  # flat (stage, segment) index of the draw-last arrays
-    for a in range(na):
-        k = lane[a]
-        j = dest[k]
-        _, u_time = _uniforms(keys[k], 0)
-        u[a] = u_time
-        if family == LOGNORMAL:
-            u[a] = u_time * (weights[j, k] / pi_f[(sg * (S + 3) + j) * D + d0 + k])
-    if family == LOGNORMAL:
-        _normal_quantiles(na, u, z)
-    for a in range(na):
-        k = lane[a]
-        j = dest[k]
-        lam = loc_f[(sg * (S + 2) + j) * D + d0 + k]
-        shape = shape_f[(s * (S + 2) + j) * D + d0 + k]
-        if family == LOGNORMAL:
-            t = np.exp(lam - shape * z[a])
-        else:
-            t = lam * (-np.log(u[a]) + (t_age / lam) ** shape) ** (1.0 / shape)
-        start = 0.0
-        if start_width > 0.0:                       # a new deal: created in its window
-            u_start, _ = _uniforms(keys[k], STREAM_START)
-            start = start_low + u_start * start_width
-        clock[k] = start + max(t - t_age, 0.0) * time_scale[s, g]
-
-
-@numba.njit(cache=True)
-def _sum_blocks(per_block, out):
-    """out[k, p] = sum over blocks, in block order."""
-    for b in range(per_block.shape[0]):
-        for k in range(per_block.shape[1]):
-            for p in range(per_block.shape[2]):
-                out[k, p] += per_block[b, k, p]
+@numba.njit(parallel=True, cache=True)
+def _sum_blocks(block_totals, n, revenue, wins):
+    """revenue[k, p], wins[k, p] += the blocks' totals for draw k < n, summed in block order."""
+    for k in numba.prange(n):
+        for b in range(block_totals.shape[0]):
+            for p in range(block_totals.shape[3]):
+                revenue[k, p] += block_totals[b, 0, k, p]
+                wins[k, p] += block_totals[b, 1, k, p]
