@@ -139,3 +139,21 @@ def test_bad_shapes_and_indices_are_refused():
         pipeline_of([-1.0])
     with pytest.raises(ValueError, match="horizon"):
         simulate(chain(draws=5), pipeline_of([1.0]), 0)
+
+
+def test_own_exp_matches_numpy_and_clips_instead_of_overflowing():
+    """The simulator's exp (written so that its loops vectorise) against numpy's."""
+    from funnelsim.simulate import _exp
+
+    @numba.njit(error_model="numpy")
+    def exp_all(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = _exp(x[i])
+        return out
+
+    x = np.concatenate([np.linspace(-700, 700, 200_001), np.random.default_rng(0).normal(0, 5, 100_000), [0.0]])
+    assert np.max(np.abs(exp_all(x) / np.exp(x) - 1)) < 1e-15
+    edges = exp_all(np.array([-1e4, -708.0, 709.0, 1e4]))
+    assert edges[0] == edges[1] and edges[3] == edges[2] and np.all(np.isfinite(edges))
+    np.testing.assert_allclose(edges[1:3], np.exp([-708.0, 709.0]), rtol=1e-15)
