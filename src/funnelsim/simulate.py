@@ -525,10 +525,12 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
     stay here starts fresh: destination by pi (:func:`_pick_all` with counter ``step``, the
     move's number), time by the sojourn distribution (the second uniform of that counter).
     Sets ``won_at[lane]`` (days) for the paths won within the horizon. The parameters are
-    the (D, S, G, ...) arrays, flat; ``any_possible`` (S+2,) the destinations some stage takes. The paths are compacted in place after each step; the
-    rest is work space. Returns the number of paths stopped at MAX_STEPS moves."""
+    the draw-last arrays (``pi_t`` (S, G, S+3, D) and so on), flat; ``any_possible`` (S+2,)
+    marks the destinations some stage can take. The paths are compacted in place after each
+    step; the rest is work space. Returns the number of paths stopped at MAX_STEPS moves."""
     S = weights.shape[0] - 3
     G = scale_f.size // S
+    D = pi_f.size // (S * G * (S + 3))
     nd = S + 3
     step = 1
     while m > 0:
@@ -537,22 +539,20 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
         for j in range(nd):                        # destination weights of each path's stage
             w_row = weights[j]
             for a in range(m):
-                w_row[a] = pi_f[(((d0 + lane[a]) * S + stages[a]) * G + g) * nd + j]
+                w_row[a] = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
         _pick_all(m, stages, S, weights, keys, step, dest, scratch, chosen, any_possible)
         for a in range(m):
             _, u[a] = _uniforms(keys[a], step)
         if family == LOGNORMAL:
             _normal_quantiles(m, u, z)
             for a in range(m):
-                s, j = stages[a], min(dest[a], S + 1)     # a stalled path's time is unused
-                sd = (d0 + lane[a]) * S + s
-                t = _exp(loc_f[(sd * G + g) * (S + 2) + j] - shape_f[sd * (S + 2) + j] * z[a])
+                s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]     # a stalled path's time is unused
+                t = _exp(loc_f[((s * G + g) * (S + 2) + j) * D + d] - shape_f[(s * (S + 2) + j) * D + d] * z[a])
                 now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
         else:
             for a in range(m):
-                s, j = stages[a], min(dest[a], S + 1)
-                sd = (d0 + lane[a]) * S + s
-                t = loc_f[(sd * G + g) * (S + 2) + j] * (-np.log(u[a])) ** (1.0 / shape_f[sd * (S + 2) + j])
+                s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]
+                t = loc_f[((s * G + g) * (S + 2) + j) * D + d] * (-np.log(u[a])) ** (1.0 / shape_f[(s * (S + 2) + j) * D + d])
                 now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
         moving = 0
         for a in range(m):
@@ -614,7 +614,8 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
     for s in range(S):
         for j in range(S + 2):
             any_possible[j] |= possible[s, j]
-    pi_f, loc_f, shape_f = pi.reshape(pi.size), loc.reshape(loc.size), shape.reshape(shape.size)
+    # draw-last and flat: a deal's paths are in draw order, so neighbouring paths read neighbouring values
+    pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
     scale_f = time_scale.reshape(time_scale.size)
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
