@@ -157,3 +157,22 @@ def test_own_exp_matches_numpy_and_clips_instead_of_overflowing():
     edges = exp_all(np.array([-1e4, -708.0, 709.0, 1e4]))
     assert edges[0] == edges[1] and edges[3] == edges[2] and np.all(np.isfinite(edges))
     np.testing.assert_allclose(edges[1:3], np.exp([-708.0, 709.0]), rtol=1e-15)
+
+
+def test_normal_quantile_matches_scipy_in_the_centre_and_both_tails():
+    """Acklam's approximation, branch-free (so loops over it vectorise): relative error 1.15e-9."""
+    from scipy import special
+
+    from funnelsim.simulate import _ndtri
+
+    @numba.njit(error_model="numpy")
+    def quantiles(p):
+        out = np.empty_like(p)
+        for i in range(p.size):
+            out[i] = _ndtri(p[i])
+        return out
+
+    p = np.concatenate([np.geomspace(1e-300, 0.5, 50_000), 1 - np.geomspace(1e-16, 0.5, 50_000),
+                        np.random.default_rng(1).random(50_000)])
+    exact = special.ndtri(p)
+    assert np.max(np.abs(quantiles(p) - exact) / np.maximum(np.abs(exact), 1e-9)) < 1.2e-9
