@@ -397,12 +397,12 @@ def _is_forward(j, s, S):
 
 @numba.njit(inline="always")
 def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
-                 weights, total, ever, keys, stages, dest, scratch, chosen):
+                 weights, total, ever, keys, stages, dest, u_time, scratch, chosen):
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
     ``weights`` (S+3, n): pi_j * S_j(age), stall last; then ``total``, P(win ever) into
-    ``ever``, the path keys and the destination (see :func:`_pick_all`); ``stages``,
-    ``scratch`` and ``chosen`` are work space.
+    ``ever``, the path keys, the destination and the uniform for the stay's time (see
+    :func:`_pick_all`); ``stages``, ``scratch`` and ``chosen`` are work space.
     Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
     is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
     S = pi_t.shape[0]
@@ -437,14 +437,15 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
     for k in range(n):
         e = ever[k] + weights[S, k]
         ever[k] = e / total[k] if total[k] > 0.0 else 0.0
-    _pick_all(n, stages, S, weights, keys, 0, dest, scratch, chosen, possible[s])
+    _pick_all(n, stages, S, weights, keys, 0, dest, u_time, scratch, chosen, possible[s])
 
 
 @numba.njit(inline="always")
-def _pick_all(n, stages, S, weights, keys, step, dest, sums, chosen, rows):
+def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, rows):
     """Pick the destination of n paths: path a is in stage ``stages[a]`` with unnormalised
     destination weights ``weights[:, a]`` (stages, won, lost, stall); ``dest[a]`` gets the
     index. Loops over paths innermost, with selects instead of branches, so they vectorise;
+    ``u_time[a]`` gets the second uniform of the counter, for the time of the stay that follows.
     ``sums`` (4, n) and ``chosen`` (n,) are work space. Only the destinations j with ``rows[j]``
     are looked at: the others must have weight 0 for every path.
 
@@ -474,7 +475,7 @@ def _pick_all(n, stages, S, weights, keys, step, dest, sums, chosen, rows):
             forward[a] += w if is_forward else 0.0
             other[a] += 0.0 if is_forward else w
     for a in range(n):
-        u_group, _ = _uniforms(keys[a], step)
+        u_group, u_time[a] = _uniforms(keys[a], step)
         u_within, _ = _uniforms(keys[a], STREAM_WITHIN + step)
         f, o = forward[a], other[a]
         x = u_group * (f + o + stall[a])
@@ -503,7 +504,7 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
                  start_low, start_width, now, u, z, ratio, lam, sig):
     """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
     unused): T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second
-    uniform of counter 0 and j = ``dest[k]``; ``now[k]`` is when the stay ends, days after
+    uniform of counter 0 (``u[k]`` on entry, from :func:`_pick_all`) and j = ``dest[k]``; ``now[k]`` is when the stay ends, days after
     as-of (a new deal's start in its window first, from the uniform of counter STREAM_START).
     ``time_scale`` is the stage's. The chosen destination's S_j(t_age) (weight / pi) and
     sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``: work
@@ -524,8 +525,6 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
             ratio[k] = r if chosen else old_ratio
             lam[k] = loc_row[k] if chosen else old_lam
             sig[k] = shape_row[k] if chosen else old_sig
-    for k in range(n):
-        _, u[k] = _uniforms(keys[k], 0)
     if family == LOGNORMAL:
         for k in range(n):
             u[k] *= ratio[k]
@@ -566,9 +565,7 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
             w_row = weights[j]
             for a in range(m):
                 w_row[a] = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
-        _pick_all(m, stages, S, weights, keys, step, dest, scratch, chosen, any_possible)
-        for a in range(m):
-            _, u[a] = _uniforms(keys[a], step)
+        _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
         if family == LOGNORMAL:
             _normal_quantiles(m, u, z)
             for a in range(m):
@@ -667,7 +664,8 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
             g, s = segment[i], stage0[i]
             t_age = age[i] + offset
             _first_moves(n, d0, s, g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
-                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, stages, dest, scratch, chosen)
+                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, stages, dest, u, scratch,
+                         chosen)
             p_ever = sums[2, i]
             for k in range(n):
                 p_ever += ever[k]
