@@ -397,29 +397,30 @@ def _is_forward(j, s, S):
 
 @numba.njit(inline="always")
 def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
-                 weights, total, ever, keys, stages, dest, u_time, scratch, chosen):
+                 weights, ever, keys, stages, dest, u_time, scratch, chosen):
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
-    ``weights`` (S+3, n): pi_j * S_j(age), stall last; then ``total``, P(win ever) into
-    ``ever``, the path keys, the destination and the uniform for the stay's time (see
+    ``weights`` (S+3, n): pi_j * S_j(age), stall last (rows of destinations stage s never
+    takes are left unset); then P(win ever) into ``ever``, the path keys, the destination and the uniform for the stay's time (see
     :func:`_pick_all`); ``stages``, ``scratch`` and ``chosen`` are work space.
     Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
     is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
     S = pi_t.shape[0]
+    forward, other = scratch[0], scratch[1]          # the groups' weights, for the pick
     for k in range(n):
         keys[k] = _mix(draw_keys[k] + key_deal)
-        total[k] = pi_t[s, g, S + 2, d0 + k]
-        weights[S + 2, k] = total[k]
+        weights[S + 2, k] = pi_t[s, g, S + 2, d0 + k]
+        forward[k] = 0.0
+        other[k] = 0.0
         ever[k] = 0.0
         stages[k] = s
     for j in range(S + 2):
+        if not possible[s, j]:                # never taken from stage s: weight 0, row left unset
+            continue
         # 1-d rows: indexing them is far cheaper in these loops than indexing the 4-d arrays
         w_row, pi_row = weights[j], pi_t[s, g, j, d0:d0 + n]
         loc_row, shape_row = loc_t[s, g, j, d0:d0 + n], first_shape_t[s, j, d0:d0 + n]
-        if not possible[s, j]:                # never taken from stage s: weight 0 in every draw
-            for k in range(n):
-                w_row[k] = 0.0
-        elif family == LOGNORMAL:
+        if family == LOGNORMAL:
             for k in range(n):
                 w_row[k] = pi_row[k] * _normal_sf((log_t - loc_row[k]) * shape_row[k])
         else:
@@ -428,26 +429,30 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
                 if w > 0.0:
                     w *= np.exp(-(t_age / loc_row[k]) ** shape_row[k])
                 w_row[k] = w
+        group = forward if _is_forward(j, s, S) else other
         for k in range(n):
-            total[k] += w_row[k]
+            group[k] += w_row[k]
         if j < S:
             win_row = h_win_t[j, g, d0:d0 + n]
             for k in range(n):
                 ever[k] += w_row[k] * win_row[k]
+    won_possible = possible[s, S]
     for k in range(n):
-        e = ever[k] + weights[S, k]
-        ever[k] = e / total[k] if total[k] > 0.0 else 0.0
-    _pick_all(n, stages, S, weights, keys, 0, dest, u_time, scratch, chosen, possible[s])
+        total = forward[k] + other[k] + weights[S + 2, k]
+        e = ever[k] + (weights[S, k] if won_possible else 0.0)
+        ever[k] = e / total if total > 0.0 else 0.0
+    _pick_all(n, stages, S, weights, keys, 0, dest, u_time, scratch, chosen, possible[s], True)
 
 
 @numba.njit(inline="always")
-def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, rows):
+def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, rows, summed):
     """Pick the destination of n paths: path a is in stage ``stages[a]`` with unnormalised
     destination weights ``weights[:, a]`` (stages, won, lost, stall); ``dest[a]`` gets the
     index. Loops over paths innermost, with selects instead of branches, so they vectorise;
     ``u_time[a]`` gets the second uniform of the counter, for the time of the stay that follows.
     ``sums`` (4, n) and ``chosen`` (n,) are work space. Only the destinations j with ``rows[j]``
-    are looked at: the others must have weight 0 for every path.
+    are looked at: the others must have weight 0 for every path. With ``summed``, sums[0] and
+    sums[1] already hold each path's forward and other weight.
 
     Two steps, so that what-if scenarios pair well: the first uniform of counter ``step`` of
     ``keys[a]`` picks the group (forward: later stages and won; other: earlier stages and
@@ -463,10 +468,10 @@ def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, row
     forward, other, budget, acc = sums[0], sums[1], sums[2], sums[3]
     stall = weights[S + 2]
     for a in range(n):
-        forward[a] = 0.0
-        other[a] = 0.0
+        forward[a] = forward[a] if summed else 0.0
+        other[a] = other[a] if summed else 0.0
     for j in range(S + 2):
-        if not rows[j]:
+        if summed or not rows[j]:
             continue
         w_row = weights[j]
         for a in range(n):
@@ -565,7 +570,7 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
             w_row = weights[j]
             for a in range(m):
                 w_row[a] = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
-        _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
+        _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible, False)
         if family == LOGNORMAL:
             _normal_quantiles(m, u, z)
             for a in range(m):
@@ -649,8 +654,8 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
         block_revenue, block_wins = block_totals[b, 0], block_totals[b, 1]
         weights = np.empty((S + 3, n))
         scratch = np.empty((4, n))
-        per_draw = np.empty((8, n))                  # total, ever, now, u, z, S_j(age), loc, shape
-        total, ever, now, u, z = per_draw[0], per_draw[1], per_draw[2], per_draw[3], per_draw[4]
+        per_draw = np.empty((7, n))                  # ever, now, u, z, S_j(age), loc, shape
+        ever, now, u, z = per_draw[0], per_draw[1], per_draw[2], per_draw[3]
         keys = np.empty(n, np.uint64)
         path_keys = np.empty(n, np.uint64)
         dest = np.empty(n, np.int64)
@@ -664,15 +669,15 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
             g, s = segment[i], stage0[i]
             t_age = age[i] + offset
             _first_moves(n, d0, s, g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
-                         pi_t, loc_t, first_shape_t, h_win_t, weights, total, ever, keys, stages, dest, u, scratch,
+                         pi_t, loc_t, first_shape_t, h_win_t, weights, ever, keys, stages, dest, u, scratch,
                          chosen)
             p_ever = sums[2, i]
             for k in range(n):
                 p_ever += ever[k]
             sums[2, i] = p_ever
             _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t,
-                         time_scale[s, g], start_low[i], start_width[i], now, u, z, per_draw[5], per_draw[6],
-                         per_draw[7])
+                         time_scale[s, g], start_low[i], start_width[i], now, u, z, per_draw[4], per_draw[5],
+                         per_draw[6])
             # won at the end of this stay, or moving on (lost, stalled, past the horizon: done)
             m = 0
             is_slot = slot[i] >= 0
