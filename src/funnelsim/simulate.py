@@ -48,8 +48,10 @@ WON_VALUE = 1_000_003     # counter of the uniforms that value a won deal
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
 CHUNK_DRAWS = 512         # draws per chunk at most: a deal's parameters for them stay in cache
 BLOCK_DEALS = 64          # deals per block of work, at least (the split does not depend on threads)
-MAX_BLOCKS = 64           # blocks at most: memory per chunk, and so the draws per chunk, do not
-                          # depend on the number of deals (long loops over draws vectorise)
+MAX_BLOCKS = 32           # blocks at most: memory per chunk, and so the draws per chunk, do not
+                          # depend on the number of deals (long loops over draws vectorise); each
+                          # block has its own revenue per (draw, period), so fewer blocks, less
+                          # to zero and add up (32 keeps up to 32 cores busy)
 LOGNORMAL, WEIBULL = 0, 1
 
 
