@@ -190,8 +190,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     chunk = chunk_draws or max(1, min(D, CHUNK_DRAWS, CHUNK_CELLS // max(blocks * n_periods, 1)))
 
     family = LOGNORMAL if params.family == "lognormal" else WEIBULL
-    pi, loc, shape = _contiguous(params.pi), _contiguous(params.loc), _contiguous(params.shape)
-    # draw-last copies for the first move, which runs over draws in vector loops
+    # draw-last copies: every loop of the kernel runs over draws
     pi_t = _contiguous(params.pi.transpose(1, 2, 3, 0))            # (S, G, S+3, D)
     possible = (params.pi[..., :S + 2] > 0).any(axis=(0, 2))         # (S, S+2)
     loc_t = _contiguous(params.loc.transpose(1, 2, 3, 0))          # (S, G, S+2, D)
@@ -212,7 +211,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     for d0 in range(0, D, chunk):
         n = min(chunk, D - d0)
         capped += _simulate_chunk(
-            d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
+            d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
             ratio_mean, ratio_sd,
             won_amounts,
             pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
@@ -624,7 +623,7 @@ def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, 
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
+def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
                     ratio_mean, ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon,
                     period_of_day, seed, offset, start_low, start_width, slot, cell, counts,
                     block_deals, sums, close_days, block_totals):
@@ -638,7 +637,7 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
     capped paths. The numpy error model (a division by zero gives inf, no exception check)
     is what lets the loops with a division vectorise."""
     N = stage0.size
-    D, S, G = pi.shape[:3]
+    S, G = pi_t.shape[:2]
     blocks = block_totals.shape[0]
     any_possible = np.zeros(S + 2, np.bool_)                 # destinations some stage can take
     for s in range(S):
@@ -656,7 +655,7 @@ def _simulate_chunk(d0, n, pi, time_scale, family, possible, loc, shape, pi_t, l
         block_revenue, block_wins = block_totals[b, 0], block_totals[b, 1]
         weights = np.empty((S + 3, n))
         scratch = np.empty((4, n))
-        per_draw = np.empty((7, n))                  # ever, now, u, z, S_j(age), loc, shape
+        per_draw = np.empty((7, n))      # ever, now, u, z; the first stay's weight / pi, loc, shape
         ever, now, u, z = per_draw[0], per_draw[1], per_draw[2], per_draw[3]
         keys = np.empty(n, np.uint64)
         path_keys = np.empty(n, np.uint64)
