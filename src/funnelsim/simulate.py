@@ -348,16 +348,27 @@ def _uniforms(key, step):
 @numba.njit(inline="always")
 def _ndtri(p):
     """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9),
-    without branches: both the central and the tail formula are computed and one selected, so
-    loops over it vectorise. p is taken as at least 1e-300 in the tails (z > -37.05)."""
+    without branches: both the central and the tail formula are computed and one selected.
+    :func:`_normal_quantiles` is the fast way over many values."""
+    return _ndtri_central(p) if _is_central(p) else _ndtri_tail(p)
+
+
+@numba.njit(inline="always")
+def _is_central(p):
+    return (p >= 0.02425) & (p <= 1.0 - 0.02425)
+
+
+@numba.njit(inline="always")
+def _ndtri_tail(p):
+    """The tail branches of :func:`_ndtri` (p < 0.02425 or p > 0.97575), branch-free; p is
+    taken as at least 1e-300 (z > -37.05)."""
     low = p < 0.5
     q = np.sqrt(-2.0 * _log(max(p if low else 1.0 - p, 1e-300)))
     tail = (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
               - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
         ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
           + 3.754408661907416e+00) * q + 1.0)
-    central = _ndtri_central(p)
-    return central if (p >= 0.02425) & (p <= 1.0 - 0.02425) else (tail if low else -tail)
+    return tail if low else -tail
 
 
 @numba.njit(inline="always")
@@ -372,10 +383,19 @@ def _ndtri_central(p):
 
 
 @numba.njit(inline="always")
-def _normal_quantiles(na, prob, z):
-    """z[a] = :func:`_ndtri` (prob[a]) for a < na, in one loop that vectorises."""
+def _normal_quantiles(na, prob, z, tails):
+    """z[a] = :func:`_ndtri` (prob[a]) for a < na: the central formula for all in a loop that
+    vectorises, then the tail formula (log, square root: five times the cost) only for the
+    values in the tails, listed in ``tails`` (work space, int)."""
     for a in range(na):
-        z[a] = _ndtri(prob[a])
+        z[a] = _ndtri_central(prob[a])
+    nt = 0
+    for a in range(na):
+        tails[nt] = a
+        nt += 0 if _is_central(prob[a]) else 1
+    for t in range(nt):
+        a = tails[t]
+        z[a] = _ndtri_tail(prob[a])
 
 
 @numba.njit(inline="always")
@@ -507,14 +527,14 @@ def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, row
 
 @numba.njit(inline="always")
 def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t, time_scale,
-                 start_low, start_width, now, u, z, ratio, lam, sig):
+                 start_low, start_width, now, u, z, ratio, lam, sig, tails):
     """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
     unused): T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second
     uniform of counter 0 (``u[k]`` on entry, from :func:`_pick_all`) and j = ``dest[k]``; ``now[k]`` is when the stay ends, days after
     as-of (a new deal's start in its window first, from the uniform of counter STREAM_START).
     ``time_scale`` is the stage's. The chosen destination's S_j(t_age) (weight / pi) and
-    sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``: work
-    space), so every loop runs over draws in order and vectorises."""
+    sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``,
+    ``tails``: work space), so every loop runs over draws in order and vectorises."""
     S = weights.shape[0] - 3
     for k in range(n):
         ratio[k] = 1.0
@@ -534,7 +554,7 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
     if family == LOGNORMAL:
         for k in range(n):
             u[k] *= ratio[k]
-        _normal_quantiles(n, u, z)
+        _normal_quantiles(n, u, z, tails)
         for k in range(n):
             now[k] = max(_exp(lam[k] - sig[k] * z[k]) - t_age, 0.0) * time_scale
     else:
@@ -573,7 +593,7 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
                 w_row[a] = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
         _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible, False)
         if family == LOGNORMAL:
-            _normal_quantiles(m, u, z)
+            _normal_quantiles(m, u, z, chosen)
             for a in range(m):
                 s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]     # a stalled path's time is unused
                 t = _exp(loc_f[((s * G + g) * (S + 2) + j) * D + d] - shape_f[(s * (S + 2) + j) * D + d] * z[a])
@@ -599,12 +619,12 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
 
 
 @numba.njit(inline="always")
-def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, keys, u, z, values):
+def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, keys, u, z, values, tails):
     """values[w] (currency) for the paths won_lane[:nw] (draws d0 + lane) that win the deal:
     its last open ``amount`` times exp(m_g + s_g * z), the won/last-open ratio, with z from the
     first uniform of counter WON_VALUE; or, for a deal with no amount (NaN), one of its
     segment's won amounts, interpolated between quantiles at the second uniform (0 when the
-    segment has none). ``u`` and ``z`` are work space."""
+    segment has none). ``u``, ``z`` and ``tails`` are work space."""
     if amount != amount:
         q = won_amounts[g]
         top = q.size - 1
@@ -616,7 +636,7 @@ def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, 
         return
     for w in range(nw):
         u[w], _ = _uniforms(keys[won_lane[w]], WON_VALUE)
-    _normal_quantiles(nw, u, z)
+    _normal_quantiles(nw, u, z, tails)
     for w in range(nw):
         d = d0 + won_lane[w]
         values[w] = amount * _exp(ratio_mean[d, g] + ratio_sd[d, g] * z[w])
@@ -678,7 +698,7 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
             sums[2, i] = p_ever
             _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t,
                          time_scale[s, g], start_low[i], start_width[i], now, u, z, per_draw[4], per_draw[5],
-                         per_draw[6])
+                         per_draw[6], chosen)
             # won at the end of this stay, or moving on (lost, stalled, past the horizon: done)
             m = 0
             is_slot = slot[i] >= 0
@@ -698,7 +718,7 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
             for k in range(n):                         # the paths won within the horizon, in draw order
                 lane[nw] = k
                 nw += 1 if won_at[k] < horizon else 0
-            _won_values(nw, lane, d0, g, amount[i], won_amounts, ratio_mean, ratio_sd, keys, u, z, values)
+            _won_values(nw, lane, d0, g, amount[i], won_amounts, ratio_mean, ratio_sd, keys, u, z, values, chosen)
             won, revenue = sums[0, i], sums[1, i]
             for w in range(nw):
                 k = lane[w]
