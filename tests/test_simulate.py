@@ -176,3 +176,63 @@ def test_normal_quantile_matches_scipy_in_the_centre_and_both_tails():
                         np.random.default_rng(1).random(50_000)])
     exact = special.ndtri(p)
     assert np.max(np.abs(quantiles(p) - exact) / np.maximum(np.abs(exact), 1e-9)) < 1.2e-9
+
+
+def reference_win_times(params, paths, rng):
+    """Win times (days after as-of) of ``paths`` deals aged 0 days in stage 0, by a plain numpy
+    walk of the same model (draw 0 of ``params``, segment 0), independent of the kernel."""
+    pi, loc, shape = params.pi[0, :, 0], params.loc[0, :, 0], params.shape[0]
+    S = pi.shape[0]
+    if params.family == "lognormal":
+        dist = lambda s, j: stats.lognorm(shape[s, j], scale=np.exp(loc[s, j]))  # noqa: E731
+    else:
+        dist = lambda s, j: stats.weibull_min(shape[s, j], scale=loc[s, j])  # noqa: E731
+    t_age = 0.5
+    survive = np.array([dist(0, j).sf(t_age) if pi[0, j] > 0 else 0.0 for j in range(S + 2)])
+    weights = np.append(pi[0, :S + 2] * survive, pi[0, S + 2])
+    dest = rng.choice(S + 3, size=paths, p=weights / weights.sum())
+    clock = np.zeros(paths)
+    for j in range(S + 2):                       # the first stay, given it has lasted t_age
+        at = dest == j
+        if at.any():
+            t = dist(0, j).isf(rng.random(at.sum()) * survive[j])
+            clock[at] = np.maximum(t - t_age, 0.0)
+    won = np.full(paths, np.inf)
+    stage = np.zeros(paths, int)
+    for _ in range(200):
+        won[dest == S] = clock[dest == S]
+        moving = dest < S
+        if not moving.any():
+            break
+        stage[moving] = dest[moving]
+        new_dest = dest.copy()
+        for s in range(S):
+            at = moving & (stage == s)
+            new_dest[at] = rng.choice(S + 3, size=at.sum(), p=pi[s])
+            for j in range(S + 2):
+                go = at & (new_dest == j)
+                if go.any():
+                    clock[go] += np.maximum(dist(s, j).rvs(size=go.sum(), random_state=rng) - 0.5, 0.0)
+        dest = np.where(moving, new_dest, S + 2)
+    return won
+
+
+@pytest.mark.parametrize("family", ["lognormal", "weibull"])
+def test_time_to_win_through_several_stages_matches_a_plain_walk(family):
+    """The distribution of win times of deals that go through several stays (skips and moves
+    back) matches an independent numpy walk of the same model, for both sojourn families."""
+    params = chain(back=True)
+    if family == "weibull":
+        params = dataclasses.replace(params, family="weibull", loc=np.exp(params.loc) * 1.2,
+                                     shape=np.full_like(params.shape, 1.5))
+    deals = 20
+    pipe = Pipeline(stage=np.zeros(deals, int), segment=np.zeros(deals, int), age_days=np.zeros(deals),
+                    amount=np.ones(deals))
+    horizon = 150
+    sim = simulate(params, pipe, horizon, seed=11)
+    simulated = np.cumsum(sim.close_days.sum(axis=0)) / (deals * D)
+    reference = reference_win_times(params, 200_000, np.random.default_rng(3))
+    days = np.array([5, 10, 20, 40, 80, 149])
+    expected = np.array([(reference < d + 1).mean() for d in days])
+    se = np.sqrt(expected * (1 - expected) / (deals * D) + expected * (1 - expected) / 200_000)
+    assert np.all(np.abs(simulated[days] - expected) <= 4 * se + 1e-4), (simulated[days], expected)

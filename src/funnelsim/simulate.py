@@ -422,8 +422,9 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
     ``weights`` (S+3, n): pi_j * S_j(age), stall last (rows of destinations stage s never
-    takes are left unset); then P(win ever) into ``ever``, the path keys, the destination and the uniform for the stay's time (see
-    :func:`_pick_all`); ``stages``, ``scratch`` and ``chosen`` are work space.
+    takes are left unset); then P(win ever) into ``ever``, the path keys, the destination
+    and the uniform for the stay's time (see :func:`_pick_all`); ``stages``, ``scratch`` and
+    ``chosen`` are work space.
     Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
     is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
     S = pi_t.shape[0]
@@ -530,8 +531,9 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
                  start_low, start_width, now, u, z, ratio, lam, sig, tails):
     """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
     unused): T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second
-    uniform of counter 0 (``u[k]`` on entry, from :func:`_pick_all`) and j = ``dest[k]``; ``now[k]`` is when the stay ends, days after
-    as-of (a new deal's start in its window first, from the uniform of counter STREAM_START).
+    uniform of counter 0 (``u[k]`` on entry, from :func:`_pick_all`) and j = ``dest[k]``;
+    ``now[k]`` is when the stay ends, days after as-of (a new deal's start in its window
+    first, from the uniform of counter STREAM_START).
     ``time_scale`` is the stage's. The chosen destination's S_j(t_age) (weight / pi) and
     sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``,
     ``tails``: work space), so every loop runs over draws in order and vectorises."""
@@ -601,7 +603,8 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
         else:
             for a in range(m):
                 s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]
-                t = loc_f[((s * G + g) * (S + 2) + j) * D + d] * (-np.log(u[a])) ** (1.0 / shape_f[(s * (S + 2) + j) * D + d])
+                lam, shape = loc_f[((s * G + g) * (S + 2) + j) * D + d], shape_f[(s * (S + 2) + j) * D + d]
+                t = lam * (-np.log(u[a])) ** (1.0 / shape)
                 now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
         moving = 0
         for a in range(m):
