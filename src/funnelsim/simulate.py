@@ -463,18 +463,19 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
         total = forward[k] + other[k] + weights[S + 2, k]
         e = ever[k] + (weights[S, k] if won_possible else 0.0)
         ever[k] = e / total if total > 0.0 else 0.0
-    _pick_all(n, stages, S, weights, keys, 0, dest, u_time, scratch, chosen, possible[s], True)
+    _pick_all(n, stages, S, weights, keys, 0, dest, u_time, scratch, chosen, possible[s])
 
 
 @numba.njit(inline="always")
-def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, rows, summed):
+def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, rows):
     """Pick the destination of n paths: path a is in stage ``stages[a]`` with unnormalised
     destination weights ``weights[:, a]`` (stages, won, lost, stall); ``dest[a]`` gets the
     index. Loops over paths innermost, with selects instead of branches, so they vectorise;
     ``u_time[a]`` gets the second uniform of the counter, for the time of the stay that follows.
-    ``sums`` (4, n) and ``chosen`` (n,) are work space. Only the destinations j with ``rows[j]``
-    are looked at: the others must have weight 0 for every path. With ``summed``, sums[0] and
-    sums[1] already hold each path's forward and other weight.
+    ``sums`` (4, n) holds each path's forward and other weight in its first two rows (the
+    callers add them up as they fill ``weights``); the rest of it and ``chosen`` (n,) are work
+    space. Only the destinations j with ``rows[j]`` are looked at: the others must have weight
+    0 for every path.
 
     Two steps, so that what-if scenarios pair well: the first uniform of counter ``step`` of
     ``keys[a]`` picks the group (forward: later stages and won; other: earlier stages and
@@ -489,18 +490,6 @@ def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, row
     last destination)."""
     forward, other, budget, acc = sums[0], sums[1], sums[2], sums[3]
     stall = weights[S + 2]
-    for a in range(n):
-        forward[a] = forward[a] if summed else 0.0
-        other[a] = other[a] if summed else 0.0
-    for j in range(S + 2):
-        if summed or not rows[j]:
-            continue
-        w_row = weights[j]
-        for a in range(n):
-            w = w_row[a]
-            is_forward = _is_forward(j, stages[a], S)
-            forward[a] += w if is_forward else 0.0
-            other[a] += 0.0 if is_forward else w
     for a in range(n):
         u_group, u_time[a] = _uniforms(keys[a], step)
         u_within, _ = _uniforms(keys[a], STREAM_WITHIN + step)
@@ -589,11 +578,19 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
     while m > 0:
         if step >= MAX_STEPS:
             return m
+        forward, other = scratch[0], scratch[1]
+        for a in range(m):
+            forward[a] = 0.0
+            other[a] = 0.0
         for j in range(nd):                        # destination weights of each path's stage
             w_row = weights[j]
             for a in range(m):
-                w_row[a] = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
-        _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible, False)
+                w = pi_f[((stages[a] * G + g) * nd + j) * D + d0 + lane[a]]
+                w_row[a] = w
+                is_forward = _is_forward(j, stages[a], S)       # (stall, j = S + 2, is neither)
+                forward[a] += w if is_forward else 0.0
+                other[a] += 0.0 if is_forward or j == S + 2 else w
+        _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
         if family == LOGNORMAL:
             _normal_quantiles(m, u, z, chosen)
             for a in range(m):
