@@ -141,17 +141,22 @@ def test_bad_shapes_and_indices_are_refused():
         simulate(chain(draws=5), pipeline_of([1.0]), 0)
 
 
+def elementwise(kernel):
+    """A numba loop applying one of the simulator's scalar kernels to every element of an array."""
+    @numba.njit(error_model="numpy")
+    def apply(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = kernel(x[i])
+        return out
+    return apply
+
+
 def test_own_exp_matches_numpy_and_clips_instead_of_overflowing():
     """The simulator's exp (written so that its loops vectorise) against numpy's."""
     from funnelsim.simulate import _exp
 
-    @numba.njit(error_model="numpy")
-    def exp_all(x):
-        out = np.empty_like(x)
-        for i in range(x.size):
-            out[i] = _exp(x[i])
-        return out
-
+    exp_all = elementwise(_exp)
     x = np.concatenate([np.linspace(-700, 700, 200_001), np.random.default_rng(0).normal(0, 5, 100_000), [0.0]])
     assert np.max(np.abs(exp_all(x) / np.exp(x) - 1)) < 1e-15
     edges = exp_all(np.array([-1e4, -708.0, 709.0, 1e4]))
@@ -160,17 +165,17 @@ def test_own_exp_matches_numpy_and_clips_instead_of_overflowing():
 
 
 def test_normal_quantile_matches_scipy_in_the_centre_and_both_tails():
-    """Acklam's approximation, branch-free (so loops over it vectorise): relative error 1.15e-9."""
+    """Acklam's approximation as the kernel runs it (central formula for all, tail formula for
+    the values listed in the tails): relative error 1.15e-9."""
     from scipy import special
 
-    from funnelsim.simulate import _ndtri
+    from funnelsim.simulate import _normal_quantiles
 
     @numba.njit(error_model="numpy")
     def quantiles(p):
-        out = np.empty_like(p)
-        for i in range(p.size):
-            out[i] = _ndtri(p[i])
-        return out
+        z = np.empty_like(p)
+        _normal_quantiles(p.size, p, z, np.empty(p.size, np.int64))
+        return z
 
     p = np.concatenate([np.geomspace(1e-300, 0.5, 50_000), 1 - np.geomspace(1e-16, 0.5, 50_000),
                         np.random.default_rng(1).random(50_000)])

@@ -346,21 +346,14 @@ def _uniforms(key, step):
 
 
 @numba.njit(inline="always")
-def _ndtri(p):
-    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9),
-    without branches: both the central and the tail formula are computed and one selected.
-    :func:`_normal_quantiles` is the fast way over many values."""
-    return _ndtri_central(p) if _is_central(p) else _ndtri_tail(p)
-
-
-@numba.njit(inline="always")
 def _is_central(p):
+    """Is p in the central branch of Acklam's inverse normal CDF?"""
     return (p >= 0.02425) & (p <= 1.0 - 0.02425)
 
 
 @numba.njit(inline="always")
 def _ndtri_tail(p):
-    """The tail branches of :func:`_ndtri` (p < 0.02425 or p > 0.97575), branch-free; p is
+    """The tail branches of :func:`_normal_quantiles` (p < 0.02425 or p > 0.97575), branch-free; p is
     taken as at least 1e-300 (z > -37.05)."""
     low = p < 0.5
     q = np.sqrt(-2.0 * _log(max(p if low else 1.0 - p, 1e-300)))
@@ -373,7 +366,7 @@ def _ndtri_tail(p):
 
 @numba.njit(inline="always")
 def _ndtri_central(p):
-    """The central branch of :func:`_ndtri` (0.02425 <= p <= 0.97575)."""
+    """The central branch of :func:`_normal_quantiles` (0.02425 <= p <= 0.97575)."""
     q = p - 0.5
     r = q * q
     return (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r
@@ -384,7 +377,8 @@ def _ndtri_central(p):
 
 @numba.njit(inline="always")
 def _normal_quantiles(na, prob, z, tails):
-    """z[a] = :func:`_ndtri` (prob[a]) for a < na: the central formula for all in a loop that
+    """z[a] = the standard normal quantile of prob[a] for a < na, by Acklam's rational
+    approximation (relative error < 1.2e-9): the central formula for all in a loop that
     vectorises, then the tail formula (log, square root: five times the cost) only for the
     values in the tails, listed in ``tails`` (work space, int)."""
     for a in range(na):
