@@ -14,20 +14,31 @@ __all__ = ["atomic_write", "write_json", "json_safe"]
 def atomic_write(path, write) -> Path:
     """Call ``write(tmp_path)`` then move the result onto ``path``.
 
-    Nothing is left at ``path`` if ``write`` fails, and a reader never sees a
-    half-written file.
+    Nothing is left at ``path`` if ``write`` fails (or is interrupted), and a reader never
+    sees a half-written file. The file gets the permissions any new file gets (0644 under
+    the usual 022 umask), not the 0600 of a temp file. Every file funnelsim writes goes
+    through here.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the suffix keeps the extension, for writers that choose a format by it (matplotlib)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def json_safe(value):

@@ -36,8 +36,6 @@ a random entry into stage s is drawn from, which is what pooling all deals estim
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import ndtr
+
+from ._io import atomic_write
 
 STALL = "stall"
 
@@ -362,21 +362,6 @@ def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
     }
 
 
-def _atomic_write(path: Path, writer) -> None:
-    """Call writer(tmp) on a temp file in path's directory, then rename it onto path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(path, n_deals: int, seed: int = 0, config: SynthConfig | None = None) -> dict:
     """Write events to ``path`` (Parquet if it ends in .parquet, else CSV) and the truth to
     ``<stem>.truth.json`` beside it, each atomically. Return the truth."""
@@ -384,9 +369,9 @@ def write(path, n_deals: int, seed: int = 0, config: SynthConfig | None = None) 
     events, truth = generate(n_deals, seed, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":
-        _atomic_write(path, lambda tmp: events.to_parquet(tmp, index=False))
+        atomic_write(path, lambda tmp: events.to_parquet(tmp, index=False))
     else:
-        _atomic_write(path, lambda tmp: events.to_csv(tmp, index=False))
+        atomic_write(path, lambda tmp: events.to_csv(tmp, index=False))
     truth_path = path.with_name(path.stem + ".truth.json")
-    _atomic_write(truth_path, lambda tmp: Path(tmp).write_text(json.dumps(truth, indent=2) + "\n"))
+    atomic_write(truth_path, lambda tmp: Path(tmp).write_text(json.dumps(truth, indent=2) + "\n"))
     return truth
