@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from funnelsim import synth
-from funnelsim.events import FunnelDefinition, read_events
+from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.funnel import funnel_table
-from funnelsim.model import ConvergenceWarning, FunnelModel
+from funnelsim.model import ConvergenceWarning, FunnelModel, check_fit
 from funnelsim.spells import to_spells
 
 from .olist import olist_data_dir, olist_data_path, olist_events
@@ -240,7 +240,8 @@ def test_a_tiny_fit_says_it_failed():
     assert "sample longer" in diag["advice"] and "target_accept" not in diag["advice"]
     # divergent transitions call for smaller steps, not only a longer run
     model.idata["sample_stats"]["diverging"].values[0, :3] = True
-    diag = model.diagnostics
+    assert model.diagnostics is diag     # computed once, when the fit ended
+    diag = check_fit(model.idata)
     assert "3 divergent transitions" in diag["problems"] and "target_accept above 0.9" in diag["advice"]
 
 
@@ -325,3 +326,20 @@ def test_a_history_window_follows_a_funnel_that_changed():
     row = row_of(recent.stage_table(), STAGES[0], "A")
     assert row["p_win_from_entry_low"] <= new <= row["p_win_from_entry_high"], row
     assert row_of(everything.stage_table(), STAGES[0], "A")["p_win_from_entry"] < new - 0.05
+
+
+# --------------------------------------------------------------------------- 6. configuration
+
+def test_a_partial_prior_override_keeps_the_other_defaults():
+    from funnelsim.likelihood import DEFAULT_CONFIG
+
+    cfg = config()
+    events, _ = synth.generate(300, seed=3, config=cfg)
+    model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment",
+                                    model_config={"logit_mean": {"sigma": 3.0}, "pooling": "non-centred"})
+    assert model.config["logit_mean"] == {"mu": DEFAULT_CONFIG["logit_mean"]["mu"], "sigma": 3.0}
+    assert model.config["log_days_mean"] == DEFAULT_CONFIG["log_days_mean"]
+    assert model.config["pooling"] == "non-centred"
+    model.build_model()    # the partial override used to raise KeyError here
+    with pytest.raises(FunnelDataError, match="unknown model_config key 'logit_men'.*Known keys: logit_mean"):
+        FunnelModel.from_events(events, funnel_of(cfg), model_config={"logit_men": {"sigma": 3.0}})

@@ -29,7 +29,8 @@ from . import derived
 from .events import FunnelDataError, FunnelDefinition
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
-__all__ = ["FunnelModel", "THRESHOLDS", "ConvergenceWarning", "compare_sojourn", "pointwise_loglik"]
+__all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "merge_config", "ConvergenceWarning", "compare_sojourn",
+           "pointwise_loglik"]
 
 THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
 # tuning steps per chain: nutpie adapts its step size and mass matrix quickly. With the pooling
@@ -78,10 +79,11 @@ class FunnelModel:
         self.amounts = amounts
         self.funnel = FunnelDefinition(**stats.attrs["funnel"])
         self.sojourn = sojourn
-        self.config = {**DEFAULT_CONFIG, **(model_config or {})}
+        self.config = merge_config(DEFAULT_CONFIG, model_config or {})
         self.data = model_data(stats, self.funnel)
         self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
         self.idata = None
+        self._diagnostics: dict | None = None
         self.timings: dict[str, float] = {}
 
     @classmethod
@@ -128,10 +130,10 @@ class FunnelModel:
             raise FunnelDataError(f"unknown sampler {sampler!r}", hint="Use 'nutpie', 'pymc' or 'numpyro'.")
         self.timings["seconds"] = time.perf_counter() - start
         self.timings["sample_s"] = self.timings["seconds"] - self.timings.get("compile_s", 0.0)
-        self.idata = idata
-        self.idata.attrs["funnelsim_sampler"] = sampler
-        self.idata.attrs["funnelsim_target_accept"] = float(target_accept)
-        report = self.diagnostics
+        idata.attrs["funnelsim_sampler"] = sampler
+        idata.attrs["funnelsim_target_accept"] = float(target_accept)
+        self.idata, self._diagnostics = idata, check_fit(idata)   # once, when the fit ends
+        report = self._diagnostics
         if not report["converged"]:
             warnings.warn(f"the fit failed its diagnostics: {report['problems']}; do not forecast from it "
                           f"({report['advice']})", ConvergenceWarning, stacklevel=2)
@@ -178,32 +180,11 @@ class FunnelModel:
     @property
     def diagnostics(self) -> dict:
         """Max R-hat, min bulk and tail ESS and divergences of the free parameters, against
-        :data:`THRESHOLDS`; ``converged`` says whether all hold."""
-        import arviz as az
-
-        idata = self._require_fit()
-        free = [v for v in idata.posterior.data_vars if _is_free(v, idata.posterior)]
-        post = idata.posterior.to_dataset()[free]
-        r_hat = _extreme(az.rhat(post), max)
-        ess_bulk = _extreme(az.ess(post, method="bulk"), min)
-        ess_tail = _extreme(az.ess(post, method="tail"), min)
-        divergences = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata.children else 0
-        problems = []
-        if not r_hat <= THRESHOLDS["r_hat_max"]:
-            problems.append(f"max R-hat {r_hat:.3f} > {THRESHOLDS['r_hat_max']}")
-        if not min(ess_bulk, ess_tail) >= THRESHOLDS["ess_min"]:
-            problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
-        advice = ["sample longer (more tune and draws)"] if problems else []
-        target_accept = idata.attrs.get("funnelsim_target_accept")
-        if divergences > THRESHOLDS["divergences"]:
-            problems.append(f"{divergences} divergent transitions")
-            # divergences come from steps too long for the posterior's curvature: smaller ones help
-            advice.append("take smaller steps (target_accept above "
-                          f"{target_accept or DEFAULT_TARGET_ACCEPT:g}, e.g. 0.95)")
-        return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
-                "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
-                "target_accept": target_accept, "converged": not problems, "problems": problems,
-                "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS)}
+        :data:`THRESHOLDS`; ``converged`` says whether all hold. Computed once, when the fit
+        ends (see :func:`check_fit`); a loaded model computes them on first read."""
+        if self._diagnostics is None:
+            self._diagnostics = check_fit(self._require_fit())
+        return self._diagnostics
 
     def _require_fit(self):
         if self.idata is None:
@@ -423,3 +404,50 @@ def compare_sojourn(*models: FunnelModel) -> pd.DataFrame:
         })
         trees[model.sojourn] = tree
     return az.compare(trees)
+
+
+def check_fit(idata) -> dict:
+    """The diagnostics of a posterior: max R-hat, min bulk and tail ESS of the free parameters
+    and the divergent transitions, against :data:`THRESHOLDS`, with what to do when they fail."""
+    import arviz as az
+
+    free = [v for v in idata.posterior.data_vars if _is_free(v, idata.posterior)]
+    post = idata.posterior.to_dataset()[free]
+    r_hat = _extreme(az.rhat(post), max)
+    ess_bulk = _extreme(az.ess(post, method="bulk"), min)
+    ess_tail = _extreme(az.ess(post, method="tail"), min)
+    divergences = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata.children else 0
+    problems = []
+    if not r_hat <= THRESHOLDS["r_hat_max"]:
+        problems.append(f"max R-hat {r_hat:.3f} > {THRESHOLDS['r_hat_max']}")
+    if not min(ess_bulk, ess_tail) >= THRESHOLDS["ess_min"]:
+        problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
+    advice = ["sample longer (more tune and draws)"] if problems else []
+    target_accept = idata.attrs.get("funnelsim_target_accept")
+    if divergences > THRESHOLDS["divergences"]:
+        problems.append(f"{divergences} divergent transitions")
+        # divergences come from steps too long for the posterior's curvature: smaller ones help
+        advice.append("take smaller steps (target_accept above "
+                      f"{target_accept or DEFAULT_TARGET_ACCEPT:g}, e.g. 0.95)")
+    return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
+            "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
+            "target_accept": target_accept, "converged": not problems, "problems": problems,
+            "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS)}
+
+
+def merge_config(defaults: dict, overrides: dict) -> dict:
+    """``defaults`` with ``overrides`` merged in key by key, into nested dicts too, so that
+    ``{"logit_mean": {"sigma": 3.0}}`` keeps the default ``mu``. An unknown key is an error
+    naming the known ones (a typo would otherwise be ignored silently)."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise FunnelDataError(f"unknown model_config key {key!r}",
+                                  hint=f"Known keys: {', '.join(defaults)}.")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise FunnelDataError(f"model_config[{key!r}] must be a dict like {defaults[key]!r}", value=value)
+            merged[key] = merge_config(defaults[key], value)
+        else:
+            merged[key] = value
+    return merged
