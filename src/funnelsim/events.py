@@ -85,6 +85,13 @@ class FunnelDefinition:
         if repeated:
             raise FunnelDataError(f"label {repeated[0]!r} appears twice in the funnel definition",
                                   hint="Each stage and outcome label must be listed once.")
+        seen: dict[str, str] = {}
+        for label in labels:  # the log's labels are matched ignoring case and surrounding spaces
+            other = seen.setdefault(_label_key(label), label)
+            if other != label:
+                raise FunnelDataError(f"labels {other!r} and {label!r} differ only by case or spaces",
+                                      hint="Stage labels in the log are matched ignoring case and surrounding "
+                                           "spaces, so these two cannot be told apart; rename one.")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -132,7 +139,7 @@ class EventLog:
 # --------------------------------------------------------------------------- loading
 
 def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | None = None,
-                dayfirst: bool = False) -> EventLog:
+                dayfirst: bool = False, decimal: str = ".") -> EventLog:
     """Read, clean and validate an event log.
 
     Parameters
@@ -145,24 +152,44 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
         Map from the log's column names to the canonical ones, e.g.
         ``{"Opportunity ID": "deal_id", "Stage": "stage", "Date": "timestamp"}``.
     dayfirst : bool
-        Read text dates as day-first (``31-01-2024``, ``31/01/2024 14:05``).
+        Read text dates as day-first (``31-01-2024``, ``31/01/2024 14:05``, ``31.01.2024``,
+        ``1.2.2024``).
+    decimal : ``"."`` or ``","``
+        The decimal mark of text amounts. With ``","`` (European spreadsheets) ``1234,50``
+        reads as 1234.5, and thousands may be grouped by a dot, a space or a non-breaking
+        space (``1.234,50``, ``1 234,50``); a dot anywhere else (``1234.50``) is an error
+        rather than a silent factor of 100.
+
+    A CSV's delimiter (comma, semicolon or tab) is detected from its header line. Stage
+    labels that differ from the funnel's only by case or surrounding spaces (``" won"``)
+    take the funnel's label, and a note says how many rows were changed. Text timestamps
+    with UTC offsets (``2024-01-31T10:00+02:00``, ``...Z``) and time-zone-aware columns are
+    converted to UTC (naive), with a note; timestamps without an offset are kept as written.
 
     Raises
     ------
     FunnelDataError
         For a missing or empty file, a missing column, an unparseable timestamp, an
-        unknown stage, a negative or non-numeric amount, an event after a deal's
+        unknown stage, a negative, infinite or non-numeric amount, an event after a deal's
         won/lost event, or two won/lost events for one deal.
     """
-    name, raw = _load(source)
-    raw = _rename(raw, columns or {}, name)
-    typed, checks = _typed(raw, funnel, dayfirst)
+    if decimal not in (".", ","):
+        raise FunnelDataError("the decimal mark must be '.' or ','", column="decimal", value=decimal,
+                              hint="Pass --decimal , for amounts written 1234,50.")
+    columns = columns or {}
+    name, raw = _load(source, (*REQUIRED_COLUMNS, "amount", *columns))
+    raw = _rename(raw, columns, name)
+    typed, checks = _typed(raw, funnel, dayfirst, decimal)
     table = _materialise(typed)
     scan = _scan(table)
     if scan["problems"]:
         _raise_first_problem(table, checks, funnel, name)
-    table = table.drop("_problem", "_bad_value")
     notes = []
+    if scan["relabelled"]:
+        notes.append(f"{scan['relabelled']} row(s) had a stage label differing from the funnel's only by case "
+                     f"or surrounding spaces; read as the funnel's label")
+    notes += _zone_notes(table, raw.timestamp.type(), scan)
+    table = table.drop("_problem", "_bad_value", "_relabelled", "_offset")
     if scan["distinct"] < scan["rows"]:
         table = _materialise(_drop_duplicates(table))
         notes.append(f"dropped {scan['rows'] - scan['distinct']} exact duplicate row(s) from {name}")
@@ -171,14 +198,19 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
     return EventLog(table, funnel, name, attributes, notes)
 
 
-def _load(source) -> tuple[str, ibis.Table]:
+def _load(source, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> tuple[str, ibis.Table]:
     """Return (a name for messages, an Ibis table with a ``_row`` column)."""
     if isinstance(source, ibis.Table):  # no row numbers in a database: number rows deterministically
         order = [c for c in ("deal_id", "timestamp", "stage") if c in source.columns]
         return "table", source.mutate(**{ROW: ibis.row_number().over(order_by=order) + 1})
     if isinstance(source, pd.DataFrame):
         frame = source.reset_index(drop=True)
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        try:
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column mixing types, e.g. 5 and "12k": read as text
+            mixed = [c for c in frame.columns if frame[c].dtype == object]
+            frame = frame.assign(**{c: frame[c].map(lambda v: None if _is_missing(v) else str(v)) for c in mixed})
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
         return "DataFrame", _memtable(arrow, first_row=1)
     path = Path(os.fspath(source))
     name = str(source)
@@ -194,31 +226,89 @@ def _load(source) -> tuple[str, ibis.Table]:
         except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
             raise FunnelDataError(f"cannot read Parquet: {str(exc).splitlines()[0]}", source=name) from None
         return name, table.rename({ROW: "file_row_number"}).mutate(**{ROW: ibis._[ROW] + 1})
-    return name, _memtable(_read_csv(path, name), first_row=2)
+    return name, _memtable(_read_csv(path, name, expected), first_row=2)
 
 
-def _read_csv(path: Path, name: str) -> pa.Table:
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _is_missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_csv(path: Path, name: str, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> pa.Table:
     """Read every column of a CSV as text; parsing happens in the database."""
     import pyarrow.csv as pacsv
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = fh.readline()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = fh.readline()
+    except UnicodeDecodeError:
+        raise _encoding_error(path, name) from None
     if not header.strip():
         raise FunnelDataError("the first line is blank; expected a header row", source=name,
                               hint="Put the column names (deal_id,stage,timestamp,...) on line 1.")
+    delimiter, names = _sniff_delimiter(header, expected)
+    read = dict(read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                     strings_can_be_null=True))
+    try:
+        return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter), **read)
+    except pa.ArrowInvalid:
+        pass
+    try:  # a quoted field may hold a line break: slower parsing, so only on a second try
+        return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                              **read)
+    except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower():
+            raise _encoding_error(path, name) from None
+        raise FunnelDataError(f"not a valid CSV: {str(exc).splitlines()[0]}", source=name,
+                              row=_first_ragged_row(path, delimiter, len(names)),
+                              hint=f"Every row needs as many {DELIMITERS[delimiter]}-separated fields as the header "
+                                   f"({len(names)}); quote fields that contain a {DELIMITERS[delimiter]}.") from None
+
+
+def _sniff_delimiter(header: str, expected: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The delimiter (comma, semicolon or tab) that splits the header into the most of the
+    expected column names, then into the most columns; ties go to the comma. Quotes are
+    respected, so a delimiter inside a quoted name does not count."""
     import csv
 
-    names = next(csv.reader([header]))
+    best = None
+    for delimiter in DELIMITERS:
+        names = next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter))
+        score = (sum(n in expected for n in names), len(names))
+        if best is None or score > best[0]:
+            best = (score, delimiter, names)
+    return best[1], best[2]
+
+
+def _first_ragged_row(path: Path, delimiter: str, width: int) -> int | None:
+    """The spreadsheet row of the first record whose field count differs from the header's."""
+    import csv
+
     try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names}, strings_can_be_null=True),
-        )
-    except pa.ArrowInvalid as exc:
-        raise FunnelDataError(f"not a valid CSV: {str(exc).splitlines()[0]}", source=name,
-                              hint="Every row needs the same number of comma-separated fields as the header.") from None
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for index, record in enumerate(csv.reader(fh, delimiter=delimiter)):
+                if index and len(record) != width:
+                    return index + 1
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _encoding_error(path: Path, name: str) -> FunnelDataError:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        row = None
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+    return FunnelDataError("the file is not UTF-8 text", source=name, row=row,
+                           hint="Save it as 'CSV UTF-8' (Excel: Save As > CSV UTF-8).")
 
 
 def _memtable(arrow: pa.Table, first_row: int) -> ibis.Table:
@@ -265,13 +355,18 @@ class _Check:
     hint: str
 
 
-def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool) -> tuple[ibis.Table, list[_Check]]:
-    """The canonical columns, typed, plus ``_problem`` / ``_bad_value`` per row."""
+def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool,
+           decimal: str = ".") -> tuple[ibis.Table, list[_Check]]:
+    """The canonical columns, typed, plus ``_problem`` / ``_bad_value`` per row, and for
+    the notes ``_relabelled`` (stage label matched ignoring case and spaces) and
+    ``_offset`` (the UTC offset a text timestamp carried)."""
     deal = table.deal_id.cast("string").strip()
-    stage = table.stage.cast("string").strip()
-    timestamp, timestamp_checks = _parse_timestamp(table.timestamp, dayfirst)
+    raw_stage = table.stage.cast("string")
+    written = _strip(raw_stage)
+    stage = _label_key(written).substitute({_label_key(s): s for s in funnel.labels}, else_=written)
+    timestamp, offset, timestamp_checks = _parse_timestamp(table.timestamp, dayfirst)
     if "amount" in table.columns:
-        amount, amount_checks = _parse_amount(table.amount)
+        amount, amount_checks = _parse_amount(table.amount, decimal)
     else:
         amount, amount_checks = ibis.null("float64"), []
     checks = [
@@ -286,27 +381,60 @@ def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool) -> tuple
     outcome = stage.isin(list(funnel.won + funnel.lost)).cast("int64")
     typed = table.mutate(deal_id=deal, stage=stage, timestamp=timestamp, amount=amount,
                          _problem=problem, _bad_value=bad_value,
+                         _relabelled=stage.isin(list(funnel.labels)) & (raw_stage != stage), _offset=offset,
                          **{ORDER: timestamp.epoch_seconds().cast("int64") * 2 + outcome})
     return typed, [check for _, _, check in checks]
 
 
+def _strip(text: ibis.StringValue) -> ibis.StringValue:
+    """Remove surrounding white space, non-breaking spaces included."""
+    return text.re_replace(r"^[\s\x{00A0}\x{202F}]+|[\s\x{00A0}\x{202F}]+$", "")
+
+
+def _label_key(label):
+    """What two stage labels must share to be the same label: case and surrounding spaces
+    do not count. Works on a Python string and on an Ibis string column alike."""
+    if isinstance(label, str):
+        return label.strip(" \t\n\r\f\v\u00a0\u202f").lower()
+    return label.lower()
+
+
+# a time of day followed by a UTC offset: 10:00Z, 10:00:00+02:00, 10:00:00.5-0530, 10:00+02
+_OFFSET = r"^(.*\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?)\s*(Z|z|[+-]\d{2}(?::?\d{2})?)$"
+EARLIEST, LATEST = pd.Timestamp("1900-01-01"), pd.Timestamp("2200-01-01")
+
+
 def _parse_timestamp(raw: ibis.Value, dayfirst: bool):
+    """(timestamp, offset text or null, checks). A time-zone-aware column and text with a UTC
+    offset become naive UTC; other timestamps are kept as written."""
+    offset = ibis.null("string")
     if raw.type().is_timestamp():
-        parsed = raw.cast(dt.Timestamp())  # drop any time zone: stage dates are local business dates
+        # a zone-aware column becomes naive UTC (Ibis sets DuckDB's session zone to UTC)
+        parsed = raw.cast(dt.Timestamp())
     elif raw.type().is_date():
         parsed = raw.cast("timestamp")
     else:
-        text = raw.cast("string").strip()
+        text = _strip(raw.cast("string"))
         if dayfirst:
             text = text.re_replace(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", r"\3-\2-\1")
             text = _zero_pad_iso(text)
-        parsed = text.replace("T", " ").try_cast("timestamp")
+        text = text.replace("T", " ")
+        offset = text.re_extract(_OFFSET, 2).nullif("")
+        local = ibis.cases((offset.notnull(), text.re_extract(_OFFSET, 1)), else_=text)
+        sign = ibis.cases((offset.left(1) == "-", -1), else_=1)
+        hours = offset.substr(1, 2).try_cast("int64")
+        minutes = offset.re_replace(r"^[+-]\d{2}:?", "").nullif("").try_cast("int64").fill_null(0)
+        shift = ibis.cases((offset.upper() == "Z", 0), else_=sign * (hours * 60 + minutes)).fill_null(0)
+        parsed = local.try_cast("timestamp") - shift.as_interval("m")
     hint = ("Use ISO 8601 dates (2024-03-31 or 2024-03-31 14:05)"
-            + ("." if dayfirst else ", or pass --dayfirst for 31-03-2024."))
-    return parsed, [
+            + ("." if dayfirst else ", or pass --dayfirst for 31-03-2024 or 31.03.2024."))
+    return parsed, offset, [
         (raw.isnull(), raw, _Check("timestamp", "the timestamp is missing",
                                    "Every event needs the date the deal entered the stage.")),
         (parsed.isnull(), raw, _Check("timestamp", "cannot read this as a date", hint)),
+        ((parsed < ibis.timestamp(EARLIEST)) | (parsed >= ibis.timestamp(LATEST)), raw,
+         _Check("timestamp", f"the date is before {EARLIEST.year} or after {LATEST.year - 1}",
+                "Check the year (a typo, or a placeholder date such as 0001-01-01 or 9999-12-31).")),
     ]
 
 
@@ -316,16 +444,33 @@ def _zero_pad_iso(text: ibis.StringValue) -> ibis.StringValue:
     return text.re_replace(r"^(\d{4})-(\d{2})-(\d)(\D|$)", r"\1-\2-0\3\4")
 
 
-def _parse_amount(raw: ibis.Value):
+# a number with a decimal comma, thousands optionally grouped by a dot, space or no-break space
+_DECIMAL_COMMA = (r"^[+-]?(\d+|\d{1,3}(\.\d{3})+|\d{1,3}( \d{3})+|\d{1,3}(\x{00A0}\d{3})+"
+                  r"|\d{1,3}(\x{202F}\d{3})+)(,\d+)?$")
+_DECIMAL_POINT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _parse_amount(raw: ibis.Value, decimal: str = "."):
     checks = []
     if raw.type().is_numeric():
         amount = raw.cast("float64")
     else:
-        text = raw.cast("string").strip()
-        amount = text.try_cast("float64")
-        checks.append(((text != "") & amount.isnull(), raw, _Check(
-            "amount", "the amount is not a number",
-            "Write amounts as plain numbers (12500.50) without currency signs or thousands separators.")))
+        text = _strip(raw.cast("string"))
+        if decimal == ",":
+            number = text.re_replace(r"[. \x{00A0}\x{202F}]", "").replace(",", ".")
+            amount = ibis.cases((text.re_search(_DECIMAL_COMMA), number.try_cast("float64")),
+                                else_=ibis.null("float64"))
+            hint = ("With --decimal , write amounts as 12500,50 or 12.500,50 (a dot, space or non-breaking "
+                    "space may group thousands), without currency signs.")
+        else:
+            amount = ibis.cases((text.re_search(_DECIMAL_POINT), text.try_cast("float64")),
+                                else_=ibis.null("float64"))
+            hint = ("Write amounts as plain numbers (12500.50) without currency signs or thousands separators, "
+                    "or pass --decimal , for decimal commas (12500,50 or 12.500,50).")
+        checks.append(((text != "") & amount.isnull(), raw, _Check("amount", "the amount is not a number", hint)))
+    checks.append((amount.isnan() | amount.isinf(), raw, _Check(
+        "amount", "the amount is not a finite number", "Deal values must be ordinary numbers; fix the row "
+                                                       "or leave the amount empty.")))
     checks.append((amount < 0, raw, _Check(
         "amount", "the amount is negative", "Deal values must be zero or more; fix the row or leave the amount empty.")))
     return amount, checks
@@ -368,12 +513,31 @@ def _stage_hint(label: str | None, funnel: FunnelDefinition) -> str:
 
 
 def _scan(table: ibis.Table) -> dict:
-    """One pass: rows, rows with a problem, and distinct rows (to spot duplicates)."""
-    content = [c for c in table.columns if c not in (ROW, ORDER, "_problem", "_bad_value")]
+    """One pass: rows, rows with a problem, distinct rows (to spot duplicates), relabelled
+    stages, and timestamps with and without a UTC offset."""
+    content = [c for c in table.columns if c not in (ROW, ORDER, "_problem", "_bad_value", "_relabelled", "_offset")]
     row_hash = ibis.struct({c: table[c] for c in content}).hash()
     result = table.aggregate(rows=table.count(), problems=table._problem.notnull().cast("int64").sum(),
-                             distinct=row_hash.nunique()).to_pandas().iloc[0]
+                             distinct=row_hash.nunique(),
+                             relabelled=table._relabelled.cast("int64").sum(),
+                             offsets=table._offset.notnull().cast("int64").sum()).to_pandas().iloc[0]
     return {k: int(0 if pd.isna(v) else v) for k, v in result.items()}
+
+
+def _zone_notes(table: ibis.Table, raw_type: dt.DataType, scan: dict) -> list[str]:
+    """Say which time zones were converted to UTC."""
+    if raw_type.is_timestamp() and raw_type.timezone:
+        return [f"timestamps were in time zone {raw_type.timezone}; converted to UTC"]
+    if not scan["offsets"]:
+        return []
+    found = table.select(offset=table._offset.upper()).filter(ibis._.offset.notnull()).distinct()
+    offsets = sorted(found.order_by("offset").limit(6).to_pandas()["offset"])
+    shown = ", ".join(offsets[:5]) + (", ..." if len(offsets) > 5 else "")
+    note = f"timestamps carried UTC offsets ({shown}); converted to UTC"
+    naive = scan["rows"] - scan["offsets"]
+    if naive:
+        note += f"; {naive} timestamp(s) without an offset were kept as written (taken as UTC)"
+    return [note]
 
 
 def _drop_duplicates(table: ibis.Table) -> ibis.Table:
@@ -421,3 +585,26 @@ def _raise_first_after_outcome(table: ibis.Table, funnel: FunnelDefinition, name
     raise FunnelDataError(f"deal {bad['deal_id']!r} has an event after it was won or lost", source=name,
                           row=_row_of(bad), column="stage", value=bad["stage"],
                           hint="Remove events after the outcome, or if the deal was reopened give it a new deal_id.")
+
+
+# --------------------------------------------------------------------------- the default as-of
+
+def _today() -> pd.Timestamp:
+    """Today's date on this machine (tests replace it)."""
+    return pd.Timestamp.now().normalize()
+
+
+def refuse_future_events(log: EventLog, last) -> None:
+    """The default as-of is the last event's day; an event dated after today must not
+    silently become it. Raise naming the first such row."""
+    tomorrow = _today() + pd.Timedelta(days=1)
+    if last is None or pd.isna(last) or pd.Timestamp(last) < tomorrow:
+        return
+    table = log.table
+    bad = (table.filter(table.timestamp >= ibis.timestamp(tomorrow))
+           .order_by([ROW, "deal_id", "timestamp"]).limit(1).to_pandas().iloc[0])
+    raise FunnelDataError(f"the event is dated after today ({tomorrow - pd.Timedelta(days=1):%Y-%m-%d}), so the "
+                          "last event's day cannot be the as-of date", source=log.source, row=_row_of(bad),
+                          column="timestamp", value=str(bad["timestamp"]),
+                          hint="Fix the date, or pass --as-of YYYY-MM-DD (as_of=...) to see the CRM as of a day; "
+                               "later events are then hidden.")

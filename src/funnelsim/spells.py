@@ -80,7 +80,10 @@ class Spells:
 def resolve_as_of(log: EventLog, as_of=None) -> pd.Timestamp:
     """The cut date: ``as_of`` as a date, or the date of the log's last event."""
     if as_of is None:
+        from .events import refuse_future_events
+
         last = log.table.timestamp.max().execute()
+        refuse_future_events(log, last)  # an event dated after today must not become the default
         return pd.Timestamp(last).normalize()
     try:
         return pd.Timestamp(as_of).normalize()
