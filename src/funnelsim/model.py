@@ -17,7 +17,10 @@ and refitting new statistics of the same shape only swaps the data.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -157,8 +160,19 @@ class FunnelModel:
         else:
             compiled = compiled.with_data(**model_inputs(self.data, self.sojourn, self.centred))
         self.timings["compile_s"] = time.perf_counter() - t0
-        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
-                             seed=seed, progress_bar=progressbar, target_accept=target_accept, save_warmup=False)
+        # not blocking: nutpie's blocking sample() catches a KeyboardInterrupt (Ctrl-C, a Jupyter
+        # interrupt) and returns the draws made so far, which would then be checked, saved and
+        # forecast from as if the fit had ended. Its wait() raises the interrupt instead; the
+        # draws are the same as blocking's (the same sampler, waited on the same way)
+        sampler = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
+                                seed=seed, progress_bar=progressbar, target_accept=target_accept,
+                                save_warmup=False, blocking=False)
+        try:
+            return sampler.wait()
+        except BaseException:
+            with contextlib.suppress(Exception):   # stop the sampler's threads; the interrupt is what to report
+                sampler.cancel()
+            raise
 
     def _fit_pymc(self, draws, tune, chains, sampler, seed, target_accept, progressbar):
         import pymc as pm
@@ -167,7 +181,7 @@ class FunnelModel:
         model = self.build_model()
         self.timings["compile_s"] = time.perf_counter() - t0
         try:
-            with model:
+            with model, _interrupts_raised():
                 return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
                                  nuts_sampler=sampler, target_accept=target_accept, progressbar=progressbar,
                                  compute_convergence_checks=False)
@@ -318,6 +332,39 @@ class FunnelModel:
         from .persist import load_model
 
         return load_model(cls, Path(path), stats)
+
+
+@contextlib.contextmanager
+def _interrupts_raised():
+    """Raise KeyboardInterrupt on leaving if SIGINT arrived inside, even when the code inside
+    caught it: PyMC's samplers catch it and return the draws made so far as if sampling had
+    ended. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:              # e.g. a backtest worker: its parent stops it
+        yield
+        return
+    arrived = []
+
+    def handler(signum, frame):
+        try:
+            if callable(previous):
+                previous(signum, frame)         # Python's default raises KeyboardInterrupt
+            else:                               # SIG_DFL, or a handler set outside Python
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            arrived.append(signum)
+            raise
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if arrived:
+        raise KeyboardInterrupt
 
 
 def _is_free(name: str, posterior) -> bool:
