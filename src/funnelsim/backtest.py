@@ -319,11 +319,12 @@ class Backtest:
 _WORKER_LOG = None
 
 
-def _init_worker(source, funnel_dict, columns, dayfirst):
+def _init_worker(source, funnel_dict, columns, dayfirst, decimal="."):
     global _WORKER_LOG
     from .events import read_events
 
-    _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), columns=columns, dayfirst=dayfirst)
+    _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), columns=columns, dayfirst=dayfirst,
+                              decimal=decimal)
 
 
 def _worker_origin(origin, settings):
@@ -331,7 +332,7 @@ def _worker_origin(origin, settings):
 
 
 def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettings | None = None, *,
-             columns: dict | None = None, dayfirst: bool = False, workers: int | None = None,
+             columns: dict | None = None, dayfirst: bool = False, decimal: str = ".", workers: int | None = None,
              progress=None) -> Backtest:
     """Run the forecast at every origin and score it (see module doc).
 
@@ -344,7 +345,7 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
 
     settings = settings or BacktestSettings()
     origins = sorted(pd.Timestamp(o).normalize() for o in origins)
-    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst)   # bad input fails here, once
+    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal)   # bad input fails here, once
     first = pd.Timestamp(log.table.timestamp.min().execute()).normalize()
     early = [o for o in origins if o < first]
     if early:
@@ -363,7 +364,7 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
 
         source = events if not hasattr(events, "to_pandas") else events.to_pandas()
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(source, funnel.to_dict(), columns, dayfirst)) as pool:
+                                 initargs=(source, funnel.to_dict(), columns, dayfirst, decimal)) as pool:
             futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]
             for i, future in enumerate(as_completed(futures), start=1):
                 results.append(future.result())

@@ -38,6 +38,7 @@ LostOpt = Annotated[str, typer.Option("--lost", help="Label(s) meaning lost, com
 AsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="See the CRM as it was at the end of this day (YYYY-MM-DD); later events are hidden. Default: the last event's day.", show_default=False)]
 SegmentOpt = Annotated[Optional[str], typer.Option("--segment-by", help="Attribute column that splits deals into segments (region, source...).", show_default=False)]
 DayfirstOpt = Annotated[bool, typer.Option("--dayfirst", help="Text dates are day-first (31-01-2024).")]
+DecimalOpt = Annotated[str, typer.Option("--decimal", help="Decimal mark of amounts: '.' or ',' (1234,50; with ',' a dot or space may group thousands: 1.234,50).")]
 ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.", show_default=False)]
 HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")]
 TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
@@ -87,13 +88,13 @@ def _columns(spec: str | None) -> dict[str, str] | None:
     return mapping
 
 
-def _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns):
+def _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal="."):
     from .events import FunnelDefinition, read_events
     from .spells import to_spells
 
     funnel = FunnelDefinition(stages, won, lost)
     with err.status("Reading events...", spinner="dots") if err.is_terminal else nullcontext():
-        log = read_events(events, funnel, columns=_columns(columns), dayfirst=dayfirst)
+        log = read_events(events, funnel, columns=_columns(columns), dayfirst=dayfirst, decimal=decimal)
         spells = to_spells(log, as_of=as_of, segment_by=segment_by)
     return log, spells
 
@@ -107,6 +108,7 @@ def funnel(
     as_of: AsOfOpt = None,
     segment_by: SegmentOpt = None,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     json: JsonOpt = None,
 ) -> None:
@@ -120,7 +122,7 @@ def funnel(
     """
     from .funnel import funnel_table
 
-    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     table = funnel_table(spells, notes=log.notes)
     out.print(table)
     if json:
@@ -138,6 +140,7 @@ def fit(
     as_of: AsOfOpt = None,
     segment_by: SegmentOpt = None,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain.")] = 1000,
     tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain.")] = DEFAULT_TUNE,
@@ -161,7 +164,7 @@ def fit(
     from .pipeline import amount_stats
     from .render import diagnostics_panel, stage_table_rich
 
-    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     model = FunnelModel(_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
     _fit(model, draws, tune, chains, seed, sampler, target_accept)
     out.print(stage_table_rich(model.stage_table()))
@@ -219,14 +222,14 @@ def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=DEFAU
 
 
 def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns, model_dir, draws, tune,
-                     chains, seed, strict, history_days=None):
+                     chains, seed, strict, history_days=None, decimal="."):
     """Read the log as of the date, fit the model (or load a matching saved one), check it
     (exit 3 under --strict when it failed), and list the open deals."""
     from .model import FunnelModel
     from .pipeline import amount_stats, open_deals
     from .render import diagnostics_panel
 
-    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns)
+    log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     stats = _stage_stats(spells, history_days)
     if model_dir:
         model = FunnelModel.load(model_dir, stats)
@@ -285,6 +288,7 @@ def forecast(
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     history_days: HistoryOpt = None,
@@ -305,7 +309,8 @@ def forecast(
     from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                            model_dir, draws, tune, chains, seed, strict, history_days)
+                                            model_dir, draws, tune, chains, seed, strict, history_days,
+                                            decimal=decimal)
     diagnostics = model.diagnostics
     inflow = _new_deals(log, spells) if new_deals else None
     with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
@@ -339,6 +344,7 @@ def whatif(
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     history_days: HistoryOpt = None,
@@ -365,7 +371,8 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                            model_dir, draws, tune, chains, seed, strict, history_days)
+                                            model_dir, draws, tune, chains, seed, strict, history_days,
+                                            decimal=decimal)
     table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
                     new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(comparison_rich(table, horizon))
@@ -395,6 +402,7 @@ def bottlenecks(
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     history_days: HistoryOpt = None,
@@ -413,7 +421,8 @@ def bottlenecks(
     from .scenarios import bottlenecks as rank
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
-                                                 model_dir, draws, tune, chains, seed, strict, history_days)
+                                                 model_dir, draws, tune, chains, seed, strict, history_days,
+                                                 decimal=decimal)
     table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
                  by_segment=bool(segment_by), seed=seed, deal_value=deal_value,
                  new_deals=_new_deals(log, spells) if new_deals else None)
@@ -445,6 +454,7 @@ def backtest(
     seed: SeedOpt = 0,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Origins run in parallel processes (default: the number of cores).", show_default=False)] = None,
     dayfirst: DayfirstOpt = False,
+    decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
     new_deals: Annotated[bool, typer.Option("--new-deals", help="Also forecast deals created during the horizon and score the total against all revenue won in it (beside a run-rate baseline: the previous horizon's revenue).")] = False,
@@ -478,7 +488,7 @@ def backtest(
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with _progress("origins", len(dates)) as advance:
         result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings, columns=_columns(columns),
-                              dayfirst=dayfirst, workers=workers, progress=advance)
+                              dayfirst=dayfirst, decimal=decimal, workers=workers, progress=advance)
     out.print(backtest_rich(result))
     if plot:
         from ._io import atomic_write
