@@ -1,19 +1,26 @@
-"""Tests for funnelsim.funnel: estimators against lifelines, hand-computed tables, censoring."""
+"""Tests for funnelsim.funnel: estimators against scikit-survival, hand-computed tables, censoring.
+
+The reference for the Kaplan-Meier and Aalen-Johansen estimators is scikit-survival
+(``sksurv.nonparametric``), which supports pandas 3; lifelines, used before, caps pandas below 3.
+Weighted rows are expanded (``np.repeat``) since the reference takes one row per stay.
+"""
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines import AalenJohansenFitter, KaplanMeierFitter
 from rich.console import Console
+from sksurv.nonparametric import (
+    cumulative_incidence_competing_risks,
+    kaplan_meier_estimator,
+)
 
 from funnelsim.funnel import (
-    funnel_table,
     COLUMNS,
     aalen_johansen,
     funnel_from_counts,
+    funnel_table,
     kaplan_meier,
     km_median,
 )
@@ -28,12 +35,20 @@ def step_at(times, values, t):
     return np.where(i >= 0, np.asarray(values)[np.maximum(i, 0)], 0.0)
 
 
-def lifelines_cif(days, codes, n, k, **fit_kwargs):
-    """lifelines AJ CIF of integer cause k (0 = censored) on weighted data expanded to rows."""
-    ajf = AalenJohansenFitter(calculate_variance=False, seed=3)
-    ajf.fit(np.repeat(days, n), np.repeat(codes, n), event_of_interest=k, **fit_kwargs)
-    curve = ajf.cumulative_density_.iloc[:, 0]
-    return curve.index.to_numpy(), curve.to_numpy()
+def reference_cif(days, codes, n):
+    """scikit-survival's Aalen-Johansen CIFs (one row per cause 1..k; code 0 = censored) on
+    weighted data expanded to rows."""
+    times, cif = cumulative_incidence_competing_risks(np.repeat(codes, n), np.repeat(days, n).astype(float))
+    return times, cif[1:]
+
+
+def reference_km(days, event, n):
+    """scikit-survival's Kaplan-Meier survival curve and its median (first time S <= 0.5,
+    NaN if it never gets there) on weighted data expanded to rows."""
+    times, surv = kaplan_meier_estimator(np.repeat(np.asarray(event, bool), n),
+                                         np.repeat(np.asarray(days, float), n))
+    below = np.flatnonzero(surv <= 0.5)
+    return times, surv, (times[below[0]] if below.size else np.nan)
 
 
 def counts_frame(rows, stages):
@@ -46,9 +61,9 @@ def counts_frame(rows, stages):
 
 
 # --------------------------------------------------------------------------- estimators
-def test_aalen_johansen_matches_lifelines_untied_causes():
+def test_aalen_johansen_matches_scikit_survival_untied_causes():
     """Weighted data with same-cause ties and censorings tied to events, but no two causes
-    at one time, so lifelines does not jitter: CIFs must agree to 1e-9."""
+    at one time: CIFs must agree to 1e-9 at every time."""
     rng = np.random.default_rng(11)
     grid = np.arange(1, 151) / 24 * 5  # 150 distinct times, 5 h apart
     code = rng.choice(4, size=grid.size, p=[0.3, 0.3, 0.2, 0.2])  # 0 = censored
@@ -60,20 +75,16 @@ def test_aalen_johansen_matches_lifelines_untied_causes():
     labels = np.array([None, *CAUSES], dtype=object)[code]
 
     times, cif, surv = aalen_johansen(days, labels, n, CAUSES)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for k in (1, 2, 3):
-            lt, lv = lifelines_cif(days, code, n, k)
-            np.testing.assert_allclose(cif[k - 1], step_at(lt, lv, times), atol=1e-9)
-    assert not [w for w in caught if "Tied event" in str(w.message)], "lifelines jittered"
+    ref_times, ref_cif = reference_cif(days, code, n)
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(cif[k - 1], step_at(ref_times, ref_cif[k - 1], times), atol=1e-9)
     np.testing.assert_allclose(surv + cif.sum(axis=0), 1.0, atol=1e-12)
     assert times.size == np.unique(days).size
 
 
-def test_aalen_johansen_tied_causes_match_jittered_lifelines():
-    """Different causes tied at the same day: lifelines jitters them by <= 1e-4 days.
-    Splitting tied events does not change the product-limit, and censorings sit half a
-    grid step away, so the curves agree between grid points to 1e-9."""
+def test_aalen_johansen_tied_causes_match_scikit_survival():
+    """Different causes tied at the same day, censorings between days: the reference handles
+    ties exactly (no jitter), so the curves agree at every time to 1e-9."""
     rng = np.random.default_rng(5)
     event_days = np.repeat(np.arange(1.0, 41.0), 3)  # three causes at each whole day
     event_code = np.tile([1, 2, 3], 40)
@@ -84,13 +95,12 @@ def test_aalen_johansen_tied_causes_match_jittered_lifelines():
     labels = np.array([None, *CAUSES], dtype=object)[code]
 
     times, cif, _ = aalen_johansen(days, labels, n, CAUSES)
+    ref_times, ref_cif = reference_cif(days, code, n)
     probe = np.arange(0, 46) + 0.25
     for k in (1, 2, 3):
-        with pytest.warns(Warning, match="Tied event times"):
-            lt, lv = lifelines_cif(days, code, n, k)
-        np.testing.assert_allclose(
-            step_at(times, cif[k - 1], probe), step_at(lt, lv, probe), atol=1e-9
-        )
+        np.testing.assert_allclose(step_at(times, cif[k - 1], probe), step_at(ref_times, ref_cif[k - 1], probe),
+                                   atol=1e-9)
+        np.testing.assert_allclose(cif[k - 1], step_at(ref_times, ref_cif[k - 1], times), atol=1e-9)
 
 
 def test_aalen_johansen_zero_weights_and_unknown_labels_are_handled():
@@ -104,30 +114,31 @@ def test_aalen_johansen_zero_weights_and_unknown_labels_are_handled():
     np.testing.assert_allclose(surv, [2 / 3, 2 / 3, 0.0])
 
 
-def test_kaplan_meier_and_median_match_lifelines_with_weights():
+def test_kaplan_meier_and_median_match_scikit_survival_with_weights():
     rng = np.random.default_rng(2)
     t = np.round(rng.lognormal(np.log(20), 0.9, 300) * 24) / 24
     c = np.round(rng.uniform(0, 80, 300) * 24) / 24
     days = np.round(np.minimum(t, c), 0)  # whole days: many ties
     event = t <= c
     n = rng.integers(1, 5, size=300)
-    kmf = KaplanMeierFitter().fit(days, event, weights=n)
+    ref_times, ref_surv, ref_median = reference_km(days, event, n)
 
     times, surv = kaplan_meier(days, event, n)
-    ref = kmf.survival_function_.iloc[:, 0]
-    np.testing.assert_allclose(surv, step_at(ref.index.to_numpy(), ref.to_numpy(), times), atol=1e-10)
+    np.testing.assert_allclose(surv, step_at(ref_times, ref_surv, times), atol=1e-10)
     assert 0.3 < event.mean() < 0.8  # censoring present
-    assert km_median(days, event, n) == pytest.approx(kmf.median_survival_time_, abs=1e-12)
+    assert np.isfinite(ref_median)
+    assert km_median(days, event, n) == pytest.approx(ref_median, abs=1e-12)
 
 
-def test_km_median_edge_cases_follow_lifelines():
-    # S drops to exactly 0.5 at day 2: first time with S <= 0.5, no midpoint averaging.
+def test_km_median_edge_cases():
+    # S drops to exactly 0.5 at day 2: first time with S <= 0.5, no midpoint averaging
+    # (lifelines' median_survival_time_ convention).
     days, event, n = [2, 3, 5], [True, True, False], [2, 1, 1]
     assert km_median(days, event, n) == 2.0
-    ref = KaplanMeierFitter().fit(np.repeat(days, n), np.repeat(event, n)).median_survival_time_
-    assert ref == 2.0
-    # Survival never reaches 0.5 -> NaN (lifelines says inf).
+    assert reference_km(days, event, n)[2] == 2.0
+    # Survival never reaches 0.5 -> NaN.
     assert np.isnan(km_median([1, 4, 9], [True, False, False], [1, 2, 3]))
+    assert np.isnan(reference_km([1, 4, 9], [True, False, False], [1, 2, 3])[2])
 
 
 # --------------------------------------------------------------------------- funnel table

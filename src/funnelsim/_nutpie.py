@@ -14,9 +14,10 @@ them (about 2 s in all). The machine code is the same as nutpie's, so the same s
 the same draws whether the wrappers were compiled or loaded.
 
 This leans on two private helpers of nutpie 0.16 (``_make_c_logp_func`` and
-``_make_c_expand_func``, swapped for the duration of one compile). With another nutpie
-release, or a graph PyTensor does not cache, it falls back to the plain
-``nutpie.compile_pymc_model``.
+``_make_c_expand_func``, swapped for the duration of one compile), so pyproject.toml bounds
+nutpie to 0.16.x. With another nutpie release, or a graph PyTensor does not cache, it falls
+back to the plain ``nutpie.compile_pymc_model``; tests/test_nutpie.py checks that both paths
+give the same draws.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def _cache_key(name, pytensor_fn, sizes, shared_keys, shared_data, user_data) ->
     import pytensor
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    inner = CACHED_SRC_FUNCTIONS.get(getattr(pytensor_fn, "py_func", None))
+    source_fn = getattr(pytensor_fn, "py_func", None)   # a plain function has none: not cached
+    inner = None if source_fn is None else CACHED_SRC_FUNCTIONS.get(source_fn)
     if inner is None or not pytensor.config.numba__cache:
         raise _NotCacheable(name)
     layout = [(shared_data[k].ndim, str(shared_data[k].dtype)) for k in shared_keys]

@@ -16,6 +16,12 @@ HEADERS = {"p_advance": "advance %", "p_lost": "lost %", "p_stall": "stall %",
            "expected_days_to_close": "days to close"}
 
 
+def _segment(value) -> str:
+    """A segment label for a table cell: the whole funnel's rows have none (None under
+    pandas 2, NaN under pandas 3)."""
+    return "(all)" if value is None or pd.isna(value) else str(value)
+
+
 def _cell(row, name) -> str:
     mean, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
     if pd.isna(mean):
@@ -35,12 +41,13 @@ def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior m
     out.add_column("stays", justify="right")
     for name in (*PERCENT, *DAYS):
         out.add_column(HEADERS[name], justify="right")
-    previous = object()
+    previous = None
     for row in table.to_dict(orient="records"):
-        if segmented and row["segment"] != previous and previous is not object():
+        segment = _segment(row["segment"])
+        if segmented and previous is not None and segment != previous:
             out.add_section()
-        previous = row["segment"]
-        cells = [row["stage"], *([row["segment"] or "(all)"] if segmented else []), f"{row['stays']:,}"]
+        previous = segment
+        cells = [str(row["stage"]), *([segment] if segmented else []), f"{row['stays']:,}"]
         out.add_row(*cells, *(_cell(row, name) for name in (*PERCENT, *DAYS)))
     return out
 
@@ -89,7 +96,7 @@ def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expecte
     for r in deals.to_dict(orient="records"):
         close = "—" if pd.isna(r["median_close_date"]) else str(pd.Timestamp(r["median_close_date"]).date())
         amount = "—" if pd.isna(r["amount"]) else f"{r['amount']:,.0f}"
-        out.add_row(str(r["deal_id"]), r["stage"], r["segment"], f"{r['age_days']:.0f}", amount,
+        out.add_row(str(r["deal_id"]), str(r["stage"]), _segment(r["segment"]), f"{r['age_days']:.0f}", amount,
                     f"{r['p_win_horizon']:.0%}", f"{r['p_win_ever']:.0%}", f"{r['expected_revenue']:,.0f}", close)
     return out
 
@@ -103,7 +110,7 @@ def comparison_rich(table: pd.DataFrame, horizon_days: int) -> Table:
                  *(["P(hit target)", "baseline P(hit)"] if targeted else [])):
         out.add_column(name, justify="left" if name == "scenario" else "right")
     for r in table.to_dict(orient="records"):
-        out.add_row(r["scenario"], f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
+        out.add_row(str(r["scenario"]), f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
                     f"{r['delta_mean']:+,.0f}", f"{r['delta_p10']:+,.0f} – {r['delta_p90']:+,.0f}",
                     f"{r['p_better']:.0%}", *([f"{r['p_hit']:.0%}", f"{r['baseline_p_hit']:.0%}"] if targeted else []))
     return out
@@ -118,7 +125,7 @@ def bottlenecks_rich(table: pd.DataFrame, horizon_days: int) -> Table:
                  "P(gain)"):
         out.add_column(name, justify="left" if name in ("stage", "segment", "lever") else "right")
     for r in table.to_dict(orient="records"):
-        out.add_row(str(r["rank"]), r["stage"], *([r["segment"]] if segmented else []), r["lever"],
+        out.add_row(str(r["rank"]), str(r["stage"]), *([_segment(r["segment"])] if segmented else []), str(r["lever"]),
                     f"{r['gain_mean']:+,.0f}", f"{r['gain_p10']:+,.0f} – {r['gain_p90']:+,.0f}", f"{r['p_gain']:.0%}")
     return out
 
