@@ -35,8 +35,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import ibis
@@ -331,6 +333,38 @@ def _worker_origin(origin, settings):
     return run_origin(_WORKER_LOG, origin, settings)
 
 
+@contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread inside, so that processes it starts (spawned workers
+    inherit the mask) never receive it: a Ctrl-C at the terminal goes to the whole process
+    group, and a worker would print its own traceback, or (nutpie) stop its fit early and
+    carry on. The parent stops the workers (:func:`_stop_workers`). A SIGINT arriving
+    inside is delivered when this ends, or at once to another of the parent's threads."""
+    if not hasattr(signal, "pthread_sigmask"):        # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _stop_workers(pool) -> None:
+    """Cancel the origins not started and terminate the worker processes: shutdown() alone
+    would wait for the running fits to end. Python before 3.14 has no public way to reach the
+    workers (ProcessPoolExecutor.terminate_workers), hence ``_processes``."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+
+
 def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettings | None = None, *,
              columns: dict | None = None, dayfirst: bool = False, decimal: str = ".", workers: int | None = None,
              progress=None) -> Backtest:
@@ -365,11 +399,16 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
         source = events if not hasattr(events, "to_pandas") else events.to_pandas()
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                  initargs=(source, funnel.to_dict(), columns, dayfirst, decimal)) as pool:
-            futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]
-            for i, future in enumerate(as_completed(futures), start=1):
-                results.append(future.result())
-                if progress:
-                    progress(i, len(origins))
+            try:
+                with _sigint_blocked():      # the workers start now, and keep SIGINT blocked
+                    futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]
+                for i, future in enumerate(as_completed(futures), start=1):
+                    results.append(future.result())
+                    if progress:
+                        progress(i, len(origins))
+            except BaseException:            # KeyboardInterrupt, or an origin that failed
+                _stop_workers(pool)
+                raise
     results.sort(key=lambda r: r["origin"])
     rows = [{"origin": r["origin"], "open_deals": r["open_deals"],
              **score(r["samples"], r["actual"], seed=settings.seed + i), **r["baselines"],

@@ -1,11 +1,12 @@
 """The ``funnelsim`` command line: parses arguments, calls the API, prints results.
 
 Exit codes: 0 ok, 2 bad input or usage, 3 a fit that failed its diagnostics under
-``--strict``, 1 anything else.
+``--strict``, 130 interrupted (Ctrl-C; nothing written), 1 anything else.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 out = Console(width=None if Console().is_terminal else 160)  # files and pipes get the whole table
 err = Console(stderr=True)
+INTERRUPTED = 130   # exit code of a command stopped by SIGINT (128 + 2, as shells report it)
 
 EventsArg = Annotated[Path, typer.Argument(help="Event log: a .csv or .parquet file.", show_default=False)]
 StagesOpt = Annotated[str, typer.Option("--stages", help="Open stages in funnel order, comma-separated: Lead,Qualified,Proposal.", show_default=False)]
@@ -55,9 +57,14 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the 
 
 
 def main() -> None:
-    """Entry point: bad input exits 2 with a short message and no traceback."""
+    """Entry point: bad input exits 2 with a short message and no traceback; an interrupt
+    (Ctrl-C) exits 130 with one line."""
     try:
-        code = app(standalone_mode=False)   # a typer.Exit inside a command comes back as its code
+        # a typer.Exit inside a command comes back as its code, and so does a KeyboardInterrupt:
+        # typer turns it into exit code 130
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:               # one raised outside the command, as typer starts or ends
+        code = INTERRUPTED
     except FunnelDataError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -69,10 +76,13 @@ def main() -> None:
             err.print(f"[bold red]usage error:[/] {exc.format_message()}", highlight=False)
             err.print("Run with --help for the options.", highlight=False)
             sys.exit(2)
-        if isinstance(exc, KeyboardInterrupt):
-            sys.exit(130)
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(1)
+    if code == INTERRUPTED:
+        # the command has stopped (fits cancelled, backtest workers terminated) and written
+        # nothing; a second Ctrl-C while Python shuts down would only print a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        err.print("interrupted", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 
