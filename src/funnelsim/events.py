@@ -223,7 +223,7 @@ def _load(source, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> tuple[str, ib
         try:
             table = ibis.get_backend().read_parquet(path, file_row_number=True)
             table.count().execute()
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        except Exception as exc:  # any reader failure is a bad file
             raise FunnelDataError(f"cannot read Parquet: {str(exc).splitlines()[0]}", source=name) from None
         return name, table.rename({ROW: "file_row_number"}).mutate(**{ROW: ibis._[ROW] + 1})
     return name, _memtable(_read_csv(path, name, expected), first_row=2)

@@ -103,7 +103,7 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
         From :func:`funnelsim.events.read_events`.
     as_of : date-like, optional
         Hide every event after this day; open stays are aged to its end. Default:
-        the day of the last event in the log.
+        the day of the last event in the log (a FunnelDataError if that is after today).
     segment_by : str, optional
         Attribute column whose value on a deal's first event names its segment
         (blank values become ``"(blank)"``). Without it every deal is in ``"all"``.
