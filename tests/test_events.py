@@ -231,6 +231,12 @@ def test_utc_offsets_are_converted_to_utc_with_a_note(tmp_path, funnel):
                                                "1 timestamp(s) without an offset were kept as written (taken as UTC)"]
 
 
+@pytest.mark.parametrize("bad", ["2024-01-01 10:00+99:99", "2024-01-01 10:00+15", "2024-01-01 10:00-05:60"])
+def test_impossible_offsets_are_errors(tmp_path, funnel, bad):
+    error = _error(_lines(tmp_path, f"deal_id,stage,timestamp\na,Lead,2024-01-01\na,Won,{bad}\n"), funnel)
+    assert (error.row, error.column, error.value) == (3, "timestamp", bad)
+
+
 def test_zone_aware_column_becomes_utc_with_a_note(funnel, small_log):
     local = pd.to_datetime(small_log.timestamp, format="mixed").dt.tz_localize("Europe/Berlin")
     log = read_events(small_log.assign(timestamp=local), funnel)

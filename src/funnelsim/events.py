@@ -386,9 +386,12 @@ def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool,
     return typed, [check for _, _, check in checks]
 
 
+_NBSP = "\u00a0\u202f"  # no-break spaces, written as characters so any database's regex reads them
+
+
 def _strip(text: ibis.StringValue) -> ibis.StringValue:
     """Remove surrounding white space, non-breaking spaces included."""
-    return text.re_replace(r"^[\s\x{00A0}\x{202F}]+|[\s\x{00A0}\x{202F}]+$", "")
+    return text.re_replace(f"^[\\s{_NBSP}]+|[\\s{_NBSP}]+$", "")
 
 
 def _label_key(label):
@@ -424,7 +427,9 @@ def _parse_timestamp(raw: ibis.Value, dayfirst: bool):
         sign = ibis.cases((offset.left(1) == "-", -1), else_=1)
         hours = offset.substr(1, 2).try_cast("int64")
         minutes = offset.re_replace(r"^[+-]\d{2}:?", "").nullif("").try_cast("int64").fill_null(0)
-        shift = ibis.cases((offset.upper() == "Z", 0), else_=sign * (hours * 60 + minutes)).fill_null(0)
+        shift = ibis.cases((offset.isnull() | (offset.upper() == "Z"), 0),
+                           ((hours <= 14) & (minutes < 60), sign * (hours * 60 + minutes)),
+                           else_=ibis.null("int64"))  # +99:99 is no offset: the date is unreadable
         parsed = local.try_cast("timestamp") - shift.as_interval("m")
     hint = ("Use ISO 8601 dates (2024-03-31 or 2024-03-31 14:05)"
             + ("." if dayfirst else ", or pass --dayfirst for 31-03-2024 or 31.03.2024."))
@@ -445,8 +450,8 @@ def _zero_pad_iso(text: ibis.StringValue) -> ibis.StringValue:
 
 
 # a number with a decimal comma, thousands optionally grouped by a dot, space or no-break space
-_DECIMAL_COMMA = (r"^[+-]?(\d+|\d{1,3}(\.\d{3})+|\d{1,3}( \d{3})+|\d{1,3}(\x{00A0}\d{3})+"
-                  r"|\d{1,3}(\x{202F}\d{3})+)(,\d+)?$")
+_DECIMAL_COMMA = (r"^[+-]?(\d+|\d{1,3}(\.\d{3})+|\d{1,3}( \d{3})+"
+                  + "".join(rf"|\d{{1,3}}({space}\d{{3}})+" for space in _NBSP) + r")(,\d+)?$")
 _DECIMAL_POINT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -457,7 +462,7 @@ def _parse_amount(raw: ibis.Value, decimal: str = "."):
     else:
         text = _strip(raw.cast("string"))
         if decimal == ",":
-            number = text.re_replace(r"[. \x{00A0}\x{202F}]", "").replace(",", ".")
+            number = text.re_replace(f"[. {_NBSP}]", "").replace(",", ".")
             amount = ibis.cases((text.re_search(_DECIMAL_COMMA), number.try_cast("float64")),
                                 else_=ibis.null("float64"))
             hint = ("With --decimal , write amounts as 12500,50 or 12.500,50 (a dot, space or non-breaking "
