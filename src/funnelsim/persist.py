@@ -3,19 +3,26 @@
 A model folder holds ``posterior.nc`` (the ArviZ DataTree: posterior, sample stats, and a
 ``training_stats`` group with the statistics table) and ``model.json`` (funnel definition,
 model config, time-in-stage family, a sha256 of the training statistics, diagnostics and
-package versions). Both are written to temporary files and renamed, so a folder never holds
-half a model.
+package versions). Both are written in a staging folder beside it and moved in together
+(an interrupt waits for the move), so a folder never holds half a model: an error or a
+Ctrl-C while saving leaves no folder, or the one saved before.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from ._io import atomic_write, write_json
+from ._io import _umask, atomic_write, write_json
 from .events import FunnelDataError
 from .likelihood import stats_hash
 
@@ -40,13 +47,11 @@ def save_model(model, folder: Path) -> Path:
     import xarray as xr
 
     idata = model._require_fit()
-    folder.mkdir(parents=True, exist_ok=True)
     tree = xr.DataTree.from_dict({name: idata[name].to_dataset() for name in ("posterior", "sample_stats")
                                   if name in idata.children})
     stats = model.stats.reset_index(drop=True)
     tree["training_stats"] = xr.Dataset.from_dataframe(stats.rename_axis("row"))
     tree.attrs = {k: str(v) for k, v in idata.attrs.items()}
-    atomic_write(folder / "posterior.nc", lambda tmp: tree.to_netcdf(tmp))
     meta = {
         "format": FORMAT,
         "funnel": model.funnel.to_dict(),
@@ -59,8 +64,40 @@ def save_model(model, folder: Path) -> Path:
         "amounts": None if model.amounts is None else model.amounts.to_dict(orient="records"),
         "versions": _versions(),
     }
-    write_json(folder / "model.json", meta)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        atomic_write(staging / "posterior.nc", lambda tmp: tree.to_netcdf(tmp))
+        write_json(staging / "model.json", meta)
+        with _sigint_deferred():
+            if folder.exists():          # a model saved before, perhaps beside other files: keep those
+                for name in ("posterior.nc", "model.json"):
+                    os.replace(staging / name, folder / name)
+            else:
+                os.chmod(staging, 0o777 & ~_umask())     # a folder's usual mode, not mkdtemp's 0700
+                os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold a SIGINT (Ctrl-C) arriving inside until the end, then handle it as usual (main
+    thread only: the others never run signal handlers)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield                            # (None: a handler set outside Python, which we could not put back)
+        return
+    arrived = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if arrived and callable(previous):
+            previous(signal.SIGINT, arrived[0])
+        elif arrived and previous is not signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
