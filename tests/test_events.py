@@ -166,7 +166,7 @@ def test_decimal_must_be_point_or_comma(funnel, small_log):
     assert _error(small_log, funnel, decimal=";").column == "decimal"
 
 
-@pytest.mark.parametrize("bad", ["1e400", "inf", "-inf"])  # "nan", like "N/A", reads as empty
+@pytest.mark.parametrize("bad", ["1e400", "inf", "-inf"])
 def test_non_finite_amounts_are_errors(tmp_path, funnel, small_log, bad):
     frame = small_log.astype({"amount": "object"})
     frame.loc[4, "amount"] = bad
@@ -265,3 +265,13 @@ def test_non_utf8_file_names_its_row(tmp_path, funnel):
     path.write_bytes("deal_id;stage;timestamp\na;Lead;2024-01-01\nб;Lead;2024-01-02\n".encode("cp1251"))
     error = _error(path, funnel)
     assert error.row == 3 and "UTF-8" in str(error)
+
+
+def test_only_an_empty_cell_is_missing_but_na_amounts_are_blank(tmp_path, funnel):
+    path = _lines(tmp_path, "deal_id,stage,timestamp,amount,region\nNA,Lead,2024-01-01,#N/A,NA\n"
+                            "NA,Won,2024-01-02,nan,null\nb,Lead,2024-01-03,,\n")
+    frame = read_events(path, funnel).to_pandas()
+    assert frame["deal_id"].tolist() == ["NA", "NA", "b"] and frame["amount"].isna().all()
+    assert frame["region"].tolist()[:2] == ["NA", "null"] and pd.isna(frame["region"].iloc[2])
+    error = _error(_lines(tmp_path, "deal_id,stage,timestamp\na,Lead,N/A\n", "na.csv"), funnel)
+    assert (error.row, error.column, error.value) == (2, "timestamp", "N/A")

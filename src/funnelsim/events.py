@@ -240,7 +240,8 @@ def _is_missing(value) -> bool:
 
 
 def _read_csv(path: Path, name: str, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> pa.Table:
-    """Read every column of a CSV as text; parsing happens in the database."""
+    """Read every column of a CSV as text; parsing happens in the database. Only an empty
+    cell is missing: "NA" is a region (North America) or a deal id, not a blank."""
     import pyarrow.csv as pacsv
 
     try:
@@ -254,7 +255,7 @@ def _read_csv(path: Path, name: str, expected: tuple[str, ...] = REQUIRED_COLUMN
     delimiter, names = _sniff_delimiter(header, expected)
     read = dict(read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
-                                                     strings_can_be_null=True))
+                                                     strings_can_be_null=True, null_values=[""]))
     try:
         return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter), **read)
     except pa.ArrowInvalid:
@@ -452,6 +453,7 @@ def _zero_pad_iso(text: ibis.StringValue) -> ibis.StringValue:
 # a number with a decimal comma, thousands optionally grouped by a dot, space or no-break space
 _DECIMAL_COMMA = (r"^[+-]?(\d+|\d{1,3}(\.\d{3})+|\d{1,3}( \d{3})+"
                   + "".join(rf"|\d{{1,3}}({space}\d{{3}})+" for space in _NBSP) + r")(,\d+)?$")
+NO_AMOUNT = ("#N/A", "N/A", "NA", "NAN", "NULL", "NONE")  # spreadsheet ways to write "no amount"
 _DECIMAL_POINT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -461,6 +463,7 @@ def _parse_amount(raw: ibis.Value, decimal: str = "."):
         amount = raw.cast("float64")
     else:
         text = _strip(raw.cast("string"))
+        text = ibis.cases((text.upper().isin(NO_AMOUNT), ""), else_=text)
         if decimal == ",":
             number = text.re_replace(f"[. {_NBSP}]", "").replace(",", ".")
             amount = ibis.cases((text.re_search(_DECIMAL_COMMA), number.try_cast("float64")),
