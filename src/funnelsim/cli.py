@@ -571,6 +571,7 @@ def demo(
     import pandas as pd
 
     from . import synth as synth_module
+    from ._io import atomic_write
     from .forecast import forecast as run_forecast
     from .funnel import funnel_table
     from .model import FunnelModel
@@ -597,16 +598,16 @@ def demo(
     _print_losses(model)
     out.print(diagnostics_panel(model.diagnostics))
     model.save(out_dir / "model")
-    stage_rows.to_csv(out_dir / "stage_table.csv", index=False)
+    atomic_write(out_dir / "stage_table.csv", lambda tmp: stage_rows.to_csv(tmp, index=False))
 
     pipeline = open_deals(log, spells)
     result = run_forecast(model, pipeline, horizon_days=horizon, as_of=spells.as_of, seed=seed)
     out.print(periods_rich(result))
     out.print(deals_rich(result.deals().head(10)))
     result.to_json(out_dir / "forecast.json")
-    result.deals().to_csv(out_dir / "deals.csv", index=False)
+    atomic_write(out_dir / "deals.csv", lambda tmp: result.deals().to_csv(tmp, index=False))
     ax = result.plot_fan()
-    ax.figure.savefig(out_dir / "fan_chart.png", dpi=120, bbox_inches="tight")
+    atomic_write(out_dir / "fan_chart.png", lambda tmp: ax.figure.savefig(tmp, dpi=120, bbox_inches="tight"))
 
     events = log.to_pandas()
     start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
