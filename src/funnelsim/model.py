@@ -91,7 +91,8 @@ class FunnelModel:
 
     @classmethod
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
-                    dayfirst: bool = False, history_days: float | None = None, **kwargs) -> FunnelModel:
+                    dayfirst: bool = False, decimal: str = ".", history_days: float | None = None,
+                    **kwargs) -> FunnelModel:
         """Read an event log (path, DataFrame or Ibis table) and build the model from its
         statistics (of the stays that began in the last ``history_days`` days, or all) and
         won amounts."""
@@ -100,7 +101,7 @@ class FunnelModel:
         from .spells import to_spells
         from .stats import to_stage_stats
 
-        log = read_events(events, funnel, dayfirst=dayfirst)
+        log = read_events(events, funnel, dayfirst=dayfirst, decimal=decimal)
         spells = to_spells(log, as_of=as_of, segment_by=segment_by)
         return cls(to_stage_stats(spells, history_days), amounts=amount_stats(log, spells), **kwargs)
 
