@@ -242,3 +242,31 @@ def test_time_to_win_through_several_stages_matches_a_plain_walk(family):
     expected = np.array([(reference < d + 1).mean() for d in days])
     se = np.sqrt(expected * (1 - expected) / (deals * D) + expected * (1 - expected) / 200_000)
     assert np.all(np.abs(simulated[days] - expected) <= 4 * se + 1e-4), (simulated[days], expected)
+
+
+@pytest.mark.parametrize("family", ["lognormal", "weibull"])
+def test_an_old_deals_close_day_follows_the_sojourn_truncated_at_its_age(family):
+    """The rest of an old deal's first stay is drawn given the stay has already lasted its
+    age: among the paths that win within the horizon, the close day of a deal aged a days
+    (t_age = a + 0.5) follows P(day <= k) = (F(t_age + k + 1) - F(t_age)) / (F(t_age + H) - F(t_age)),
+    F the won sojourn's CDF (one stage, so every win is the first move). Untruncated draws
+    would close a 45-day-old deal on day 0 in most of its winning paths (about 3% here)."""
+    copies = 10                                      # deals with their own random streams, per age
+    ages = np.repeat([0.0, 45.0], copies)
+    sim = simulate(one_stage(family), pipeline_of(ages), HORIZON, seed=7)
+    won = stats.lognorm(0.8, scale=40) if family == "lognormal" else stats.weibull_min(1.5, scale=40)
+    days = np.arange(HORIZON)
+    for age in (0.0, 45.0):
+        counts = sim.close_days[ages == age].sum(axis=0)
+        n = counts.sum()
+        assert n > 2000, n
+        t_age = age + 0.5
+        exact = (won.cdf(t_age + days + 1) - won.cdf(t_age)) / (won.cdf(t_age + HORIZON) - won.cdf(t_age))
+        simulated = np.cumsum(counts) / n
+        se = np.sqrt(exact * (1 - exact) / n)
+        assert np.all(np.abs(simulated - exact) <= 4 * se + 1e-3), (age, simulated[[0, 5, 20, 50]], exact[[0, 5, 20, 50]])
+        day0 = counts[0] / n                         # the share closing the day after as-of
+        assert abs(day0 - exact[0]) <= 4 * np.sqrt(exact[0] * (1 - exact[0]) / n) + 1e-3, (age, day0, exact[0])
+        median = np.argmax(exact >= 0.5)             # 33/23 (lognormal), 29/15 (Weibull) days
+        assert abs(np.argmax(simulated >= 0.5) - median) <= 1, (age, simulated, median)
+        assert np.all(np.abs(sim.median_close_day()[ages == age] - median) <= 4), (age, sim.median_close_day(), median)
