@@ -29,7 +29,7 @@ def config(segments: int):
     total = sum(weights)
     return synth.SynthConfig(
         stages=("Lead", "Qualified", "Demo", "Proposal", "Negotiation"),
-        segments={n: w / total for n, w in zip(names, weights)},
+        segments={n: w / total for n, w in zip(names, weights, strict=True)},
         segment_logit_shift={n: tuple(rng.normal(0, 0.3, 2).round(3)) for n in names},
         segment_speed={n: float(np.exp(rng.normal(0, 0.2)).round(3)) for n in names},
         amount_median={n: 20000.0 for n in names},

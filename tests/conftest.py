@@ -3,6 +3,7 @@ import pytest
 
 from funnelsim.events import FunnelDefinition
 
+
 @pytest.fixture
 def funnel():
     return FunnelDefinition(stages=("Lead", "Qualified", "Proposal"), won=("Won", "Closed Won"), lost=("Lost",))

@@ -113,7 +113,7 @@ def olist_events(data_dir, *, won_before_contact: str = "move") -> tuple[pd.Data
     early_list = [
         {"mql_id": r.mql_id, "first_contact_date": contact[r.mql_id], "won_date": r.won_date,
          "days_early": round((c - w) / pd.Timedelta(days=1), 3)}
-        for r, c, w in zip(won[early].itertuples(), contact_at[early], won_at[early])
+        for r, c, w in zip(won[early].itertuples(), contact_at[early], won_at[early], strict=True)
     ]
     if won_before_contact == "move":
         # The deal was won (it is in closed_deals) but the dates contradict each other;

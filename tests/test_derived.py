@@ -7,8 +7,16 @@ from scipy import optimize
 from scipy import stats as st
 
 from funnelsim.derived import (
-    Sojourn, expected_days_to_close, interval, loss_shares, median_days, mix_segments,
-    p_close_from_entry, p_win_from_entry, visits_from_top, whole_funnel_median_days,
+    Sojourn,
+    expected_days_to_close,
+    interval,
+    loss_shares,
+    median_days,
+    mix_segments,
+    p_close_from_entry,
+    p_win_from_entry,
+    visits_from_top,
+    whole_funnel_median_days,
 )  # fmt: skip
 from funnelsim.stats import OFFSET_DAYS
 
@@ -139,7 +147,7 @@ def test_sojourn_matches_scipy_stats(family):
 def brentq_median_days(components):
     """Median in days of a mixture given as [(weight, cdf of t)], by brentq on t."""
     total = sum(w for w, _ in components)
-    f = lambda t: sum(w * cdf(t) for w, cdf in components) / total - 0.5  # noqa: E731
+    f = lambda t: sum(w * cdf(t) for w, cdf in components) / total - 0.5
     return optimize.brentq(f, 1e-3, 1e5, xtol=1e-14, rtol=1e-15) - OFFSET_DAYS
 
 

@@ -6,8 +6,13 @@ import pytest
 from scipy import integrate, stats
 
 from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.inflow import (NewDeals, created_won_draws, created_won_stats, new_deal_draws, new_deal_pipeline,
-                              new_deal_stats)
+from funnelsim.inflow import (
+    NewDeals,
+    created_won_draws,
+    new_deal_draws,
+    new_deal_pipeline,
+    new_deal_stats,
+)
 from funnelsim.simulate import Parameters, simulate
 from funnelsim.spells import to_spells
 
@@ -124,7 +129,7 @@ def test_deals_created_already_won_are_counted_with_their_amounts():
     inflow = NewDeals.from_log(log, spells, weeks=20)
     created = inflow.created_won
     assert created.attrs["weeks"] == 20 and inflow.weeks == 20
-    rows = sorted(zip(created.segment, created.week, created.amount.fillna(-1)))
+    rows = sorted(zip(created.segment, created.week, created.amount.fillna(-1), strict=True))
     assert rows == [("X", 0, 100.0), ("Y", 0, -1.0), ("Y", 1, 200.0)]
     assert inflow.created_won_per_week == pytest.approx(3 / 20)
     # deals created in the pipeline are the other kind of inflow, never both

@@ -13,8 +13,14 @@ from scipy import stats
 
 from funnelsim import synth
 from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.likelihood import (DEFAULT_CONFIG, build_pymc_model, centred_cells, logit_rotation, model_data,
-                                  model_inputs)
+from funnelsim.likelihood import (
+    DEFAULT_CONFIG,
+    build_pymc_model,
+    centred_cells,
+    logit_rotation,
+    model_data,
+    model_inputs,
+)
 from funnelsim.model import pointwise_loglik
 from funnelsim.spells import to_spells
 from funnelsim.stats import OFFSET_DAYS, to_stage_stats

@@ -11,8 +11,18 @@ from scipy import stats
 from funnelsim import synth
 from funnelsim.events import FunnelDataError, read_events
 from funnelsim.inflow import NewDeals, new_deal_stats
-from funnelsim.scenarios import (Change, NewDeal, Scenario, apply_changes, bottlenecks, compare, comparison_json,
-                                 paired_revenue, plot_scenarios, read_scenarios)
+from funnelsim.scenarios import (
+    Change,
+    NewDeal,
+    Scenario,
+    apply_changes,
+    bottlenecks,
+    compare,
+    comparison_json,
+    paired_revenue,
+    plot_scenarios,
+    read_scenarios,
+)
 from funnelsim.simulate import Pipeline, simulate
 from funnelsim.spells import to_spells
 

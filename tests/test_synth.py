@@ -53,7 +53,7 @@ def test_structure(small):
     assert (events["timestamp"].dt.second == 0).all()
     assert events["timestamp"].dt.hour.nunique() > 12  # times of day, not just dates
     assert events["deal_id"].nunique() == 20_000 and events["deal_id"].str.match(r"^D\d{7}$").all()
-    keys = list(zip(events["timestamp"], events["deal_id"]))
+    keys = list(zip(events["timestamp"], events["deal_id"], strict=True))
     assert keys == sorted(keys)
     end = pd.Timestamp(truth["as_of"]) + pd.Timedelta(days=1)  # as_of: the end of that day
     assert end == pd.Timestamp(np.datetime64(cfg.start) + np.timedelta64(7 * cfg.weeks, "D"))

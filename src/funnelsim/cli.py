@@ -11,7 +11,7 @@ import sys
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -37,23 +37,23 @@ EventsArg = Annotated[Path, typer.Argument(help="Event log: a .csv or .parquet f
 StagesOpt = Annotated[str, typer.Option("--stages", help="Open stages in funnel order, comma-separated: Lead,Qualified,Proposal.", show_default=False)]
 WonOpt = Annotated[str, typer.Option("--won", help="Label(s) meaning won, comma-separated.")]
 LostOpt = Annotated[str, typer.Option("--lost", help="Label(s) meaning lost, comma-separated (may be empty).")]
-AsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="See the CRM as it was at the end of this day (YYYY-MM-DD); later events are hidden. Default: the last event's day.", show_default=False)]
-SegmentOpt = Annotated[Optional[str], typer.Option("--segment-by", help="Attribute column that splits deals into segments (region, source...).", show_default=False)]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="See the CRM as it was at the end of this day (YYYY-MM-DD); later events are hidden. Default: the last event's day.", show_default=False)]
+SegmentOpt = Annotated[str | None, typer.Option("--segment-by", help="Attribute column that splits deals into segments (region, source...).", show_default=False)]
 DayfirstOpt = Annotated[bool, typer.Option("--dayfirst", help="Text dates are day-first (31-01-2024).")]
 DecimalOpt = Annotated[str, typer.Option("--decimal", help="Decimal mark of amounts: '.' or ',' (1234,50; with ',' a dot or space may group thousands: 1.234,50).")]
-ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.", show_default=False)]
+ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.", show_default=False)]
 HorizonOpt = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast (90 for a quarter).")]
-TargetOpt = Annotated[Optional[float], typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of, --segment-by and --history-days.", show_default=False)]
-DealValueOpt = Annotated[Optional[float], typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
+TargetOpt = Annotated[float | None, typer.Option("--target", help="Revenue target (currency of the log): print the chance of reaching it.", show_default=False)]
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on this log with the same --as-of, --segment-by and --history-days.", show_default=False)]
+DealValueOpt = Annotated[float | None, typer.Option("--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. Default: drawn from the segment's won amounts.", show_default=False)]
 NewDealsOpt = Annotated[bool, typer.Option("--new-deals/--no-new-deals", help="Also simulate deals created during the horizon (in a stage, or already won), at the weekly rate of the last 26 weeks per segment, and report total revenue beside the open pipeline's.")]
 FitDrawsOpt = Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain when fitting.")]
 FitTuneOpt = Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain when fitting.")]
 FitChainsOpt = Annotated[int, typer.Option("--chains", min=1, help="Markov chains when fitting.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same forecast.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.")]
-HistoryOpt = Annotated[Optional[float], typer.Option("--history-days", min=1, help="Learn conversion and time in stage only from stays that began in the last DAYS days before --as-of (a funnel that changes over time). Default: all history.", show_default=False)]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path (written atomically).", show_default=False)]
+HistoryOpt = Annotated[float | None, typer.Option("--history-days", min=1, help="Learn conversion and time in stage only from stays that began in the last DAYS days before --as-of (a funnel that changes over time). Default: all history.", show_default=False)]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this path (written atomically).", show_default=False)]
 
 
 def main() -> None:
@@ -371,8 +371,8 @@ def whatif(
 
     Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
     """
-    from .render import comparison_rich, diagnostics_panel
     from .events import FunnelDefinition
+    from .render import comparison_rich, diagnostics_panel
     from .scenarios import check_names, compare, comparison_json, read_scenarios
 
     plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
@@ -452,21 +452,21 @@ def backtest(
     won: WonOpt = "Won",
     lost: LostOpt = "Lost",
     horizon: HorizonOpt = 90,
-    origins: Annotated[Optional[str], typer.Option("--origins", help="Origin dates, comma-separated (YYYY-MM-DD,...).", show_default=False)] = None,
-    every: Annotated[Optional[str], typer.Option("--every", help="Instead of --origins: one origin every 7D, 2W, 1M or 1Q between --start and --end.", show_default=False)] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="First origin date with --every.", show_default=False)] = None,
-    end: Annotated[Optional[str], typer.Option("--end", help="Last origin date with --every.", show_default=False)] = None,
+    origins: Annotated[str | None, typer.Option("--origins", help="Origin dates, comma-separated (YYYY-MM-DD,...).", show_default=False)] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Instead of --origins: one origin every 7D, 2W, 1M or 1Q between --start and --end.", show_default=False)] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First origin date with --every.", show_default=False)] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Last origin date with --every.", show_default=False)] = None,
     segment_by: SegmentOpt = None,
     deal_value: DealValueOpt = None,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws per chain at each origin.")] = 500,
     tune: Annotated[int, typer.Option("--tune", min=10, help="Tuning steps per chain at each origin.")] = 500,
     chains: FitChainsOpt = 4,
     seed: SeedOpt = 0,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Origins run in parallel processes (default: the number of cores).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Origins run in parallel processes (default: the number of cores).", show_default=False)] = None,
     dayfirst: DayfirstOpt = False,
     decimal: DecimalOpt = ".",
     columns: ColumnsOpt = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False)] = None,
     new_deals: Annotated[bool, typer.Option("--new-deals", help="Also forecast deals created during the horizon and score the total against all revenue won in it (beside a run-rate baseline: the previous horizon's revenue).")] = False,
     history_days: HistoryOpt = None,
     json: JsonOpt = None,

@@ -198,7 +198,7 @@ class Forecast:
         for name in ("revenue", "cumulative_revenue"):
             values = ds[name].values
             table[f"{name}_mean"] = values.mean(axis=0)
-            for q, row in zip(BAND, np.quantile(values, BAND, axis=0)):
+            for q, row in zip(BAND, np.quantile(values, BAND, axis=0), strict=True):
                 table[f"{name}_p{round(q * 100)}"] = row
         table["wins_mean"] = ds["wins"].values.mean(axis=0)
         if self.has_new_deals:
@@ -206,7 +206,7 @@ class Forecast:
             table["new_wins_mean"] = ds["new_wins"].values.mean(axis=0)
             total = ds["revenue"].values + ds["new_revenue"].values
             table["total_revenue_mean"] = total.mean(axis=0)
-            for q, row in zip(BAND, np.quantile(total, BAND, axis=0)):
+            for q, row in zip(BAND, np.quantile(total, BAND, axis=0), strict=True):
                 table[f"total_revenue_p{round(q * 100)}"] = row
         return table
 
@@ -251,7 +251,7 @@ class Forecast:
                                    if "created_won_revenue" in self.dataset else 0.0,
                                    "history_weeks": self.dataset.attrs["new_deal_history_weeks"],
                                    "wins_mean": float(self.dataset["new_wins"].values.sum(axis=1).mean())}
-            for row, period in zip(result["periods"], self.by_period().to_dict(orient="records")):
+            for row, period in zip(result["periods"], self.by_period().to_dict(orient="records"), strict=True):
                 row |= {"new_mean": period["new_revenue_mean"], "total_mean": period["total_revenue_mean"],
                         "total_p10": period["total_revenue_p10"], "total_p50": period["total_revenue_p50"],
                         "total_p90": period["total_revenue_p90"]}

@@ -127,7 +127,7 @@ def won_amount_quantiles(amounts: pd.DataFrame | None, segments) -> np.ndarray:
     table = np.full((len(segments), len(AMOUNT_QUANTILES)), np.nan)
     have = np.array([len(q) == len(AMOUNT_QUANTILES) for q in stats["won_amounts"]])
     if have.any():
-        rows = np.array([q for q, h in zip(stats["won_amounts"], have) if h], float)
+        rows = np.array([q for q, h in zip(stats["won_amounts"], have, strict=True) if h], float)
         table[have] = rows
         weights = stats["won_deals"].to_numpy(float)[have]
         table[~have] = np.average(rows, axis=0, weights=weights if weights.sum() else None)

@@ -448,7 +448,7 @@ def plot_scenarios(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
     paired = paired_revenue(model, deals, scenarios, horizon_days=horizon_days, seed=seed)
     first = next(iter(paired.values()))[0] if paired else np.zeros(1)
     series = [("baseline", first)] + [(name, revenue) for name, (_, revenue) in paired.items()]
-    for x, (name, values) in enumerate(series):
+    for x, (_, values) in enumerate(series):
         q10, q25, q50, q75, q90 = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
         color = "C7" if x == 0 else "C0"
         ax.vlines(x, q10, q90, color=color, lw=2)

@@ -140,8 +140,8 @@ def _destination_probs(cfg: SynthConfig) -> np.ndarray:
         eta = np.log(base) - np.log(base[:, [n + 2]])
     out = []
     for g in cfg.segments:
-        f, l = cfg.segment_logit_shift.get(g, (0.0, 0.0))
-        w = np.exp(eta + f * fwd + l * is_lost)
+        forward, lost = cfg.segment_logit_shift.get(g, (0.0, 0.0))
+        w = np.exp(eta + forward * fwd + lost * is_lost)
         out.append(w / w.sum(axis=1, keepdims=True))
     return np.stack(out, axis=1)
 
@@ -206,7 +206,7 @@ def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
         out.append((idx[seen], dest[seen], t[seen], amt[seen], np.full(seen.sum(), move, np.int16)))
         keep = seen & (dest < n_st)
         idx, st, t, amt = idx[keep], dest[keep], t[keep], amt[keep]
-    return [np.concatenate(parts) for parts in zip(*out)]
+    return [np.concatenate(parts) for parts in zip(*out, strict=True)]
 
 
 def _create_deals(rng, cfg: SynthConfig, n: int, shares: np.ndarray):
@@ -277,7 +277,7 @@ def _mixture_median(weights, log_medians, sigmas) -> float:
     """Median (days) of a mixture of LogNormals, by brentq on the mixture CDF in log-days."""
     w = np.asarray(weights, float) / np.sum(weights)
     mu, sd = np.asarray(log_medians, float), np.asarray(sigmas, float)
-    f = lambda x: float(np.sum(w * ndtr((x - mu) / sd))) - 0.5  # noqa: E731
+    f = lambda x: float(np.sum(w * ndtr((x - mu) / sd))) - 0.5
     lo, hi = mu.min() - 12 * sd.max(), mu.max() + 12 * sd.max()
     return float(np.exp(brentq(f, lo, hi, xtol=1e-12)))
 
@@ -297,7 +297,7 @@ def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> di
     """One truth row; probs (K,) over destinations, sojourn {j: (median days, sigma)}."""
     n = len(cfg.stages)
     names = [*cfg.stages, cfg.won, cfg.lost, STALL]
-    r = lambda x: round(float(x), 6)  # noqa: E731
+    r = lambda x: round(float(x), 6)
     cell = {
         "stage": cfg.stages[s], "segment": segment,
         "destinations": {names[j]: r(p) for j, p in enumerate(probs) if p > 0},
@@ -323,7 +323,7 @@ def _whole_cell(cfg, s, exits, v, pi_s, median_s, sigma_s, p_win_s) -> dict:
         soj[j] = (_mixture_median(w, mu, np.full(len(v), sigma_s[j])), sd)
     med = _mixture_median((v[:, None] * pi_s[:, exits]).ravel(), np.log(median_s[exits].T).ravel(),
                           np.tile(sigma_s[exits], len(v)))
-    extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(cfg.segments, v)}}
+    extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(cfg.segments, v, strict=True)}}
     return _cell(cfg, s, None, v @ pi_s, soj, v @ p_win_s, med, extra)
 
 
@@ -348,7 +348,7 @@ def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
     return {
         "as_of": str(as_of), "stages": list(cfg.stages), "won": cfg.won, "lost": cfg.lost,
         "segment_column": cfg.segment_column,
-        "segments": {g: round(float(x), 6) for g, x in zip(segs, shares)},
+        "segments": {g: round(float(x), 6) for g, x in zip(segs, shares, strict=True)},
         "n_deals": int(n_deals), "seed": int(seed),
         "entry": {"p_created_terminal": cfg.p_created_terminal, "p_created_won": cfg.p_created_won,
                   "p_created_stage": {cfg.stages[i]: round(float(x), 6)
