@@ -16,11 +16,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from funnelsim import synth
 from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.funnel import funnel_table
-from funnelsim.model import ConvergenceWarning, FunnelModel, check_fit
+from funnelsim.model import PARAMETER_MEANINGS, ConvergenceWarning, FunnelModel, check_fit
+from funnelsim.render import diagnostics_panel
 from funnelsim.spells import to_spells
 
 from .olist import olist_data_dir, olist_data_path, olist_events
@@ -238,6 +240,17 @@ def test_a_tiny_fit_says_it_failed():
     diag = model.diagnostics
     assert diag["converged"] is False and diag["problems"]
     assert "sample longer" in diag["advice"] and "target_accept" not in diag["advice"]
+    # the message says where: the worst-mixing parameters with their stage, destination, segment
+    worst = diag["worst"]
+    assert len(worst) == 3
+    assert [w["r_hat"] for w in worst] == sorted((w["r_hat"] for w in worst), reverse=True)
+    for w in worst:
+        assert w["stage"] in STAGES and w["parameter"] in PARAMETER_MEANINGS
+        assert w["destination"] is None or w["destination"] in (*STAGES, "Won", "Lost")
+        assert w["segment"] in (None, "A", "B") and w["stage"] in w["meaning"]
+    panel = Console(width=200, record=True)
+    panel.print(diagnostics_panel(diag))
+    assert f"{worst[0]['parameter']}: {worst[0]['meaning']}" in panel.export_text()
     # divergent transitions call for smaller steps, not only a longer run
     model.idata["sample_stats"]["diverging"].values[0, :3] = True
     assert model.diagnostics is diag     # computed once, when the fit ended

@@ -32,7 +32,7 @@ from . import derived
 from .events import FunnelDataError, FunnelDefinition
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
-__all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "merge_config", "ConvergenceWarning", "compare_sojourn",
+__all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_config", "ConvergenceWarning", "compare_sojourn",
            "pointwise_loglik"]
 
 THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
@@ -139,7 +139,8 @@ class FunnelModel:
         self.idata, self._diagnostics = idata, check_fit(idata)   # once, when the fit ends
         report = self._diagnostics
         if not report["converged"]:
-            warnings.warn(f"the fit failed its diagnostics: {report['problems']}; do not forecast from it "
+            where = "; ".join(f"{w['parameter']} ({w['meaning']}) R-hat {w['r_hat']:.2f}" for w in report["worst"])
+            warnings.warn(f"the fit failed its diagnostics: {report['problems']}; mixing worst: {where}; do not forecast from it "
                           f"({report['advice']})", ConvergenceWarning, stacklevel=2)
         return idata
 
@@ -480,7 +481,46 @@ def check_fit(idata) -> dict:
     return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
             "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
             "target_accept": target_accept, "converged": not problems, "problems": problems,
-            "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS)}
+            "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS),
+            "worst": worst_parameters(idata) if problems else []}
+
+
+# what each named parameter means, for the message of a fit that fails its checks
+PARAMETER_MEANINGS = {
+    "alpha": "log-odds of {pair} against stalling (stage mean)",
+    "eta": "log-odds of {pair} against stalling, segment {segment}",
+    "alpha_spread": "spread of conversion across segments at {stage}",
+    "log_days": "log days in stage before {pair} (stage mean)",
+    "loc": "log days in stage before {pair}, segment {segment}",
+    "log_days_spread": "spread of days in stage across segments at {stage}",
+    "sigma_t": "LogNormal scale of days in stage before {pair}",
+    "log_shape": "Weibull log shape of days in stage before {pair}",
+}
+
+
+def worst_parameters(idata, n: int = 3) -> list[dict]:
+    """The ``n`` named parameters that mix worst (highest R-hat, then lowest bulk ESS), each
+    with its stage, destination and segment and what it means: where a failed fit fails."""
+    import arviz as az
+
+    post = idata.posterior.to_dataset()
+    names = [v for v in PARAMETER_MEANINGS if v in post.data_vars and post[v].size]
+    if not names:
+        return []
+    r_hat, ess = az.rhat(post[names]), az.ess(post[names], method="bulk")
+    rows = []
+    for name in names:
+        coords = {dim: r_hat[name][dim].values for dim in r_hat[name].dims}
+        for index in np.ndindex(r_hat[name].shape):
+            at = {dim: str(coords[dim][i]) for dim, i in zip(r_hat[name].dims, index, strict=True)}
+            stage, _, destination = at.get("pair", at.get("stage", "")).partition(" -> ")
+            rows.append({"parameter": name, "stage": stage, "destination": destination or None,
+                         "segment": at.get("segment"), "r_hat": float(r_hat[name].values[index]),
+                         "ess_bulk": float(ess[name].values[index]),
+                         "meaning": PARAMETER_MEANINGS[name].format(pair=at.get("pair"), stage=stage,
+                                                                     segment=at.get("segment"))})
+    rows.sort(key=lambda r: (-np.nan_to_num(r["r_hat"], nan=np.inf), np.nan_to_num(r["ess_bulk"], nan=-1.0)))
+    return rows[:n]
 
 
 def merge_config(defaults: dict, overrides: dict) -> dict:

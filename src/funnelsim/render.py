@@ -59,7 +59,10 @@ def diagnostics_panel(diagnostics: dict) -> Panel:
             f"ESS tail min {d['ess_tail_min']:.0f} · divergences {d['divergences']} · sampler {d['sampler']}")
     if d["converged"]:
         return Panel(line, title="diagnostics: converged", border_style="green")
+    worst = "".join(f"\n  {w['parameter']}: {w['meaning']} (R-hat {w['r_hat']:.2f}, ESS {w['ess_bulk']:.0f})"
+                    for w in d.get("worst", []))
     body = (line + "\n[bold]NOT CONVERGED[/]: " + "; ".join(d["problems"])
+            + (f"\nMixing worst:{worst}" if worst else "")
             + f"\nDo not forecast from this fit: {d.get('advice') or 'sample longer'} "
             "(funnelsim fit --tune, --draws, --target-accept), or simplify the segments.")
     return Panel(body, title="diagnostics: FAILED", border_style="bold red")
