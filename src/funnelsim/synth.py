@@ -24,11 +24,29 @@ Per deal:
 4. Censoring. The log ends at midnight ``end = start + 7 * weeks`` days; events after it are
    dropped, so late deals are still open. The truth's ``as_of`` is the day before ``end``: in
    funnelsim an as-of date means the end of that day, so ``as_of`` sees exactly this log.
+5. Awkward timing of real CRMs (all off by default, and then the log is bit-identical to the
+   log without these knobs). A stay in stage s that ends in destination j is *instant* with
+   probability h[s,j] = 1 - (1 - pass_through[s]) (1 - p_same_day_jump [j is forward]): it then
+   lasts U(instant_seconds) seconds (default 1-120 s) instead of its LogNormal time; destination
+   probabilities do not change. ``pass_through`` makes a stage an automation's pass-through
+   (share 1.0: every stay lasts seconds); ``p_same_day_jump`` is a rep clicking a deal on (next
+   stage, skip or Won) at once, so a jump through k stages is k consecutive instant stays.
+   With instant stays the timestamps are written to the second, otherwise to the minute;
+   ``date_only`` writes dates only (midnight, ``YYYY-MM-DD`` in a CSV), the same log with the
+   time of day dropped, so same-day stays last 0 days. Rows stay in each deal's true order
+   (sorted by timestamp, deal, then move), which is the order funnelsim's reader keeps for
+   events of equal time (by source row, won/lost last).
+6. Rare destinations. ``rare_destinations[(stage, destination)] = p`` sets that exit's base
+   probability (before segment shifts; the main advance takes up the rest), e.g. a rare direct
+   win; ``destination_segments[(stage, destination)] = (segments...)`` makes the exit possible
+   only for those segments (probability 0 elsewhere, the other exits renormalised).
 
 The truth has one cell per (stage, segment) and per stage for the whole funnel (segment None),
 with destination probabilities, LogNormal sojourn parameters, P(win from entry) from the
 absorbing Markov chain of destinations (the ``max_moves`` cap is ignored there; its effect is
-negligible), and the median time to exit given the deal leaves. Whole-funnel cells mix the
+negligible), and the median time to exit given the deal leaves (instant stays included), the instant share per
+destination (``instant_share``; ``sojourn`` is then the non-instant part) and the instant share
+of all exits (``p_instant``). Whole-funnel cells mix the
 segments with weight share[g] x E[entries into s per deal of g] (``segment_weights``): the mixture
 a random entry into stage s is drawn from, which is what pooling all deals estimates.
 """
@@ -47,6 +65,7 @@ from scipy.special import ndtr
 from ._io import atomic_write
 
 STALL = "stall"
+SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,13 @@ class SynthConfig:
     seasonal_amplitude: float = 0.15      # relative amplitude of the yearly inflow cycle
     weekend_weight: float = 0.1           # weekend days' inflow relative to weekdays
     max_moves: int = 30
+    # awkward timing and rare exits (module docstring, items 5 and 6); the defaults add none
+    pass_through: dict[str, float] = field(default_factory=dict)  # stage -> share of instant stays
+    p_same_day_jump: float = 0.0          # share of forward exits (next, skip, Won) that are instant
+    instant_seconds: tuple[float, float] = (1.0, 120.0)  # an instant stay lasts U(lo, hi) seconds
+    date_only: bool = False               # timestamps are dates: same-day stays last 0 days
+    rare_destinations: dict[tuple[str, str], float] = field(default_factory=dict)  # base probability
+    destination_segments: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
 def _per_stage(value, first: float, last: float, n: int, name: str) -> np.ndarray:
@@ -122,6 +148,9 @@ def _base_probs(cfg: SynthConfig) -> np.ndarray:
             probs[s, s + 2] = cfg.p_skip
         if s == n - 2:
             probs[s, won] = cfg.p_direct_win
+        for (stage, dest), p in cfg.rare_destinations.items():
+            if stage == cfg.stages[s]:
+                probs[s, _code(cfg, dest)] = p
         rest = 1.0 - probs[s].sum()
         if rest <= 0.0 or cfg.p_stall_base <= 0.0 or (probs[s] < 0).any():
             raise ValueError(f"stage {cfg.stages[s]!r}: need p_stall_base > 0 and the other exits "
@@ -142,8 +171,25 @@ def _destination_probs(cfg: SynthConfig) -> np.ndarray:
     for g in cfg.segments:
         forward, lost = cfg.segment_logit_shift.get(g, (0.0, 0.0))
         w = np.exp(eta + forward * fwd + lost * is_lost)
+        for (stage, dest), only in cfg.destination_segments.items():
+            if g not in only:
+                w[cfg.stages.index(stage), _code(cfg, dest)] = 0.0
         out.append(w / w.sum(axis=1, keepdims=True))
     return np.stack(out, axis=1)
+
+
+def _code(cfg: SynthConfig, name: str) -> int:
+    """Destination code of a stage, won, lost or stall name (dest_names order)."""
+    return [*cfg.stages, cfg.won, cfg.lost, STALL].index(name)
+
+
+def _instant_share(cfg: SynthConfig) -> np.ndarray:
+    """(S, K) h[s, j]: probability that a stay in s ending in j lasts seconds (0 for stall)."""
+    n = len(cfg.stages)
+    q = np.array([cfg.pass_through.get(st, 0.0) for st in cfg.stages])
+    h = 1.0 - (1.0 - q[:, None]) * (1.0 - cfg.p_same_day_jump * _forward_mask(n))
+    h[:, n + 2] = 0.0
+    return h
 
 
 def _sojourn_params(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +224,11 @@ def _creation_days(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.nda
     return np.sort(day + (8.0 + 10.0 * rng.random(n)) / 24.0)
 
 
-def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
+def _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0, end):
     """Move all open deals at once, one move per loop iteration (vectorised over deals).
+
+    ``instant`` (S, K) is the share of stays lasting U(instant_seconds) seconds; an all-zero
+    array draws nothing extra, so the defaults give the same log as before it existed.
 
     Returns concatenated event arrays: deal index, destination code, time (days since start),
     amount (currency) and move number (0 = creation). Stalls and events after ``end`` are not rows.
@@ -189,6 +238,8 @@ def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
     cum = np.cumsum(pi, axis=2)
     cum[..., -1] = 1.0
     log_med = np.log(median)
+    any_instant = bool(instant.any())
+    lo, hi = (x / SECONDS_PER_DAY for x in cfg.instant_seconds)
     out = [(np.arange(seg.size), entry, t0, amount0, np.zeros(seg.size, np.int16))]
     idx = np.flatnonzero(entry < n_st)
     st, t, amt = entry[idx], t0[idx], amount0[idx]
@@ -198,7 +249,12 @@ def _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end):
         g = seg[idx]
         u, z, e = rng.random(idx.size), rng.standard_normal(idx.size), rng.standard_normal(idx.size)
         dest = (cum[st, g] <= u[:, None]).sum(axis=1).astype(np.int8)
-        t = t + np.exp(log_med[st, dest, g] + sigma[st, dest] * z)
+        days = np.exp(log_med[st, dest, g] + sigma[st, dest] * z)
+        if any_instant:
+            v, h = rng.random(idx.size), instant[st, dest]
+            quick = v < h  # given that, v / h is uniform on (0, 1): it places the stay in [lo, hi]
+            days = np.where(quick, lo + (hi - lo) * v / np.where(quick, h, 1.0), days)
+        t = t + days
         amt = np.where(dest < n_st, amt * np.exp(cfg.move_amount_sigma * e), amt)
         amt = np.where(dest == won, amt * np.exp(cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * e),
                        amt)
@@ -225,15 +281,19 @@ def _create_deals(rng, cfg: SynthConfig, n: int, shares: np.ndarray):
     return t0, seg, entry, np.where(entry == n_st, amount0 * won_factor, amount0)
 
 
-def _frame(cfg: SynthConfig, n_deals, seg, deal, code, t, amt, seq) -> pd.DataFrame:
-    """Event arrays -> canonical frame, times rounded to the minute, sorted by (time, deal)."""
-    minutes = np.rint(t * 1440.0).astype(np.int64)
-    order = np.lexsort((seq, deal, minutes))  # move number breaks (unlikely) same-minute ties
-    deal, code, minutes, amt = deal[order], code[order], minutes[order], amt[order]
+def _frame(cfg: SynthConfig, n_deals, seg, deal, code, t, amt, seq, seconds=False) -> pd.DataFrame:
+    """Event arrays -> canonical frame, times rounded to the minute (to the second if
+    ``seconds``; then cut to the day if ``cfg.date_only``), sorted by (time, deal, move)."""
+    unit, per_day = ("s", SECONDS_PER_DAY) if seconds else ("m", 1440.0)
+    ticks = np.rint(t * per_day).astype(np.int64)
+    if cfg.date_only:
+        unit, ticks = "D", ticks // int(per_day)
+    order = np.lexsort((seq, deal, ticks))  # the move number keeps a deal's same-time rows in order
+    deal, code, ticks, amt = deal[order], code[order], ticks[order], amt[order]
     width = max(7, len(str(n_deals)))  # fixed width: string order = creation order
     ids = np.array([f"D{i:0{width}d}" for i in range(1, n_deals + 1)], dtype=object)
     names = np.array([*cfg.stages, cfg.won, cfg.lost, STALL], dtype=object)
-    stamps = np.datetime64(cfg.start, "m") + minutes.astype("timedelta64[m]")
+    stamps = np.datetime64(cfg.start, unit) + ticks.astype(f"timedelta64[{unit}]")
     return pd.DataFrame({
         "deal_id": ids[deal],
         "stage": names[code],
@@ -247,8 +307,9 @@ def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
              ) -> tuple[pd.DataFrame, dict]:
     """Return (events, truth): a canonical event log of ``n_deals`` deals and its true parameters.
 
-    Columns: deal_id, stage, timestamp (to the minute), amount (currency), <segment_column>;
-    sorted by timestamp then deal_id. Same seed and config give an identical frame.
+    Columns: deal_id, stage, timestamp (to the minute; to the second when instant stays are
+    configured; midnight when ``date_only``), amount (currency), <segment_column>; sorted by
+    timestamp, deal_id, then each deal's true order. Same seed and config give an identical frame.
     """
     cfg = config or SynthConfig()
     _validate(cfg, n_deals)
@@ -257,10 +318,12 @@ def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
     shares /= shares.sum()
     pi = _destination_probs(cfg)
     median, sigma = _sojourn_params(cfg)
+    instant = _instant_share(cfg)
     t0, seg, entry, amount0 = _create_deals(rng, cfg, n_deals, shares)
-    arrays = _simulate(rng, cfg, pi, median, sigma, seg, entry, t0, amount0, end=cfg.weeks * 7.0)
-    events = _frame(cfg, n_deals, seg, *arrays)
-    return events, _truth(cfg, pi, median, sigma, shares, n_deals, seed)
+    arrays = _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0,
+                       end=cfg.weeks * 7.0)
+    events = _frame(cfg, n_deals, seg, *arrays, seconds=bool(instant.any()))
+    return events, _truth(cfg, pi, median, sigma, instant, shares, n_deals, seed)
 
 
 def _validate(cfg: SynthConfig, n_deals: int) -> None:
@@ -271,14 +334,49 @@ def _validate(cfg: SynthConfig, n_deals: int) -> None:
         raise ValueError("need n_deals >= 1, weeks >= 1 and positive segment shares")
     if cfg.p_created_second + cfg.p_created_terminal > 1:
         raise ValueError("p_created_second + p_created_terminal must be <= 1")
+    for stage, share in cfg.pass_through.items():
+        if stage not in cfg.stages or not 0 <= share <= 1:
+            raise ValueError(f"pass_through {stage!r}={share}: need an open stage of {list(cfg.stages)} "
+                             f"and a share between 0 and 1")
+    if not 0 <= cfg.p_same_day_jump <= 1:
+        raise ValueError(f"p_same_day_jump={cfg.p_same_day_jump} must be between 0 and 1")
+    lo, hi = cfg.instant_seconds
+    if not 0 <= lo < hi <= 3600:
+        raise ValueError(f"instant_seconds={cfg.instant_seconds}: need 0 <= low < high <= 3600 seconds")
+    n = len(cfg.stages)
+    for key in {*cfg.rare_destinations, *cfg.destination_segments}:
+        stage, dest = key
+        if stage not in cfg.stages or dest not in names[:-1] or dest == stage:
+            raise ValueError(f"rare destination {stage!r} -> {dest!r}: need an open stage of "
+                             f"{list(cfg.stages)} and another stage, {cfg.won!r} or {cfg.lost!r}")
+        s = cfg.stages.index(stage)
+        if key in cfg.rare_destinations and (_code(cfg, dest) == (s + 1 if s + 1 < n else n)
+                                             or not 0 <= cfg.rare_destinations[key] < 1):
+            raise ValueError(f"rare destination {stage!r} -> {dest!r}: need a probability in [0, 1) "
+                             f"and not the main advance (it takes up the rest)")
+        only = cfg.destination_segments.get(key)
+        if only is not None and (not only or set(only) - set(cfg.segments)):
+            raise ValueError(f"destination_segments {stage!r} -> {dest!r}: {list(only)} must be "
+                             f"some of the segments {list(cfg.segments)}")
 
 
-def _mixture_median(weights, log_medians, sigmas) -> float:
-    """Median (days) of a mixture of LogNormals, by brentq on the mixture CDF in log-days."""
+def _mixture_median(weights, log_medians, sigmas, instant=None, seconds=(1.0, 120.0)) -> float:
+    """Median (days) of a mixture of LogNormals, by brentq on the mixture CDF in log-days.
+
+    With ``instant`` (a share per component), that share of each component lasts
+    U(seconds) seconds instead of its LogNormal time.
+    """
     w = np.asarray(weights, float) / np.sum(weights)
     mu, sd = np.asarray(log_medians, float), np.asarray(sigmas, float)
-    f = lambda x: float(np.sum(w * ndtr((x - mu) / sd))) - 0.5
     lo, hi = mu.min() - 12 * sd.max(), mu.max() + 12 * sd.max()
+    if instant is None or not np.any(instant):
+        f = lambda x: float(np.sum(w * ndtr((x - mu) / sd))) - 0.5
+    else:
+        h = np.asarray(instant, float)
+        a, b = (x / SECONDS_PER_DAY for x in seconds)
+        lo = min(lo, np.log(b * 1e-9))
+        uniform = lambda x: min(max((np.exp(x) - a) / (b - a), 0.0), 1.0)
+        f = lambda x: float(np.sum(w * (h * uniform(x) + (1 - h) * ndtr((x - mu) / sd)))) - 0.5
     return float(np.exp(brentq(f, lo, hi, xtol=1e-12)))
 
 
@@ -293,8 +391,9 @@ def _absorbing(pi_g: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.linalg.solve(a, pi_g[:, n]), np.linalg.solve(a.T, start)
 
 
-def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> dict:
-    """One truth row; probs (K,) over destinations, sojourn {j: (median days, sigma)}."""
+def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, instant, extra=None) -> dict:
+    """One truth row; probs (K,) over destinations, sojourn {j: (median days, sigma)} of the
+    stays that are not instant, instant (K,) the instant share per destination."""
     n = len(cfg.stages)
     names = [*cfg.stages, cfg.won, cfg.lost, STALL]
     r = lambda x: round(float(x), 6)
@@ -305,15 +404,18 @@ def _cell(cfg, s, segment, probs, sojourn, p_win, median_days, extra=None) -> di
         "conversion": r(probs[_forward_mask(n)[s]].sum()),
         "p_lost": r(probs[n + 1]), "p_stall": r(probs[n + 2]),
         "p_win_from_entry": r(p_win), "median_days": r(median_days),
+        "instant_share": {names[j]: r(instant[j]) for j in sojourn},
+        "p_instant": r(probs[:n + 2] @ instant[:n + 2] / probs[:n + 2].sum()),
     }
     return cell | (extra or {})
 
 
-def _whole_cell(cfg, s, exits, v, pi_s, median_s, sigma_s, p_win_s) -> dict:
+def _whole_cell(cfg, s, exits, v, pi_s, median_s, sigma_s, p_win_s, instant_s) -> dict:
     """Whole-funnel cell for stage s: segments mixed with weights v (share x expected entries).
 
     Per destination the sojourn is a mixture of the segments' LogNormals: its median (days) is
     the mixture median and its sigma the standard deviation of log-days under the mixture.
+    Instant shares do not depend on the segment, so they carry over unchanged.
     """
     soj = {}
     for j in exits:
@@ -322,12 +424,13 @@ def _whole_cell(cfg, s, exits, v, pi_s, median_s, sigma_s, p_win_s) -> dict:
         sd = np.sqrt(sigma_s[j] ** 2 + np.sum(w * (mu - np.sum(w * mu)) ** 2))
         soj[j] = (_mixture_median(w, mu, np.full(len(v), sigma_s[j])), sd)
     med = _mixture_median((v[:, None] * pi_s[:, exits]).ravel(), np.log(median_s[exits].T).ravel(),
-                          np.tile(sigma_s[exits], len(v)))
+                          np.tile(sigma_s[exits], len(v)), np.tile(instant_s[exits], len(v)),
+                          cfg.instant_seconds)
     extra = {"segment_weights": {g: round(float(x), 6) for g, x in zip(cfg.segments, v, strict=True)}}
-    return _cell(cfg, s, None, v @ pi_s, soj, v @ p_win_s, med, extra)
+    return _cell(cfg, s, None, v @ pi_s, soj, v @ p_win_s, med, instant_s, extra)
 
 
-def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
+def _truth(cfg, pi, median, sigma, instant, shares, n_deals, seed) -> dict:
     n, segs = len(cfg.stages), list(cfg.segments)
     start = np.zeros(n)
     start[0] += 1 - cfg.p_created_second
@@ -340,10 +443,11 @@ def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
         exits = [j for j in range(n + 2) if pi[s, :, j].max() > 0]
         for g, name in enumerate(segs):
             soj = {j: (median[s, j, g], sigma[s, j]) for j in exits if pi[s, g, j] > 0}
-            med = _mixture_median(pi[s, g, exits], np.log(median[s, exits, g]), sigma[s, exits])
-            cells.append(_cell(cfg, s, name, pi[s, g], soj, p_win[s, g], med))
+            med = _mixture_median(pi[s, g, exits], np.log(median[s, exits, g]), sigma[s, exits],
+                                  instant[s, exits], cfg.instant_seconds)
+            cells.append(_cell(cfg, s, name, pi[s, g], soj, p_win[s, g], med, instant[s]))
         cells.append(_whole_cell(cfg, s, exits, visits[s] / visits[s].sum(), pi[s], median[s],
-                                 sigma[s], p_win[s]))
+                                 sigma[s], p_win[s], instant[s]))
     as_of = np.datetime64(cfg.start, "D") + np.timedelta64(cfg.weeks * 7 - 1, "D")
     return {
         "as_of": str(as_of), "stages": list(cfg.stages), "won": cfg.won, "lost": cfg.lost,
@@ -358,6 +462,13 @@ def _truth(cfg, pi, median, sigma, shares, n_deals, seed) -> dict:
                     "won_log_ratio_mean": cfg.won_log_ratio_mean,
                     "won_log_ratio_sigma": cfg.won_log_ratio_sigma},
         "max_moves": cfg.max_moves,
+        "timing": {"resolution": "day" if cfg.date_only else "second" if instant.any() else "minute",
+                   "pass_through": dict(cfg.pass_through), "p_same_day_jump": cfg.p_same_day_jump,
+                   "instant_seconds": list(cfg.instant_seconds)},
+        "rare_destinations": [
+            {"stage": stage, "destination": dest, "base_probability": cfg.rare_destinations.get(key),
+             "segments": list(cfg.destination_segments[key]) if key in cfg.destination_segments else None}
+            for key in sorted({*cfg.rare_destinations, *cfg.destination_segments}) for stage, dest in [key]],
         "cells": cells,
     }
 
