@@ -540,15 +540,28 @@ def synth(
     deals: Annotated[int, typer.Option("--deals", min=1, help="Number of deals.")] = 5000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same file.")] = 0,
     weeks: Annotated[int, typer.Option("--weeks", min=1, help="Weeks of deal inflow; the log ends (is censored) after them.")] = 104,
+    pass_through: Annotated[list[str] | None, typer.Option("--pass-through", metavar="STAGE=SHARE", help="That share of the stage's stays lasts 1-120 seconds (an automation moving deals on); 1.0 = every stay. Repeat or comma-separate: Qualified=1.0,Proposal=0.2.", show_default=False)] = None,
+    same_day_jump: Annotated[float, typer.Option("--same-day-jump", min=0.0, max=1.0, metavar="P", help="Share of forward moves (next stage, skip, won) made 1-120 seconds after entering (a rep clicking a deal through stages); a jump through k stages is k such stays.")] = 0.0,
+    date_only: Annotated[bool, typer.Option("--date-only", help="Write dates without a time of day (YYYY-MM-DD): same-day stays last 0 days; rows keep each deal's true order.")] = False,
+    rare: Annotated[list[str] | None, typer.Option("--rare", metavar="FROM:TO[=P][@SEG+SEG]", help="Make an exit rare or segment-only: base probability P (Prospecting:Won=0.006) and/or only these segments have it (Proposal:Qualified@SMB). Repeatable.", show_default=False)] = None,
 ) -> None:
     """Write a synthetic CRM event log with known truth (stage conversion, P(win from stage
-    entry), median days per stage and segment), for demos, tests and benchmarks.
+    entry), median days and instant shares per stage and segment), for demos, tests and
+    benchmarks.
 
     Example: funnelsim synth crm.csv --deals 20000 --seed 1
+
+    Awkward timing: funnelsim synth crm.csv --pass-through Qualified=1.0 --same-day-jump 0.1 --date-only --rare Prospecting:Won=0.006
     """
     from . import synth as synth_module
 
-    truth = synth_module.write(out_path, deals, seed=seed, config=synth_module.SynthConfig(weeks=weeks))
+    try:
+        config = synth_module.SynthConfig(
+            weeks=weeks, pass_through=synth_module.parse_pass_through(pass_through or []),
+            p_same_day_jump=same_day_jump, date_only=date_only, **synth_module.parse_rare(rare or []))
+        truth = synth_module.write(out_path, deals, seed=seed, config=config)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     out.print(f"wrote {out_path} ({deals} deals, as of {truth['as_of']}) and its truth JSON", highlight=False)
 
 

@@ -473,6 +473,41 @@ def _truth(cfg, pi, median, sigma, instant, shares, n_deals, seed) -> dict:
     }
 
 
+def parse_pass_through(items) -> dict[str, float]:
+    """``["Qualified=1.0", "Proposal=0.3,Negotiation=0.1"]`` -> ``{stage: share}`` (the CLI's
+    ``--pass-through``); a stage without ``=share`` is a pure pass-through (1.0)."""
+    out = {}
+    for part in (p.strip() for item in items for p in item.split(",") if p.strip()):
+        stage, _, share = part.partition("=")
+        try:
+            out[stage.strip()] = float(share) if share.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"--pass-through {part!r}: write STAGE=SHARE, e.g. Qualified=1.0") from None
+    return out
+
+
+def parse_rare(items) -> dict[str, dict]:
+    """``["Prospecting:Won=0.006", "Proposal:Prospecting@Enterprise+SMB"]`` -> the config's
+    ``rare_destinations`` and ``destination_segments`` (the CLI's ``--rare``): FROM:TO, then
+    ``=P`` for the exit's base probability and/or ``@SEG+SEG`` for the only segments having it."""
+    rare, only = {}, {}
+    for item in items:
+        text, _, segs = item.partition("@")
+        pair, _, prob = text.partition("=")
+        stage, colon, dest = pair.partition(":")
+        try:
+            if not colon or not (prob.strip() or segs.strip()):
+                raise ValueError
+            if prob.strip():
+                rare[(stage.strip(), dest.strip())] = float(prob)
+        except ValueError:
+            raise ValueError(f"--rare {item!r}: write FROM:TO=P and/or FROM:TO@SEGMENT+SEGMENT, "
+                             f"e.g. Prospecting:Won=0.006") from None
+        if segs.strip():
+            only[(stage.strip(), dest.strip())] = tuple(g.strip() for g in segs.split("+") if g.strip())
+    return {"rare_destinations": rare, "destination_segments": only}
+
+
 def write(path, n_deals: int, seed: int = 0, config: SynthConfig | None = None) -> dict:
     """Write events to ``path`` (Parquet if it ends in .parquet, else CSV) and the truth to
     ``<stem>.truth.json`` beside it, each atomically. Return the truth."""
