@@ -180,3 +180,87 @@ def test_cli_refuses_bad_origins(tmp_path, crm):
         result = run(*base, *extra)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "b.json").exists()
+
+
+def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadsheet_does(monkeypatch):
+    """Wins exactly on every boundary day. Origin O = 31 March (the end of that day), horizon
+    H = 30 days: the actual counts wins of the deals open at O from the start of O + 1 to the
+    end of O + H (1 April 00:00 .. 30 April 23:59); the last-period baseline counts wins of the
+    deals open at O - H (1 March) from the start of O - H + 1 to the end of O (2 March 00:00 ..
+    31 March 23:59). With new deals, the run rate counts every win of that baseline window and
+    the total adds the horizon's wins of the deals created in it. The fit and the forecast are
+    stubbed out: only the counting is tested."""
+    import types
+
+    import funnelsim.forecast
+    import funnelsim.model
+
+    class NoFit:
+        def __init__(self, stats, amounts=None, model_config=None):
+            self.diagnostics, self.timings = {"converged": True}, {"seconds": 0.0}
+
+        def fit(self, **kwargs):
+            return self
+
+    def no_forecast(model, deals, **kwargs):
+        return types.SimpleNamespace(dataset={"pipeline_revenue": types.SimpleNamespace(values=np.zeros(10))},
+                                     has_new_deals=False)
+
+    monkeypatch.setattr(funnelsim.model, "FunnelModel", NoFit)
+    monkeypatch.setattr(funnelsim.forecast, "forecast", no_forecast)
+    funnel = FunnelDefinition(stages=("Lead", "Qualified"), won="Won", lost="Lost")
+    wins = {                                    # deal: (created, won at), amount 2^k tells them apart
+        "w0": ("2024-02-01", "2024-02-29 23:59"),   # the day before the baseline window
+        "w1": ("2024-02-01", "2024-03-01 12:00"),   # O - H: not open at its end
+        "w2": ("2024-02-01", "2024-03-02 00:00"),   # first day of the baseline window
+        "w3": ("2024-02-01", "2024-03-31 23:59"),   # the origin day: last day of the baseline window
+        "w4": ("2024-02-01", "2024-04-01 00:00"),   # O + 1: first day of the horizon
+        "w5": ("2024-02-01", "2024-04-30 23:59"),   # O + H: last day of the horizon
+        "w6": ("2024-02-01", "2024-05-01 00:00"),   # O + H + 1: the day after the horizon
+        "w7": ("2024-03-15", "2024-03-20 10:00"),   # created after O - H, won before O
+        "w8": ("2024-03-15", "2024-04-10 10:00"),   # created after O - H, won in the horizon
+        "w9": ("2024-04-02", "2024-04-03 10:00"),   # created after O, won in the horizon
+        "w10": ("2024-03-31 09:00", "2024-04-20"),  # created on O: open at O, not a new deal
+        "w11": ("2024-04-30 08:00", "2024-04-30 18:00"),   # created and won on O + H: a new deal
+    }
+    rows = []
+    for k, (deal, (created, won_at)) in enumerate(wins.items()):
+        rows += [(deal, "Lead", created, 2.0**k), (deal, "Won", won_at, 2.0**k)]
+    rows += [("lost", "Lead", "2024-02-01", 1000.0), ("lost", "Qualified", "2024-02-10", 1000.0),
+             ("lost", "Lost", "2024-03-10", 1000.0), ("open", "Lead", "2024-02-05", 3000.0),
+             ("late", "Lead", "2024-05-20", 5000.0)]
+    events = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "amount"])
+    events["timestamp"] = pd.to_datetime(events["timestamp"], format="ISO8601")
+    origin, horizon = pd.Timestamp("2024-03-31"), 30
+    settings = BacktestSettings(horizon_days=horizon, draws=10, tune=10, chains=1, new_deals=True)
+    table = backtest(events, funnel, [origin], settings, workers=1).table
+
+    # the spreadsheet: calendar days of the events, nothing from funnelsim
+    day = events.timestamp.dt.normalize()
+    first = day.groupby(events.deal_id).min()
+    closed = day[events.stage.isin(["Won", "Lost"])].groupby(events.deal_id[events.stage.isin(["Won", "Lost"])]).min()
+
+    def open_at(date):
+        return set(first.index[(first <= date) & ~(closed.reindex(first.index) <= date)])
+
+    def won_by(deals, first_day, last_day):
+        won = events[events.stage.eq("Won") & events.deal_id.isin(deals) & (day >= first_day) & (day <= last_day)]
+        return won.amount.sum()
+
+    def created_in(first_day, last_day):
+        return set(first.index[(first >= first_day) & (first <= last_day)])
+
+    H = pd.Timedelta(days=horizon)
+    one = pd.Timedelta(days=1)
+    actual = won_by(open_at(origin), origin + one, origin + H)
+    last_period = won_by(open_at(origin - H), origin - H + one, origin)
+    assert (actual, last_period) == (2**4 + 2**5 + 2**8 + 2**10, 2**2 + 2**3)     # w4, w5, w8, w10; w2, w3
+    row = table.iloc[0]
+    assert row["actual"] == actual and row["last_period"] == last_period, (row["actual"], row["last_period"])
+    amount = events.groupby("deal_id").amount.last()
+    coverage = amount[list(open_at(origin))].sum() * last_period / amount[list(open_at(origin - H))].sum()
+    assert row["coverage"] == pytest.approx(coverage, rel=1e-12)
+    run_rate = won_by(set(first.index), origin - H + one, origin)
+    total = actual + won_by(created_in(origin + one, origin + H), origin + one, origin + H)
+    assert (run_rate, total) == (2**2 + 2**3 + 2**7, actual + 2**9 + 2**11)        # w2, w3, w7; w9, w11
+    assert row["run_rate"] == run_rate and row["total_actual"] == total, (row["run_rate"], row["total_actual"])
