@@ -112,3 +112,37 @@ def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
         to_stage_stats(spells, history_days=1)
     with pytest.raises(FunnelDataError, match="positive number of days"):
         to_stage_stats(spells, history_days=0)
+
+
+def test_bin_edges_in_days_are_the_edges_in_t_less_the_half_day_offset():
+    """Both edges of each row's bin, in days, worked out by hand: bin b holds
+    0.5 * 2^(b/3) <= days + 0.5 < 0.5 * 2^((b+1)/3), so days_low = 0.5 * 2^(b/3) - 0.5 and
+    days_high = 0.5 * 2^((b+1)/3) - 0.5; every stay lies between its row's edges."""
+    funnel = FunnelDefinition(("Lead", "Qualified"), "Won", "Lost")
+    rows = [("A", "Lead", "2024-01-01"), ("A", "Qualified", "2024-01-01"), ("A", "Won", "2024-01-11"),
+            ("B", "Lead", "2024-01-01"), ("B", "Lost", "2024-01-02"),
+            ("C", "Lead", "2024-01-01"), ("C", "Qualified", "2024-04-10"),
+            ("D", "Lead", "2024-04-25")]
+    frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    spells = to_spells(read_events(frame, funnel), as_of="2024-04-30")      # open stays aged to 1 May 00:00
+    stats = to_stage_stats(spells)
+    expected = {   # (stage, destination): days of the stay, bin, days_low, days_high
+        ("Lead", "Qualified", 0): (0.0, 0.0, 0.129961),            # 0.5 * 2^(1/3) - 0.5
+        ("Lead", "Lost", 4): (1.0, 0.759921, 1.087401),            # 0.5 * 2^(4/3) - 0.5, 0.5 * 2^(5/3) - 0.5
+        ("Lead", "Qualified", 22): (100.0, 80.134947, 101.093667),
+        ("Lead", CENSORED, 11): (6.0, 5.849604, 7.5),               # upper edge 0.5 * 2^4 - 0.5
+        ("Qualified", "Won", 13): (10.0, 9.579368, 12.199208),
+        ("Qualified", CENSORED, 16): (21.0, 19.658737, 24.898417),
+    }
+    got = {(r.stage, r.destination, r.bin): (r.days_low, r.days_high) for r in stats.itertuples()}
+    assert set(got) == set(expected) and (stats["n"] == 1).all(), got
+    for key, (days, low, high) in expected.items():
+        assert got[key] == pytest.approx((low, high), abs=1e-6), (key, got[key])
+        assert low <= days < high
+        b = key[2]
+        assert got[key] == pytest.approx((OFFSET_DAYS * 2 ** (b / 3) - OFFSET_DAYS,
+                                          OFFSET_DAYS * 2 ** ((b + 1) / 3) - OFFSET_DAYS), rel=1e-12)
+    per_stay = spells.to_pandas().assign(destination=lambda s: s.destination.fillna(CENSORED))
+    assert sorted(zip(per_stay.stage, per_stay.destination, per_stay.days, strict=True)) == sorted(
+        (stage, destination, days) for (stage, destination, _), (days, _, _) in expected.items())
