@@ -189,9 +189,9 @@ def reference_win_times(params, paths, rng):
     pi, loc, shape = params.pi[0, :, 0], params.loc[0, :, 0], params.shape[0]
     S = pi.shape[0]
     if params.family == "lognormal":
-        dist = lambda s, j: stats.lognorm(shape[s, j], scale=np.exp(loc[s, j]))  # noqa: E731
+        dist = lambda s, j: stats.lognorm(shape[s, j], scale=np.exp(loc[s, j]))
     else:
-        dist = lambda s, j: stats.weibull_min(shape[s, j], scale=loc[s, j])  # noqa: E731
+        dist = lambda s, j: stats.weibull_min(shape[s, j], scale=loc[s, j])
     t_age = 0.5
     survive = np.array([dist(0, j).sf(t_age) if pi[0, j] > 0 else 0.0 for j in range(S + 2)])
     weights = np.append(pi[0, :S + 2] * survive, pi[0, S + 2])
