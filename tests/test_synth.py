@@ -1,13 +1,16 @@
 """Tests for funnelsim.synth: structure, determinism, and that the truth matches the process."""
 
+import dataclasses
+import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from funnelsim.synth import STALL, SynthConfig, generate, write
+from funnelsim.synth import STALL, SynthConfig, generate, parse_pass_through, parse_rare, write
 
 BACKWARD = SynthConfig(p_backward=0.2, p_skip=0.1)
 
@@ -272,3 +275,213 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write(tmp_path / "events.csv", 500)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- awkward timing (issue 18)
+
+# sha256 of generate(5_000, seed=1)'s CSV, and of its truth without the fields added with the
+# timing knobs, computed before they existed (commit 2654600)
+DEFAULT_CSV_SHA256 = "b67e42d0b7435795769791a6ecec17cbe6023b0bf52dbd1cafdefa577e229a32"
+DEFAULT_TRUTH_SHA256 = "fcba41c48e0da03a6f3f2ed70948461f302283529edd0df5bc55efbe94a3a7c0"
+AWKWARD = SynthConfig(
+    pass_through={"Qualified": 1.0, "Proposal": 0.3}, p_same_day_jump=0.15,
+    rare_destinations={("Prospecting", "Won"): 0.006},
+    destination_segments={("Proposal", "Qualified"): ("Enterprise",)})
+
+
+@pytest.fixture(scope="module")
+def awkward_run():
+    """10 years of the awkward config; deals created in the first 5 are (almost) all resolved."""
+    cfg = dataclasses.replace(AWKWARD, weeks=520)
+    events, truth = generate(100_000, seed=18, config=cfg)
+    first = events.groupby("deal_id", sort=False)["timestamp"].transform("min")
+    half = np.datetime64(cfg.start) + np.timedelta64(7 * (cfg.weeks // 2), "D")
+    early = events[first.to_numpy() < half].copy()
+    by_deal = early.groupby("deal_id", sort=False)
+    early["next"] = by_deal["stage"].shift(-1)
+    early["seconds"] = (by_deal["timestamp"].shift(-1) - early["timestamp"]).dt.total_seconds()
+    return cfg, early, truth
+
+
+def test_default_log_is_bit_identical_to_before_the_timing_knobs():
+    events, truth = generate(5_000, seed=1)
+    assert hashlib.sha256(events.to_csv(index=False).encode()).hexdigest() == DEFAULT_CSV_SHA256
+    old = {k: v for k, v in truth.items() if k not in ("timing", "rare_destinations")}
+    old["cells"] = [{k: v for k, v in c.items() if k not in ("instant_share", "p_instant")}
+                    for c in truth["cells"]]
+    assert hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest() == DEFAULT_TRUTH_SHA256
+    assert truth["timing"] == {"resolution": "minute", "pass_through": {}, "p_same_day_jump": 0.0,
+                               "instant_seconds": [1.0, 120.0]}
+    assert all(c["p_instant"] == 0 for c in truth["cells"])
+
+
+def test_instant_share_per_destination_matches_truth(awkward_run):
+    """A stay ending in j lasts 1-120 s with probability 1 - (1 - pass_through)(1 - jump [forward])."""
+    cfg, early, truth = awkward_run
+    lo, hi = cfg.instant_seconds
+    moved = early["next"].notna()
+    quick = early["seconds"] <= hi
+    # a pure pass-through: every stay, whatever its destination, lasts seconds
+    q = moved & (early["stage"] == "Qualified")
+    assert q.sum() > 20_000 and early.loc[q, "seconds"].between(lo, hi).all()
+    assert cell(truth, "Qualified", None)["p_instant"] == 1
+    assert cell(truth, "Qualified", None)["median_days"] == pytest.approx(60.5 / 86_400, abs=1e-6)
+    want = {("Prospecting", "Qualified"): 0.15, ("Prospecting", "Lost"): 0.0,
+            ("Proposal", "Negotiation"): 1 - 0.7 * 0.85, ("Proposal", "Lost"): 0.3,
+            ("Negotiation", "Proposal"): 0.0, ("Negotiation", "Won"): 0.15}
+    for (stage, dest), h in want.items():
+        assert cell(truth, stage, None)["instant_share"][dest] == pytest.approx(h)
+        spells = moved & (early["stage"] == stage) & (early["next"] == dest)
+        n, got = spells.sum(), quick[spells].mean()
+        assert n > 500 and abs(got - h) <= 4 * np.sqrt(h * (1 - h) / n) + 1e-12, (stage, dest, got, h)
+        if 0 < h < 1:  # the rest keep their LogNormal time: none of it is under a minute or two
+            assert early.loc[spells & ~quick, "seconds"].min() > 3_600
+    # p_instant: the share of all the stage's exits, pooled over segments
+    for stage in ("Prospecting", "Proposal", "Negotiation"):
+        spells = moved & (early["stage"] == stage)
+        p, n = cell(truth, stage, None)["p_instant"], spells.sum()
+        assert abs(quick[spells].mean() - p) < 4 * np.sqrt(p * (1 - p) / n), stage
+
+
+def test_same_day_jumps_chain_through_several_stages(awkward_run):
+    """Prospecting -> Qualified (a jump) -> Proposal (pass-through) -> Negotiation (a jump or the
+    30% pass-through) all within seconds: consecutive instant stays, as often as the truth says."""
+    cfg, early, truth = awkward_run
+    rows = early.sort_values("deal_id", kind="stable").reset_index(drop=True)  # deal by deal
+    quick = rows["seconds"] <= cfg.instant_seconds[1]
+    entered = (rows["stage"] == "Prospecting") & (rows["next"] == "Qualified")
+    chain = entered & quick & (rows["next"].shift(-1) == "Proposal") \
+        & (rows["next"].shift(-2) == "Negotiation") & quick.shift(-2, fill_value=False)
+    assert (rows["stage"].shift(-1)[entered] == "Qualified").all()
+    # per segment, among Prospecting -> Qualified moves: P(that stay instant) x P(Qualified ->
+    # Proposal) x P(Proposal -> Negotiation) x P(that stay instant); Qualified stays are instant
+    expected = var = 0.0
+    for g in cfg.segments:
+        qual, prop = cell(truth, "Qualified", g), cell(truth, "Proposal", g)
+        p = (0.15 * qual["destinations"]["Proposal"] * prop["destinations"]["Negotiation"]
+             * prop["instant_share"]["Negotiation"])
+        n = (entered & (rows["segment"] == g)).sum()
+        expected, var = expected + n * p, var + n * p * (1 - p)
+    assert chain.sum() > 200  # jumps through three stages happen
+    assert abs(chain.sum() - expected) < 4 * np.sqrt(var), (chain.sum(), expected)
+    span = rows["timestamp"].shift(-3)[chain] - rows["timestamp"][chain]
+    assert (span <= pd.Timedelta(seconds=3 * cfg.instant_seconds[1])).all()
+
+
+def test_p_win_from_entry_holds_with_awkward_timing(awkward_run):
+    """Timing does not change P(win from entry): the share of resolved early deals created in the
+    first stage that end Won matches the truth, per segment (rare direct wins included)."""
+    cfg, early, truth = awkward_run
+    rank = early.groupby("deal_id", sort=False).cumcount()
+    created = early[rank == 0].set_index("deal_id")
+    last = early.groupby("deal_id", sort=False)["stage"].last()
+    checked = 0
+    for segment in cfg.segments:
+        top = created.index[(created["stage"] == cfg.stages[0]) & (created["segment"] == segment)]
+        if len(top) < 5_000:
+            continue
+        p = cell(truth, cfg.stages[0], segment)["p_win_from_entry"]
+        won = (last[top] == cfg.won).mean()
+        assert abs(won - p) < 4 * np.sqrt(p * (1 - p) / len(top)), (segment, won, p)
+        checked += 1
+    assert checked == 3
+
+
+def test_rare_and_segment_only_destinations(awkward_run):
+    """Prospecting -> Won has a few dozen exits in a 5,000-deal log, as many as the truth says;
+    Proposal -> Qualified exists for Enterprise only, at the truth's rate."""
+    events, truth = generate(5_000, seed=2, config=AWKWARD)
+    nxt = events.groupby("deal_id", sort=False)["stage"].shift(-1)
+    seg = events["segment"]
+    count, expected, var = 0, 0.0, 0.0
+    for g in AWKWARD.segments:
+        d = cell(truth, "Prospecting", g)["destinations"]
+        p = d["Won"] / (1 - d[STALL])  # P(Won | the stay ends in a move)
+        m = ((events["stage"] == "Prospecting") & (seg == g) & nxt.notna()).sum()
+        count += ((events["stage"] == "Prospecting") & (seg == g) & (nxt == "Won")).sum()
+        expected, var = expected + m * p, var + m * p * (1 - p)
+    assert 15 < expected < 60 and abs(count - expected) < 4 * np.sqrt(var), (count, expected)
+    assert truth["rare_destinations"] == [
+        {"stage": "Proposal", "destination": "Qualified", "base_probability": None,
+         "segments": ["Enterprise"]},
+        {"stage": "Prospecting", "destination": "Won", "base_probability": 0.006, "segments": None}]
+
+    cfg, early, truth = awkward_run
+    back = (early["stage"] == "Proposal") & (early["next"] == "Qualified")
+    assert set(early.loc[back, "segment"]) == {"Enterprise"}
+    for g in cfg.segments:
+        d = cell(truth, "Proposal", g)["destinations"]
+        assert ("Qualified" in d) == (g == "Enterprise")
+        assert sum(d.values()) == pytest.approx(1, abs=1e-5)
+    spells = (early["stage"] == "Proposal") & (early["segment"] == "Enterprise")
+    p, n = cell(truth, "Proposal", "Enterprise")["destinations"]["Qualified"], spells.sum()
+    got = (early.loc[spells, "next"].fillna(STALL) == "Qualified").mean()
+    assert abs(got - p) < 4 * np.sqrt(p * (1 - p) / n), (got, p)
+
+
+def test_date_only_drops_the_time_of_day_and_keeps_each_deals_order(tmp_path):
+    """The date-only log is the timed log with the time of day dropped, rows in each deal's true
+    order; funnelsim's reader (equal times: source row, won/lost last) reads that order back."""
+    from funnelsim.events import FunnelDefinition, read_events
+
+    timed, _ = generate(3_000, seed=4, config=AWKWARD)
+    cfg = dataclasses.replace(AWKWARD, date_only=True)
+    path = tmp_path / "dates.csv"
+    truth = write(path, 3_000, seed=4, config=cfg)
+    dates, _ = generate(3_000, seed=4, config=cfg)
+    assert truth["timing"]["resolution"] == "day"
+    assert (dates["timestamp"] == dates["timestamp"].dt.normalize()).all()
+    stamps = path.read_text().splitlines()[1:]
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", line.split(",")[2]) for line in stamps)
+    keys = list(zip(dates["timestamp"], dates["deal_id"], strict=True))
+    assert keys == sorted(keys)
+
+    def per_deal(frame):  # stable: frame order within each deal
+        return frame.sort_values("deal_id", kind="stable").reset_index(drop=True)
+
+    want = per_deal(timed).assign(timestamp=lambda f: f["timestamp"].dt.normalize())
+    pd.testing.assert_frame_equal(per_deal(dates), want)
+    same_day = dates.duplicated(["deal_id", "timestamp"], keep=False)
+    assert same_day.sum() > 1_000  # the order within a day matters for many rows
+    log = read_events(path, FunnelDefinition(cfg.stages, (cfg.won,), (cfg.lost,))).to_pandas()
+    assert log["stage"].tolist() == want["stage"].tolist()
+    assert log["deal_id"].tolist() == want["deal_id"].tolist()
+
+
+def test_timing_knobs_are_validated_and_parsed():
+    for bad, match in [({"pass_through": {"Nope": 1.0}}, "pass_through"),
+                       ({"pass_through": {"Qualified": 1.5}}, "pass_through"),
+                       ({"p_same_day_jump": -0.1}, "p_same_day_jump"),
+                       ({"instant_seconds": (60.0, 30.0)}, "instant_seconds"),
+                       ({"rare_destinations": {("Prospecting", "Qualified"): 0.1}}, "main advance"),
+                       ({"rare_destinations": {("Prospecting", "stall"): 0.1}}, "rare destination"),
+                       ({"destination_segments": {("Proposal", "Qualified"): ("Nope",)}}, "segments")]:
+        with pytest.raises(ValueError, match=match):
+            generate(10, config=SynthConfig(**bad))
+    assert parse_pass_through(["Qualified=1", "Proposal=0.3, Negotiation"]) == {
+        "Qualified": 1.0, "Proposal": 0.3, "Negotiation": 1.0}
+    assert parse_rare(["Prospecting:Won=0.006", "Proposal:Qualified@Enterprise+SMB"]) == {
+        "rare_destinations": {("Prospecting", "Won"): 0.006},
+        "destination_segments": {("Proposal", "Qualified"): ("Enterprise", "SMB")}}
+    with pytest.raises(ValueError, match="FROM:TO"):
+        parse_rare(["Prospecting-Won=0.1"])
+
+
+def test_cli_synth_writes_the_awkward_log(tmp_path):
+    from typer.testing import CliRunner
+
+    from funnelsim.cli import app
+
+    out = tmp_path / "crm.csv"
+    args = ["synth", str(out), "--deals", "500", "--seed", "3", "--pass-through", "Qualified=1.0",
+            "--same-day-jump", "0.2", "--date-only", "--rare", "Prospecting:Won=0.01",
+            "--rare", "Proposal:Qualified@Enterprise"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "crm.truth.json").read_text())
+    config = SynthConfig(pass_through={"Qualified": 1.0}, p_same_day_jump=0.2, date_only=True,
+                         rare_destinations={("Prospecting", "Won"): 0.01},
+                         destination_segments={("Proposal", "Qualified"): ("Enterprise",)})
+    assert truth == generate(500, seed=3, config=config)[1]
+    bad = CliRunner().invoke(app, ["synth", str(tmp_path / "x.csv"), "--pass-through", "Nope=1"])
+    assert bad.exit_code == 2 and not (tmp_path / "x.csv").exists()
