@@ -220,6 +220,17 @@ def _print_losses(model) -> None:
     out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
 
 
+@contextmanager
+def _simulating(what: str):
+    """Say what is being simulated, once, on stderr; a spinner on a terminal. The first run on
+    a machine compiles the simulator (numba, cached on disk afterwards): about a minute on 2
+    cores, so say so rather than sit silent."""
+    err.print(f"{what} (the first run after installing funnelsim also compiles the simulator: "
+              "about a minute)...", highlight=False)
+    with err.status("Simulating...", spinner="dots") if err.is_terminal else nullcontext():
+        yield
+
+
 def _fit(model, draws, tune, chains, seed, sampler="nutpie", target_accept=DEFAULT_TARGET_ACCEPT) -> None:
     """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
     a failed fit."""
@@ -323,7 +334,7 @@ def forecast(
                                             decimal=decimal)
     diagnostics = model.diagnostics
     inflow = _new_deals(log, spells) if new_deals else None
-    with err.status(f"Simulating {len(deals):,} open deals...", spinner="dots") if err.is_terminal else nullcontext():
+    with _simulating(f"Simulating {len(deals):,} open deals"):
         result = run_forecast(model, deals, horizon_days=horizon, as_of=spells.as_of, period=period, seed=seed,
                               deal_value=deal_value, new_deals=inflow)
     out.print(periods_rich(result))
@@ -383,8 +394,9 @@ def whatif(
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict, history_days,
                                             decimal=decimal)
-    table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
-                    new_deals=_new_deals(log, spells) if new_deals else None)
+    with _simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)"):
+        table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
+                        new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
@@ -433,9 +445,10 @@ def bottlenecks(
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                                  model_dir, draws, tune, chains, seed, strict, history_days,
                                                  decimal=decimal)
-    table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
-                 by_segment=bool(segment_by), seed=seed, deal_value=deal_value,
-                 new_deals=_new_deals(log, spells) if new_deals else None)
+    with _simulating(f"Simulating {len(deals):,} open deals under every lever"):
+        table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
+                     by_segment=bool(segment_by), seed=seed, deal_value=deal_value,
+                     new_deals=_new_deals(log, spells) if new_deals else None)
     out.print(bottlenecks_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
