@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_json", "json_safe"]
+__all__ = ["atomic_write", "write_json", "json_safe", "ordinary_mode"]
 
 
 def atomic_write(path, write) -> Path:
@@ -26,7 +26,7 @@ def atomic_write(path, write) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, ordinary_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,11 +34,12 @@ def atomic_write(path, write) -> Path:
     return path
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it, so set it straight back)."""
+def ordinary_mode(directory: bool = False) -> int:
+    """The mode a new file (or folder) gets under the process's umask: 0644 (0755) under the
+    usual 022. Reading the umask means setting it, so it is set straight back."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def json_safe(value):

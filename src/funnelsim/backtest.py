@@ -35,10 +35,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import ibis
@@ -46,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import json_safe, write_json
+from ._signals import sigint_blocked
 from .events import FunnelDataError, FunnelDefinition
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
@@ -333,23 +332,6 @@ def _worker_origin(origin, settings):
     return run_origin(_WORKER_LOG, origin, settings)
 
 
-@contextmanager
-def _sigint_blocked():
-    """Block SIGINT in this thread inside, so that processes it starts (spawned workers
-    inherit the mask) never receive it: a Ctrl-C at the terminal goes to the whole process
-    group, and a worker would print its own traceback, or (nutpie) stop its fit early and
-    carry on. The parent stops the workers (:func:`_stop_workers`). A SIGINT arriving
-    inside is delivered when this ends, or at once to another of the parent's threads."""
-    if not hasattr(signal, "pthread_sigmask"):        # Windows: no signal masks
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _stop_workers(pool) -> None:
     """Cancel the origins not started and terminate the worker processes: shutdown() alone
     would wait for the running fits to end. Python before 3.14 has no public way to reach the
@@ -400,7 +382,7 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                  initargs=(source, funnel.to_dict(), columns, dayfirst, decimal)) as pool:
             try:
-                with _sigint_blocked():      # the workers start now, and keep SIGINT blocked
+                with sigint_blocked():      # the workers start now, and keep SIGINT blocked
                     futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]
                 for i, future in enumerate(as_completed(futures), start=1):
                     results.append(future.result())

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import derived
+from ._signals import interrupts_raised
 from .events import FunnelDataError, FunnelDefinition
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
@@ -183,7 +182,7 @@ class FunnelModel:
         model = self.build_model()
         self.timings["compile_s"] = time.perf_counter() - t0
         try:
-            with model, _interrupts_raised():
+            with model, interrupts_raised():
                 return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
                                  nuts_sampler=sampler, target_accept=target_accept, progressbar=progressbar,
                                  compute_convergence_checks=False)
@@ -334,39 +333,6 @@ class FunnelModel:
         from .persist import load_model
 
         return load_model(cls, Path(path), stats)
-
-
-@contextlib.contextmanager
-def _interrupts_raised():
-    """Raise KeyboardInterrupt on leaving if SIGINT arrived inside, even when the code inside
-    caught it: PyMC's samplers catch it and return the draws made so far as if sampling had
-    ended. Only the main thread receives signals; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:              # e.g. a backtest worker: its parent stops it
-        yield
-        return
-    arrived = []
-
-    def handler(signum, frame):
-        try:
-            if callable(previous):
-                previous(signum, frame)         # Python's default raises KeyboardInterrupt
-            else:                               # SIG_DFL, or a handler set outside Python
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            arrived.append(signum)
-            raise
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if arrived:
-        raise KeyboardInterrupt
 
 
 def _is_free(name: str, posterior) -> bool:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from ._io import _umask, atomic_write, write_json
+from ._io import atomic_write, ordinary_mode, write_json
+from ._signals import sigint_deferred
 from .events import FunnelDataError
 from .likelihood import stats_hash
 
@@ -69,35 +67,16 @@ def save_model(model, folder: Path) -> Path:
     try:
         atomic_write(staging / "posterior.nc", lambda tmp: tree.to_netcdf(tmp))
         write_json(staging / "model.json", meta)
-        with _sigint_deferred():
+        with sigint_deferred():
             if folder.exists():          # a model saved before, perhaps beside other files: keep those
                 for name in ("posterior.nc", "model.json"):
                     os.replace(staging / name, folder / name)
             else:
-                os.chmod(staging, 0o777 & ~_umask())     # a folder's usual mode, not mkdtemp's 0700
+                os.chmod(staging, ordinary_mode(directory=True))     # not mkdtemp's 0700
                 os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-@contextmanager
-def _sigint_deferred():
-    """Hold a SIGINT (Ctrl-C) arriving inside until the end, then handle it as usual (main
-    thread only: the others never run signal handlers)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
-        yield                            # (None: a handler set outside Python, which we could not put back)
-        return
-    arrived = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if arrived and callable(previous):
-            previous(signal.SIGINT, arrived[0])
-        elif arrived and previous is not signal.SIG_IGN:
-            raise KeyboardInterrupt
 
 
 def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
