@@ -18,8 +18,8 @@ def main() -> None:
     import pandas as pd
 
     from funnelsim import synth
-    from funnelsim.backtest import BacktestSettings, backtest, origin_dates
-    from funnelsim.events import FunnelDefinition
+    from funnelsim.data.events import FunnelDefinition
+    from funnelsim.sim.backtest import BacktestSettings, backtest, origin_dates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=50_000)

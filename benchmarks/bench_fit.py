@@ -38,10 +38,10 @@ def config(segments: int):
 
 def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
     from funnelsim import synth
-    from funnelsim.events import FunnelDefinition, read_events
-    from funnelsim.model import DEFAULT_TUNE, FunnelModel
-    from funnelsim.spells import to_spells
-    from funnelsim.stats import to_stage_stats
+    from funnelsim.data.events import FunnelDefinition, read_events
+    from funnelsim.data.spells import to_spells
+    from funnelsim.data.stats import to_stage_stats
+    from funnelsim.model.funnel_model import DEFAULT_TUNE, FunnelModel
 
     cfg = config(segments)
     events, _ = synth.generate(deals, seed=deals, config=cfg)

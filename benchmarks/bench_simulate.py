@@ -24,7 +24,7 @@ import time
 def parameters(draws: int, stages: int = 5, segments: int = 4, seed: int = 0):
     import numpy as np
 
-    from funnelsim.simulate import Parameters
+    from funnelsim.sim.kernel import Parameters
 
     rng = np.random.default_rng(seed)
     S, G = stages, segments
@@ -53,7 +53,7 @@ def parameters(draws: int, stages: int = 5, segments: int = 4, seed: int = 0):
 def pipeline(deals: int, stages: int = 5, segments: int = 4, seed: int = 1):
     import numpy as np
 
-    from funnelsim.simulate import Pipeline
+    from funnelsim.sim.kernel import Pipeline
 
     rng = np.random.default_rng(seed)
     return Pipeline(stage=rng.integers(0, stages, deals), segment=rng.integers(0, segments, deals),
@@ -94,7 +94,7 @@ def naive_paths(params, pipe, horizon: float, deals: int, draws: int, seed: int 
 def measure(deals: int, draws: int, horizon: int) -> dict:
     import numba
 
-    from funnelsim.simulate import simulate
+    from funnelsim.sim.kernel import simulate
 
     params = parameters(draws)
     pipe = pipeline(deals)

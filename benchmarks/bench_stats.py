@@ -22,9 +22,9 @@ from pathlib import Path
 
 def measure(path: str, deals: int) -> dict:
     from funnelsim import synth
-    from funnelsim.events import FunnelDefinition, read_events
-    from funnelsim.spells import to_spells
-    from funnelsim.stats import to_stage_stats
+    from funnelsim.data.events import FunnelDefinition, read_events
+    from funnelsim.data.spells import to_spells
+    from funnelsim.data.stats import to_stage_stats
 
     config = synth.SynthConfig()
     funnel = FunnelDefinition(config.stages, config.won, config.lost)

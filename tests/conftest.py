@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from funnelsim.events import FunnelDefinition
+from funnelsim.data.events import FunnelDefinition
 
 
 @pytest.fixture

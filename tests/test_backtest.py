@@ -8,9 +8,9 @@ import pytest
 from scipy import stats
 
 from funnelsim import synth
-from funnelsim.backtest import BacktestSettings, backtest, origin_dates, origin_inputs, score
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
-from funnelsim.spells import to_spells
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.sim.backtest import BacktestSettings, backtest, origin_dates, origin_inputs, score
 
 from .test_forecast import run, weighted_pipeline
 
@@ -84,7 +84,7 @@ def test_weighted_baseline_matches_a_spreadsheet_calculation(crm):
 def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
     """With new deals: the inflow statistics at the origin ignore the future; the run-rate
     baseline and the realised revenue of deals created in the horizon match pandas sums."""
-    from funnelsim.backtest import _new_deal_revenue
+    from funnelsim.sim.backtest import _new_deal_revenue
 
     events, origin = crm
     settings = BacktestSettings(horizon_days=60, new_deals=True)
@@ -192,8 +192,8 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     stubbed out: only the counting is tested."""
     import types
 
-    import funnelsim.forecast
-    import funnelsim.model
+    import funnelsim.model.funnel_model
+    import funnelsim.sim.forecast
 
     class NoFit:
         def __init__(self, stats, amounts=None, model_config=None):
@@ -206,8 +206,8 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
         return types.SimpleNamespace(dataset={"pipeline_revenue": types.SimpleNamespace(values=np.zeros(10))},
                                      has_new_deals=False)
 
-    monkeypatch.setattr(funnelsim.model, "FunnelModel", NoFit)
-    monkeypatch.setattr(funnelsim.forecast, "forecast", no_forecast)
+    monkeypatch.setattr(funnelsim.model.funnel_model, "FunnelModel", NoFit)
+    monkeypatch.setattr(funnelsim.sim.forecast, "forecast", no_forecast)
     funnel = FunnelDefinition(stages=("Lead", "Qualified"), won="Won", lost="Lost")
     wins = {                                    # deal: (created, won at), amount 2^k tells them apart
         "w0": ("2024-02-01", "2024-02-29 23:59"),   # the day before the baseline window

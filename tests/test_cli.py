@@ -13,7 +13,7 @@ FUNNEL = ["--stages", "Lead,Qualified,Proposal", "--won", "Won,Closed Won", "--l
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

@@ -6,7 +6,8 @@ import pytest
 from scipy import optimize
 from scipy import stats as st
 
-from funnelsim.derived import (
+from funnelsim.data.stats import OFFSET_DAYS
+from funnelsim.model.derived import (
     Sojourn,
     expected_days_to_close,
     interval,
@@ -18,7 +19,6 @@ from funnelsim.derived import (
     visits_from_top,
     whole_funnel_median_days,
 )  # fmt: skip
-from funnelsim.stats import OFFSET_DAYS
 
 D, S, G = 3, 4, 2  # draws, open stages, segments
 WON, LOST, STALL = S, S + 1, S + 2

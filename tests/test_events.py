@@ -4,7 +4,7 @@ import ibis
 import pandas as pd
 import pytest
 
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
 
 from .conftest import write_csv
 
@@ -205,7 +205,7 @@ def test_labels_differing_only_by_case_are_refused():
 
 def test_future_event_is_not_the_default_as_of(monkeypatch, funnel, small_log):
     from funnelsim import events
-    from funnelsim.spells import to_spells
+    from funnelsim.data.spells import to_spells
 
     log = read_events(small_log, funnel)  # its last event is on 2024-03-01, row 14 of a sheet
     monkeypatch.setattr(events, "_today", lambda: pd.Timestamp("2024-02-29"))

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
 
 FUNNEL = FunnelDefinition(("Lead", "Qualified", "Proposal"), ("Won", "Closed Won"), ("Lost",))
 CLI_FUNNEL = ["--stages", "Lead,Qualified,Proposal", "--won", "Won,Closed Won", "--lost", "Lost"]
@@ -120,7 +120,7 @@ def test_messy_log_reads_or_fails_with_one_located_error(case):
 # --------------------------------------------------------------------------- the command line
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
@@ -170,7 +170,7 @@ def test_cli_refuses_a_future_event_unless_as_of_is_given(tmp_path):
 
 
 def test_backtest_reads_with_the_decimal_mark(tmp_path):
-    from funnelsim.backtest import backtest
+    from funnelsim.sim.backtest import backtest
 
     path = tmp_path / "eu.csv"
     path.write_text(EUROPEAN, encoding="utf-8")

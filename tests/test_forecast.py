@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from funnelsim import synth
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
-from funnelsim.forecast import forecast
-from funnelsim.inflow import NewDeals
-from funnelsim.model import FunnelModel
-from funnelsim.pipeline import amount_stats, open_deals
-from funnelsim.spells import to_spells
-from funnelsim.stats import to_stage_stats
+from funnelsim.data.deals import amount_stats, open_deals
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.data.stats import to_stage_stats
+from funnelsim.model.funnel_model import FunnelModel
+from funnelsim.sim.forecast import forecast
+from funnelsim.sim.inflow import NewDeals
 
 matplotlib.use("Agg")
 CONFIG = synth.SynthConfig(weeks=40)
@@ -169,7 +169,7 @@ def test_new_deals_add_to_the_pipeline_forecast(small_crm, tmp_path):
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
 
 

@@ -1,4 +1,4 @@
-"""Tests for funnelsim.funnel: estimators against scikit-survival, hand-computed tables, censoring.
+"""Tests for funnelsim.report.funnel: estimators against scikit-survival, hand-computed tables, censoring.
 
 The reference for the Kaplan-Meier and Aalen-Johansen estimators is scikit-survival
 (``sksurv.nonparametric``), which supports pandas 3; lifelines, used before, caps pandas below 3.
@@ -16,7 +16,7 @@ from sksurv.nonparametric import (
     kaplan_meier_estimator,
 )
 
-from funnelsim.funnel import (
+from funnelsim.report.funnel import (
     COLUMNS,
     aalen_johansen,
     funnel_from_counts,
@@ -392,8 +392,8 @@ def test_pipeline_recovers_synthetic_truth_where_naive_is_biased():
     of stays still open): Aalen-Johansen conversion and the chain's P(win) match the
     generator's truth; the spreadsheet ratios are biased low."""
     from funnelsim import synth
-    from funnelsim.events import FunnelDefinition, read_events
-    from funnelsim.spells import to_spells
+    from funnelsim.data.events import FunnelDefinition, read_events
+    from funnelsim.data.spells import to_spells
 
     config = synth.SynthConfig(weeks=40)
     events, truth = synth.generate(40_000, seed=11, config=config)

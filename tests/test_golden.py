@@ -94,7 +94,7 @@ segment = "Enterprise"
 
 
 def run(*args):
-    result = subprocess.run([sys.executable, "-m", "funnelsim.cli", *map(str, args)],
+    result = subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)],
                             capture_output=True, text=True, timeout=600, env={**os.environ, **PINNED_CPU})
     assert result.returncode == 0, f"funnelsim {args[0]} exited {result.returncode}:\n{result.stderr}"
     return result

@@ -5,16 +5,16 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.inflow import (
+from funnelsim.data.events import FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.sim.inflow import (
     NewDeals,
     created_won_draws,
     new_deal_draws,
     new_deal_pipeline,
     new_deal_stats,
 )
-from funnelsim.simulate import Parameters, simulate
-from funnelsim.spells import to_spells
+from funnelsim.sim.kernel import Parameters, simulate
 
 FUNNEL = FunnelDefinition(("Lead", "Qualified", "Proposal"), "Won", "Lost")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from funnelsim.events import FunnelDefinition
+from funnelsim.data.events import FunnelDefinition
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads threads and children in /proc")
 
@@ -30,7 +30,7 @@ STARTUP = 240       # seconds to wait for sampling to begin (a cold compile cach
 def events(tmp_path_factory):
     """One small log, so every test compiles (or loads) the same model shape."""
     path = tmp_path_factory.mktemp("interrupt") / "events.csv"
-    subprocess.run([sys.executable, "-m", "funnelsim.cli", "synth", str(path), "--deals", "300", "--seed", "1",
+    subprocess.run([sys.executable, "-m", "funnelsim.cli.app", "synth", str(path), "--deals", "300", "--seed", "1",
                     "--weeks", "30"], check=True, capture_output=True)
     return path
 
@@ -76,7 +76,7 @@ def interrupt_when_sampling(args, *, group: bool):
     """Start the CLI, send SIGINT (to its process group, as a terminal's Ctrl-C does, or to
     it alone) two seconds after sampling began; returns (exit code, seconds from SIGINT to
     exit, stderr, pids of the children it had)."""
-    proc = subprocess.Popen([sys.executable, "-m", "funnelsim.cli", *map(str, args)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + STARTUP
@@ -146,7 +146,7 @@ def test_ctrl_c_stops_a_backtest_and_its_workers(events, tmp_path):
 # --------------------------------------------------------------------------- the API
 
 def _model(events):
-    from funnelsim.model import FunnelModel
+    from funnelsim.model.funnel_model import FunnelModel
 
     return FunnelModel.from_events(events, FunnelDefinition(STAGES, ("Won",), ("Lost",)))
 
@@ -218,7 +218,7 @@ def test_an_interrupted_save_leaves_no_half_model(two_fits, tmp_path, monkeypatc
     import numpy as np
 
     from funnelsim import persist
-    from funnelsim.model import FunnelModel
+    from funnelsim.model.funnel_model import FunnelModel
 
     earlier, model = two_fits
     folder = tmp_path / "model"

@@ -12,8 +12,11 @@ import pytest
 from scipy import stats
 
 from funnelsim import synth
-from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.likelihood import (
+from funnelsim.data.events import FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.data.stats import OFFSET_DAYS, to_stage_stats
+from funnelsim.model.funnel_model import pointwise_loglik
+from funnelsim.model.likelihood import (
     DEFAULT_CONFIG,
     build_pymc_model,
     centred_cells,
@@ -21,9 +24,6 @@ from funnelsim.likelihood import (
     model_data,
     model_inputs,
 )
-from funnelsim.model import pointwise_loglik
-from funnelsim.spells import to_spells
-from funnelsim.stats import OFFSET_DAYS, to_stage_stats
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ import pytest
 from rich.console import Console
 
 from funnelsim import synth
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
-from funnelsim.funnel import funnel_table
-from funnelsim.model import PARAMETER_MEANINGS, ConvergenceWarning, FunnelModel, check_fit
-from funnelsim.render import diagnostics_panel
-from funnelsim.spells import to_spells
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.model.funnel_model import PARAMETER_MEANINGS, ConvergenceWarning, FunnelModel, check_fit
+from funnelsim.report.funnel import funnel_table
+from funnelsim.report.render import diagnostics_panel
 
 from .olist import olist_data_dir, olist_data_path, olist_events
 
@@ -263,7 +263,7 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
     """The PyMC NUTS path gives the same kind of result; numpyro without JAX is a clear error."""
     import importlib.util
 
-    from funnelsim.events import FunnelDataError
+    from funnelsim.data.events import FunnelDataError
 
     cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 1.0}, weeks=20)
     funnel = FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
@@ -283,7 +283,7 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
 FIT_AND_HASH = """
 import hashlib, sys, warnings
 from funnelsim import model as fm, synth
-from funnelsim.events import FunnelDefinition
+from funnelsim.data.events import FunnelDefinition
 cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 0.5, "B": 0.5}, weeks=20)
 events, _ = synth.generate(int(sys.argv[1]), seed=0, config=cfg)
 model = fm.FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment")
@@ -298,7 +298,7 @@ print(compiled.compiled_logp_func.cache_hits, compiled.compiled_expand_func.cach
 
 def test_same_seed_same_draws_whether_the_model_is_compiled_afresh_or_loaded_from_cache(tmp_path):
     """Processes with an empty PyTensor cache directory: the first compiles the model, the
-    second loads it from the cache, sampler entry points included (``funnelsim._nutpie``).
+    second loads it from the cache, sampler entry points included (``funnelsim.model._nutpie``).
     With fast-math the two rounded differently and the same seed gave other draws (checked:
     it fails with ``numba__fastmath=True``). A log of another size, the same model shape,
     loads the cached entry points and samples exactly as when compiled in a fresh cache."""
@@ -344,7 +344,7 @@ def test_a_history_window_follows_a_funnel_that_changed():
 # --------------------------------------------------------------------------- 6. configuration
 
 def test_a_partial_prior_override_keeps_the_other_defaults():
-    from funnelsim.likelihood import DEFAULT_CONFIG
+    from funnelsim.model.likelihood import DEFAULT_CONFIG
 
     cfg = config()
     events, _ = synth.generate(300, seed=3, config=cfg)

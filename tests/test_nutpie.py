@@ -1,4 +1,4 @@
-"""funnelsim._nutpie: the cached sampler entry points and the plain fallback give the same draws.
+"""funnelsim.model._nutpie: the cached sampler entry points and the plain fallback give the same draws.
 
 The cached path swaps two private helpers of nutpie 0.16 (pyproject bounds nutpie to 0.16.x);
 any other release, or a graph PyTensor does not cache, takes nutpie's own compile. Both paths

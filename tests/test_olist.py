@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelsim.events import FunnelDataError, FunnelDefinition, read_events
-from funnelsim.funnel import funnel_table
-from funnelsim.spells import to_spells
+from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.report.funnel import funnel_table
 
 from .olist import ENV_VAR, olist_data_path, olist_events
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelsim.events import read_events
-from funnelsim.pipeline import amount_stats, open_deals, ratio_draws, won_amount_quantiles
-from funnelsim.spells import to_spells
+from funnelsim.data.deals import amount_stats, open_deals, ratio_draws, won_amount_quantiles
+from funnelsim.data.events import read_events
+from funnelsim.data.spells import to_spells
 
 
 def test_open_deals_on_the_hand_built_log(small_log, funnel):

@@ -9,9 +9,11 @@ import pytest
 from scipy import stats
 
 from funnelsim import synth
-from funnelsim.events import FunnelDataError, read_events
-from funnelsim.inflow import NewDeals, new_deal_stats
-from funnelsim.scenarios import (
+from funnelsim.data.events import FunnelDataError, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.sim.inflow import NewDeals, new_deal_stats
+from funnelsim.sim.kernel import Pipeline, simulate
+from funnelsim.sim.scenarios import (
     Change,
     NewDeal,
     Scenario,
@@ -23,8 +25,6 @@ from funnelsim.scenarios import (
     plot_scenarios,
     read_scenarios,
 )
-from funnelsim.simulate import Pipeline, simulate
-from funnelsim.spells import to_spells
 
 from .test_forecast import CONFIG, FUNNEL, fitted, run
 from .test_simulate import chain, one_stage

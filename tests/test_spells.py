@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelsim.events import FunnelDataError, read_events
-from funnelsim.spells import to_spells
+from funnelsim.data.events import FunnelDataError, read_events
+from funnelsim.data.spells import to_spells
 
 EXPECTED = [  # deal, segment, stage, move, destination, days
     ("d1", "EU", "Lead", "next", "Qualified", 10.0),

@@ -8,9 +8,9 @@ import pytest
 from scipy import stats as st
 
 from funnelsim import synth
-from funnelsim.events import FunnelDefinition, read_events
-from funnelsim.spells import to_spells
-from funnelsim.stats import CENSORED, OFFSET_DAYS, to_stage_stats
+from funnelsim.data.events import FunnelDefinition, read_events
+from funnelsim.data.spells import to_spells
+from funnelsim.data.stats import CENSORED, OFFSET_DAYS, to_stage_stats
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_same_statistics_from_a_database_table(crm, tmp_path):
 
 
 def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
-    from funnelsim.events import FunnelDataError
+    from funnelsim.data.events import FunnelDataError
 
     funnel = FunnelDefinition(("Lead", "Qualified"), "Won", "Lost")
     rows = [("A", "Lead", "2024-01-05", "X"), ("A", "Qualified", "2024-03-10", "X"), ("A", "Won", "2024-03-20", "X"),
@@ -105,7 +105,7 @@ def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
     assert recent.attrs["segments"] == ["X", "Y", "Z"] and recent.attrs["history_days"] == 30
     only_z = to_stage_stats(spells, history_days=8)          # from 24 March: only C's open stay
     assert set(only_z["segment"]) == {"Z"} and only_z.attrs["segments"] == ["X", "Y", "Z"]
-    from funnelsim.likelihood import model_data
+    from funnelsim.model.likelihood import model_data
 
     assert model_data(only_z, funnel).segments == ("X", "Y", "Z")   # the others get the pooled estimate
     with pytest.raises(FunnelDataError, match="no stay began"):

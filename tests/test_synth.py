@@ -1,4 +1,4 @@
-"""Tests for funnelsim.synth: structure, determinism, and that the truth matches the process."""
+"""Tests for funnelsim.data.synth: structure, determinism, and that the truth matches the process."""
 
 import dataclasses
 import hashlib
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from funnelsim.synth import STALL, SynthConfig, generate, parse_pass_through, parse_rare, write
+from funnelsim.data.synth import STALL, SynthConfig, generate, parse_pass_through, parse_rare, write
 
 BACKWARD = SynthConfig(p_backward=0.2, p_skip=0.1)
 
@@ -422,7 +422,7 @@ def test_rare_and_segment_only_destinations(awkward_run):
 def test_date_only_drops_the_time_of_day_and_keeps_each_deals_order(tmp_path):
     """The date-only log is the timed log with the time of day dropped, rows in each deal's true
     order; funnelsim's reader (equal times: source row, won/lost last) reads that order back."""
-    from funnelsim.events import FunnelDefinition, read_events
+    from funnelsim.data.events import FunnelDefinition, read_events
 
     timed, _ = generate(3_000, seed=4, config=AWKWARD)
     cfg = dataclasses.replace(AWKWARD, date_only=True)
@@ -470,7 +470,7 @@ def test_timing_knobs_are_validated_and_parsed():
 def test_cli_synth_writes_the_awkward_log(tmp_path):
     from typer.testing import CliRunner
 
-    from funnelsim.cli import app
+    from funnelsim.cli.app import app
 
     out = tmp_path / "crm.csv"
     args = ["synth", str(out), "--deals", "500", "--seed", "3", "--pass-through", "Qualified=1.0",

@@ -1,7 +1,7 @@
 """The Bayesian funnel model: fit, check, summarise, save and load.
 
-:class:`FunnelModel` takes the sufficient statistics of :mod:`funnelsim.stats` (or an event
-log and a funnel definition), builds the PyMC model of :mod:`funnelsim.likelihood`, samples
+:class:`FunnelModel` takes the sufficient statistics of :mod:`funnelsim.data.stats` (or an event
+log and a funnel definition), builds the PyMC model of :mod:`funnelsim.model.likelihood`, samples
 it (nutpie by default), checks the fit on every run, and turns the posterior into the stage
 table a revenue team reads: P(advance), P(lost), P(stall), P(win from stage entry), median
 days in stage and expected days to close, each with a mean and a 90% interval.
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._signals import interrupts_raised
+from ..data.events import FunnelDataError, FunnelDefinition
 from . import derived
-from ._signals import interrupts_raised
-from .events import FunnelDataError, FunnelDefinition
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
 __all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_config", "ConvergenceWarning", "compare_sojourn",
@@ -56,15 +56,15 @@ class FunnelModel:
     Parameters
     ----------
     stats : DataFrame
-        From :func:`funnelsim.stats.to_stage_stats` (its ``attrs`` carry the funnel).
+        From :func:`funnelsim.data.stats.to_stage_stats` (its ``attrs`` carry the funnel).
     sojourn : "lognormal" or "weibull"
         Family of time in stage given the destination.
     model_config : dict, optional
-        Merged over :data:`funnelsim.likelihood.DEFAULT_CONFIG` (priors and pooling).
+        Merged over :data:`funnelsim.model.likelihood.DEFAULT_CONFIG` (priors and pooling).
     amounts : DataFrame, optional
-        From :func:`funnelsim.pipeline.amount_stats`: won amounts and the ratio of realised
+        From :func:`funnelsim.data.deals.amount_stats`: won amounts and the ratio of realised
         to last open amount per segment, for forecasts in currency (conjugate, see
-        :func:`funnelsim.pipeline.ratio_draws`). Without it, a won deal is worth its last
+        :func:`funnelsim.data.deals.ratio_draws`). Without it, a won deal is worth its last
         amount and deals with no amount are worth 0.
 
     Use :meth:`from_events` to start from an event log.
@@ -76,7 +76,7 @@ class FunnelModel:
             raise FunnelDataError(f"unknown sojourn family {sojourn!r}", hint="Use 'lognormal' or 'weibull'.")
         if "funnel" not in stats.attrs:
             raise FunnelDataError("the statistics carry no funnel definition",
-                                  hint="Build them with funnelsim.stats.to_stage_stats.")
+                                  hint="Build them with funnelsim.data.stats.to_stage_stats.")
         self.stats = stats
         self.amounts = amounts
         self.funnel = FunnelDefinition(**stats.attrs["funnel"])
@@ -95,10 +95,10 @@ class FunnelModel:
         """Read an event log (path, DataFrame or Ibis table) and build the model from its
         statistics (of the stays that began in the last ``history_days`` days, or all) and
         won amounts."""
-        from .events import read_events
-        from .pipeline import amount_stats
-        from .spells import to_spells
-        from .stats import to_stage_stats
+        from ..data.deals import amount_stats
+        from ..data.events import read_events
+        from ..data.spells import to_spells
+        from ..data.stats import to_stage_stats
 
         log = read_events(events, funnel, dayfirst=dayfirst, decimal=decimal)
         spells = to_spells(log, as_of=as_of, segment_by=segment_by)
@@ -210,18 +210,18 @@ class FunnelModel:
 
     def posterior_arrays(self) -> dict[str, np.ndarray]:
         """Posterior draws as plain arrays with (chain, draw) stacked into one axis:
-        ``pi`` (D, S, G, S+3) and the time-in-stage parameters (see :mod:`funnelsim.derived`)."""
+        ``pi`` (D, S, G, S+3) and the time-in-stage parameters (see :mod:`funnelsim.model.derived`)."""
         post = self._require_fit().posterior
         flat = {name: _stacked(post[name]) for name in post.data_vars
                 if name in ("pi", "mu", "sigma", "log_scale", "shape_k")}
         return flat
 
     def simulation_parameters(self, draws: int | None = None, seed: int = 0):
-        """Posterior draws as :class:`funnelsim.simulate.Parameters` for the simulator:
+        """Posterior draws as :class:`funnelsim.sim.kernel.Parameters` for the simulator:
         ``draws`` evenly spaced draws of the fit (all by default), amount ratios drawn from
         their conjugate posterior with ``seed``."""
-        from .pipeline import ratio_draws, won_amount_quantiles
-        from .simulate import Parameters
+        from ..data.deals import ratio_draws, won_amount_quantiles
+        from ..sim.kernel import Parameters
 
         arrays = self.posterior_arrays()
         total = arrays["pi"].shape[0]
@@ -299,7 +299,7 @@ class FunnelModel:
     def _segments(self) -> list[tuple[int, str]]:
         """(index, name) of the segments to list beside the whole funnel: none when the
         model was not split by segment."""
-        from .spells import NO_SEGMENT
+        from ..data.spells import NO_SEGMENT
 
         if self.data.segments == (NO_SEGMENT,):
             return []

@@ -62,7 +62,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import ndtr
 
-from ._io import atomic_write
+from .._io import atomic_write
 
 STALL = "stall"
 SECONDS_PER_DAY = 86_400.0

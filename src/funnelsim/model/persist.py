@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._io import atomic_write, ordinary_mode, write_json
-from ._signals import sigint_deferred
-from .events import FunnelDataError
+from .._io import atomic_write, ordinary_mode, write_json
+from .._signals import sigint_deferred
+from ..data.events import FunnelDataError
 from .likelihood import stats_hash
 
 __all__ = ["save_model", "load_model"]
@@ -80,7 +80,7 @@ def save_model(model, folder: Path) -> Path:
 
 
 def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
-    """Rebuild a saved model (see :meth:`funnelsim.model.FunnelModel.load`)."""
+    """Rebuild a saved model (see :meth:`funnelsim.model.funnel_model.FunnelModel.load`)."""
     import xarray as xr
 
     meta_path, nc_path = folder / "model.json", folder / "posterior.nc"

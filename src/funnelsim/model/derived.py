@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .stats import OFFSET_DAYS
+from ..data.stats import OFFSET_DAYS
 
 __all__ = [
     "Sojourn",

@@ -12,7 +12,7 @@ stage, an earlier stage, won, lost) or **stalls** (goes dark and never moves aga
 - time in stage given destination j, ``t = days + 0.5``: LogNormal(mu[s, g, j], sigma[s, j])
   with ``mu`` pooled across segments the same way, or Weibull(shape[s, j], scale[s, g, j])
   with log scale pooled (``sojourn="weibull"``);
-- likelihood, from the statistics of :mod:`funnelsim.stats`: n exits to j with Σ log t and
+- likelihood, from the statistics of :mod:`funnelsim.data.stats`: n exits to j with Σ log t and
   Σ (log t)² add ``n log pi_j + Σ log f_j(t)`` (exact for the LogNormal; per duration bin for
   the Weibull); n stays still open at age a add ``n log(pi_stall + Σ_j pi_j S_j(a))``. Counts
   are weights, so the cost follows the number of groups, not of deals.
@@ -31,7 +31,7 @@ spreads across segments have boundary-avoiding Gamma priors.
 
 Exits are dense (stage, segment, destination) arrays and parameters are spread onto them by
 a constant one-hot matrix; open stays are evaluated only in the (stage, segment, age bin)
-cells that hold some, for the destinations seen from their stage. :class:`funnelsim.model.FunnelModel` wraps it.
+cells that hold some, for the destinations seen from their stage. :class:`funnelsim.model.funnel_model.FunnelModel` wraps it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .events import FunnelDataError, FunnelDefinition
-from .stats import CENSORED
+from ..data.events import FunnelDataError, FunnelDefinition
+from ..data.stats import CENSORED
 
 __all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "model_inputs", "centred_cells", "logit_rotation",
            "build_pymc_model", "stats_hash"]
@@ -151,7 +151,7 @@ class ModelData:
 def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
     """Dense arrays from the statistics table. Exits summed over bins give n, Σ log t and
     Σ (log t)² per (stage, segment, destination): exact for the LogNormal."""
-    from .stats import bin_edges
+    from ..data.stats import bin_edges
 
     stages = tuple(funnel.stages)
     destinations = (*stages, funnel.won_name, funnel.lost_name, STALL)

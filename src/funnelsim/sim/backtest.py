@@ -25,7 +25,7 @@ Realised revenue of a won deal: its won row's amount, else its last amount at th
 else ``deal_value`` (else 0).
 
 With ``BacktestSettings(new_deals=True)`` the forecast also simulates deals created during the
-horizon (:mod:`funnelsim.inflow`), and the **total** is scored too (``total_*`` columns)
+horizon (:mod:`funnelsim.sim.inflow`), and the **total** is scored too (``total_*`` columns)
 against all revenue won in the horizon by deals open at the origin or created after it,
 beside a ``run_rate`` baseline: all revenue won in the horizon before the origin.
 """
@@ -43,9 +43,9 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from ._io import json_safe, write_json
-from ._signals import sigint_blocked
-from .events import FunnelDataError, FunnelDefinition
+from .._io import json_safe, write_json
+from .._signals import sigint_blocked
+from ..data.events import FunnelDataError, FunnelDefinition
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
 
@@ -129,8 +129,8 @@ def _amounts(deals: pd.DataFrame, deal_value: float | None) -> pd.Series:
 
 def baselines(log, spells, deals: pd.DataFrame, horizon_days: int, deal_value: float | None = None) -> dict:
     """The three baselines of the module doc, from data visible at ``spells.as_of`` only."""
-    from .pipeline import open_deals
-    from .spells import to_spells
+    from ..data.deals import open_deals
+    from ..data.spells import to_spells
 
     amount = _amounts(deals, deal_value)
     rates = _stage_win_rates(spells)
@@ -149,9 +149,9 @@ def baselines(log, spells, deals: pd.DataFrame, horizon_days: int, deal_value: f
 def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
     """Everything the forecast at ``origin`` is built from, all from the CRM as it was at the
     end of that day: stage statistics, amount statistics, open deals and the baselines."""
-    from .pipeline import amount_stats, open_deals
-    from .spells import to_spells
-    from .stats import to_stage_stats
+    from ..data.deals import amount_stats, open_deals
+    from ..data.spells import to_spells
+    from ..data.stats import to_stage_stats
 
     spells = to_spells(log, as_of=origin, segment_by=settings.segment_by)
     deals = open_deals(log, spells)
@@ -169,8 +169,8 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
 
 def run_origin(log, origin, settings: BacktestSettings) -> dict:
     """Fit and forecast as of ``origin`` (a date), and measure what happened after it."""
+    from ..model.funnel_model import FunnelModel
     from .forecast import forecast
-    from .model import FunnelModel
 
     inputs = origin_inputs(log, origin, settings)
     model = FunnelModel(inputs["stats"], amounts=inputs["amounts"], model_config=settings.model_config)
@@ -322,7 +322,7 @@ _WORKER_LOG = None
 
 def _init_worker(source, funnel_dict, columns, dayfirst, decimal="."):
     global _WORKER_LOG
-    from .events import read_events
+    from ..data.events import read_events
 
     _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), columns=columns, dayfirst=dayfirst,
                               decimal=decimal)
@@ -357,7 +357,7 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
     compiles the model once and reuses it. ``progress``: called with (done, total) after
     each origin.
     """
-    from .events import read_events
+    from ..data.events import read_events
 
     settings = settings or BacktestSettings()
     origins = sorted(pd.Timestamp(o).normalize() for o in origins)

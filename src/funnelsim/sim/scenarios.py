@@ -21,7 +21,7 @@ stage: later stages and won are **forward**; earlier stages, lost and stall are 
   are scaled as floor(count x f + u) with one uniform u per draw and cell shared by every
   scenario, so a scenario with more new deals keeps all the baseline's (same random
   streams) and adds some: the mean is exactly f times the baseline's. Deals created already
-  won (see :mod:`funnelsim.inflow`) are scaled in revenue: f times the baseline's, draw by draw.
+  won (see :mod:`funnelsim.sim.inflow`) are scaled in revenue: f times the baseline's, draw by draw.
 
 A scenario may also remove deals (by id) and add deals (id, stage, amount, segment, age in
 days). ``segment = "X"`` on the scenario itself restricts the comparison to that segment's
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import json_safe
-from .events import FunnelDataError
+from .._io import json_safe
+from ..data.events import FunnelDataError
 
 __all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "compare", "comparison_json", "bottlenecks",
            "plot_scenarios", "paired_revenue", "apply_changes", "check_names"]
@@ -267,10 +267,10 @@ def _scenario_deals(scenario: Scenario, deals: pd.DataFrame, segments) -> pd.Dat
 
 def _revenue(model, deals, params, horizon_days, seed, deal_value, inflow=None):
     """Revenue per draw within the horizon (currency): the open ``deals``, plus with
-    ``inflow`` = (counts, cells) the new deals of :mod:`funnelsim.inflow`."""
+    ``inflow`` = (counts, cells) the new deals of :mod:`funnelsim.sim.inflow`."""
     from .forecast import _pipeline_arrays
     from .inflow import new_deal_pipeline
-    from .simulate import simulate
+    from .kernel import simulate
 
     if deal_value is not None:
         deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
@@ -324,7 +324,7 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
                    seed: int = 0, deal_value: float | None = None,
                    new_deals=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per scenario name: (baseline, scenario) revenue per draw, simulated with the same
-    seed and random streams. With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`), both
+    seed and random streams. With ``new_deals`` (:class:`funnelsim.sim.inflow.NewDeals`), both
     include the deals created during the horizon."""
     from .inflow import new_deal_draws
 
@@ -411,7 +411,7 @@ def bottlenecks(model, deals: pd.DataFrame, *, horizon_days: int = 90, points: f
     segments at once, ``segment`` None), the revenue gained
     within the horizon from ``points`` more points of conversion and from time in the stage
     times ``time_factor``, as paired differences (mean, P10, P90, P(gain > 0)), ranked by the
-    mean gain (largest first). With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`) the deals
+    mean gain (largest first). With ``new_deals`` (:class:`funnelsim.sim.inflow.NewDeals`) the deals
     created during the horizon move through the changed funnel too, which is where a change
     early in the funnel pays within a quarter."""
     segments = [None, *model.data.segments] if by_segment else [None]      # None: every segment at once

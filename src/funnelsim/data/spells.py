@@ -100,7 +100,7 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     Parameters
     ----------
     log : EventLog
-        From :func:`funnelsim.events.read_events`.
+        From :func:`funnelsim.data.events.read_events`.
     as_of : date-like, optional
         Hide every event after this day; open stays are aged to its end. Default:
         the day of the last event in the log (a FunnelDataError if that is after today).

@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .events import FunnelDataError
-from .model import DEFAULT_TARGET_ACCEPT, DEFAULT_TUNE
+from ..data.events import FunnelDataError
+from ..model.funnel_model import DEFAULT_TARGET_ACCEPT, DEFAULT_TUNE
 
 app = typer.Typer(
     name="funnelsim",
@@ -99,8 +99,8 @@ def _columns(spec: str | None) -> dict[str, str] | None:
 
 
 def _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal="."):
-    from .events import FunnelDefinition, read_events
-    from .spells import to_spells
+    from ..data.events import FunnelDefinition, read_events
+    from ..data.spells import to_spells
 
     funnel = FunnelDefinition(stages, won, lost)
     with err.status("Reading events...", spinner="dots") if err.is_terminal else nullcontext():
@@ -130,7 +130,7 @@ def funnel(
 
     Example: funnelsim funnel crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region
     """
-    from .funnel import funnel_table
+    from ..report.funnel import funnel_table
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     table = funnel_table(spells, notes=log.notes)
@@ -170,9 +170,9 @@ def fit(
 
     Example: funnelsim fit crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region --out models/crm
     """
-    from .model import FunnelModel
-    from .pipeline import amount_stats
-    from .render import diagnostics_panel, stage_table_rich
+    from ..data.deals import amount_stats
+    from ..model.funnel_model import FunnelModel
+    from ..report.render import diagnostics_panel, stage_table_rich
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     model = FunnelModel(_stage_stats(spells, history_days), amounts=amount_stats(log, spells), sojourn=sojourn)
@@ -200,9 +200,9 @@ def stages(
 
     Example: funnelsim stages models/crm --json stages.json
     """
-    from ._io import write_json
-    from .model import FunnelModel
-    from .render import diagnostics_panel, stage_table_rich
+    from .._io import write_json
+    from ..model.funnel_model import FunnelModel
+    from ..report.render import diagnostics_panel, stage_table_rich
 
     model = FunnelModel.load(model_dir)
     out.print(stage_table_rich(model.stage_table()))
@@ -246,9 +246,9 @@ def _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, col
                      chains, seed, strict, history_days=None, decimal="."):
     """Read the log as of the date, fit the model (or load a matching saved one), check it
     (exit 3 under --strict when it failed), and list the open deals."""
-    from .model import FunnelModel
-    from .pipeline import amount_stats, open_deals
-    from .render import diagnostics_panel
+    from ..data.deals import amount_stats, open_deals
+    from ..model.funnel_model import FunnelModel
+    from ..report.render import diagnostics_panel
 
     log, spells = _load_spells(events, stages, won, lost, as_of, segment_by, dayfirst, columns, decimal)
     stats = _stage_stats(spells, history_days)
@@ -269,7 +269,7 @@ def _stage_stats(spells, history_days):
     history it keeps."""
     import pandas as pd
 
-    from .stats import to_stage_stats
+    from ..data.stats import to_stage_stats
 
     stats = to_stage_stats(spells, history_days)
     if history_days is not None:
@@ -282,7 +282,7 @@ def _stage_stats(spells, history_days):
 def _new_deals(log, spells):
     """The weekly inflow of new deals (entering open stages, or created already won) as of the
     spells' date (None, with a note, when the log covers under two weeks)."""
-    from .inflow import NewDeals
+    from ..sim.inflow import NewDeals
 
     inflow = NewDeals.from_log(log, spells)
     if inflow.empty:
@@ -326,8 +326,8 @@ def forecast(
 
     Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
     """
-    from .forecast import forecast as run_forecast
-    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from ..report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from ..sim.forecast import forecast as run_forecast
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                             model_dir, draws, tune, chains, seed, strict, history_days,
@@ -382,9 +382,9 @@ def whatif(
 
     Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
     """
-    from .events import FunnelDefinition
-    from .render import comparison_rich, diagnostics_panel
-    from .scenarios import check_names, compare, comparison_json, read_scenarios
+    from ..data.events import FunnelDefinition
+    from ..report.render import comparison_rich, diagnostics_panel
+    from ..sim.scenarios import check_names, compare, comparison_json, read_scenarios
 
     plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
     check_names(plan, FunnelDefinition(stages, won, lost).stages, source=str(scenarios))
@@ -400,7 +400,7 @@ def whatif(
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
-        from ._io import write_json
+        from .._io import write_json
 
         write_json(json, comparison_json(table, target))
         out.print(f"wrote {json}", highlight=False)
@@ -439,8 +439,8 @@ def bottlenecks(
 
     Example: funnelsim bottlenecks crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --segment-by region
     """
-    from .render import bottlenecks_rich, diagnostics_panel
-    from .scenarios import bottlenecks as rank
+    from ..report.render import bottlenecks_rich, diagnostics_panel
+    from ..sim.scenarios import bottlenecks as rank
 
     model, deals, spells, log = _model_and_deals(events, stages, won, lost, as_of, segment_by, dayfirst, columns,
                                                  model_dir, draws, tune, chains, seed, strict, history_days,
@@ -452,7 +452,7 @@ def bottlenecks(
     out.print(bottlenecks_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
-        from ._io import json_safe, write_json
+        from .._io import json_safe, write_json
 
         write_json(json, json_safe({"horizon_days": horizon, "bottlenecks": table.to_dict(orient="records")}))
         out.print(f"wrote {json}", highlight=False)
@@ -492,10 +492,10 @@ def backtest(
 
     Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
     """
-    from .backtest import BacktestSettings, origin_dates
-    from .backtest import backtest as run_backtest
-    from .events import FunnelDefinition
-    from .render import backtest_rich
+    from ..data.events import FunnelDefinition
+    from ..report.render import backtest_rich
+    from ..sim.backtest import BacktestSettings, origin_dates
+    from ..sim.backtest import backtest as run_backtest
 
     if bool(origins) == bool(every):
         raise FunnelDataError("give either --origins or --every (with --start and --end)", column="origins",
@@ -514,7 +514,7 @@ def backtest(
                               dayfirst=dayfirst, decimal=decimal, workers=workers, progress=advance)
     out.print(backtest_rich(result))
     if plot:
-        from ._io import atomic_write
+        from .._io import atomic_write
 
         figure = result.plot_bands().figure
         atomic_write(plot, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
@@ -566,7 +566,7 @@ def synth(
 
     Awkward timing: funnelsim synth crm.csv --pass-through Qualified=1.0 --same-day-jump 0.1 --date-only --rare Prospecting:Won=0.006
     """
-    from . import synth as synth_module
+    from ..data import synth as synth_module
 
     try:
         config = synth_module.SynthConfig(
@@ -596,14 +596,14 @@ def demo(
     """
     import pandas as pd
 
-    from . import synth as synth_module
-    from ._io import atomic_write
-    from .forecast import forecast as run_forecast
-    from .funnel import funnel_table
-    from .model import FunnelModel
-    from .pipeline import amount_stats, open_deals
-    from .render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
-    from .stats import to_stage_stats
+    from .._io import atomic_write
+    from ..data import synth as synth_module
+    from ..data.deals import amount_stats, open_deals
+    from ..data.stats import to_stage_stats
+    from ..model.funnel_model import FunnelModel
+    from ..report.funnel import funnel_table
+    from ..report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from ..sim.forecast import forecast as run_forecast
 
     config = synth_module.SynthConfig()
     events_path = out_dir / "events.csv"

@@ -1,14 +1,14 @@
 """Revenue forecast of the open pipeline: bands, target odds, per-deal win chances.
 
-:func:`forecast` takes a fitted :class:`funnelsim.model.FunnelModel` and the deals open at the
-as-of date (:func:`funnelsim.pipeline.open_deals`), runs :func:`funnelsim.simulate.simulate`
+:func:`forecast` takes a fitted :class:`funnelsim.model.funnel_model.FunnelModel` and the deals open at the
+as-of date (:func:`funnelsim.data.deals.open_deals`), runs :func:`funnelsim.sim.kernel.simulate`
 and returns a :class:`Forecast`: an xarray Dataset with named dims ``draw``, ``period`` and
 ``deal``. Revenue is in the currency of the event log (whatever its ``amount`` column holds);
 periods are calendar weeks, months or quarters from the day after as-of to the end of the
 horizon (the first and last may be partial).
 
 ``pipeline_revenue`` counts revenue from deals open at as-of that are won within the horizon.
-With ``new_deals`` (:class:`funnelsim.inflow.NewDeals`), deals created during the horizon are
+With ``new_deals`` (:class:`funnelsim.sim.inflow.NewDeals`), deals created during the horizon are
 simulated too (``new_revenue``, ``new_wins``; ``created_won_revenue`` per draw is the part of
 deals created already won) and ``total_revenue`` adds them up.
 """
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._io import json_safe, write_json
-from .events import FunnelDataError
-from .simulate import Pipeline, simulate
+from .._io import json_safe, write_json
+from ..data.events import FunnelDataError
+from .kernel import Pipeline, simulate
 
 __all__ = ["Forecast", "forecast", "PERIODS"]
 
@@ -36,13 +36,13 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
              chunk_draws: int | None = None, new_deals=None) -> Forecast:
     """Simulate the open ``deals`` through the fitted ``model`` for ``horizon_days`` days.
 
-    ``deals``: from :func:`funnelsim.pipeline.open_deals` (columns deal_id, segment, stage,
+    ``deals``: from :func:`funnelsim.data.deals.open_deals` (columns deal_id, segment, stage,
     age_days, amount); ``as_of`` defaults to ``deals.attrs["as_of"]``, else the model's.
     ``period``: "day", "week", "month" or "quarter". ``draws``: posterior draws to use
     (evenly spaced; all by default). The same ``seed`` gives the same numbers.
     ``deal_value``: the amount (currency) of open deals that have none, e.g. for a log with
     no amounts; by default they take one from their segment's won amounts (0 if none).
-    ``new_deals``: a :class:`funnelsim.inflow.NewDeals`; deals created during the horizon are
+    ``new_deals``: a :class:`funnelsim.sim.inflow.NewDeals`; deals created during the horizon are
     then simulated as well (valued like open deals without an amount) and reported apart.
     """
     if period not in PERIODS:
@@ -128,7 +128,7 @@ def _pipeline_arrays(model, deals: pd.DataFrame) -> Pipeline:
     missing = [c for c in ("deal_id", "segment", "stage", "age_days", "amount") if c not in deals.columns]
     if missing:
         raise FunnelDataError(f"the open deals lack column(s) {', '.join(missing)}",
-                              hint="Build them with funnelsim.pipeline.open_deals.")
+                              hint="Build them with funnelsim.data.deals.open_deals.")
     stages = {s: i for i, s in enumerate(model.funnel.stages)}
     segments = {g: i for i, g in enumerate(model.data.segments)}
     for column, known in (("stage", stages), ("segment", segments)):

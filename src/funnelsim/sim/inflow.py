@@ -36,9 +36,9 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from .events import event_order
-from .simulate import Pipeline
-from .spells import Spells, deal_segment
+from ..data.events import event_order
+from ..data.spells import Spells, deal_segment
+from .kernel import Pipeline
 
 __all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "created_won_stats", "created_won_draws",
            "NewDeals", "WEEKS"]
@@ -209,7 +209,7 @@ def _fill_amounts(value: np.ndarray, u: np.ndarray, deal_value: float | None, qu
 
 
 def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float | None = None) -> Pipeline:
-    """The slots of :func:`new_deal_draws` as a :class:`funnelsim.simulate.Pipeline`: per cell,
+    """The slots of :func:`new_deal_draws` as a :class:`funnelsim.sim.kernel.Pipeline`: per cell,
     as many deals as its largest count, age 0, amount ``deal_value`` (NaN: valued from the
     segment's won amounts), each with a random stream of its own."""
     size = counts.max(axis=0) if counts.size else np.zeros(0, np.int64)
@@ -226,7 +226,7 @@ def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float
 class NewDeals:
     """Inflow for a forecast: the statistics of :func:`new_deal_stats` (deals entering open
     stages) and, optionally, of :func:`created_won_stats` (deals created already won), plus how
-    to turn them into slots and revenue. ``funnelsim.forecast.forecast(..., new_deals=NewDeals(stats))``."""
+    to turn them into slots and revenue. ``funnelsim.sim.forecast.forecast(..., new_deals=NewDeals(stats))``."""
 
     def __init__(self, stats: pd.DataFrame, created_won: pd.DataFrame | None = None):
         self.stats = stats

@@ -32,7 +32,7 @@ def _cell(row, name) -> str:
 
 
 def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior mean, then 90% interval") -> Table:
-    """A Rich table of :meth:`funnelsim.model.FunnelModel.stage_table`."""
+    """A Rich table of :meth:`funnelsim.model.funnel_model.FunnelModel.stage_table`."""
     segmented = table["segment"].notna().any()
     out = Table(title=title)
     out.add_column("stage")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import write_json
+from .._io import write_json
 
 __all__ = ["FunnelTable", "funnel_table", "funnel_from_counts", "aalen_johansen", "kaplan_meier", "km_median"]
 
@@ -304,7 +304,7 @@ def _group_rows(part: pd.DataFrame, stages: list[str], segment, won: str, notes:
 
 
 def funnel_table(spells, notes: Sequence[str] = ()) -> FunnelTable:
-    """The funnel table of a :class:`funnelsim.spells.Spells` (per segment when the
+    """The funnel table of a :class:`funnelsim.data.spells.Spells` (per segment when the
     spells were split by one): only the small table of durations rounded to the hour
     comes back from the database."""
     funnel = spells.funnel

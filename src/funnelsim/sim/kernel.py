@@ -11,13 +11,13 @@ Pure numpy + numba (no PyMC). For each posterior draw and each open deal:
    amount times exp(m_g + s_g * z), the won/last-open ratio of its segment (per draw); a deal
    with no amount takes one from its segment's won amounts (quantiles, interpolated).
 
-Times follow the model's convention t = days + OFFSET_DAYS (see :mod:`funnelsim.stats`): a
+Times follow the model's convention t = days + OFFSET_DAYS (see :mod:`funnelsim.data.stats`): a
 deal aged a days has survived to t = a + 0.5; a fresh stay lasts max(t - 0.5, 0) days. The
 clock starts at the end of the as-of day; a deal won at clock c (days) closes on as-of day
 + 1 + floor(c).
 
 The same deal-level answer P(win ever) is computed exactly (not sampled) at the first step:
-sum_j w_j(age) * P(win | enter j), with the chain of :func:`funnelsim.derived.p_win_from_entry`.
+sum_j w_j(age) * P(win | enter j), with the chain of :func:`funnelsim.model.derived.p_win_from_entry`.
 
 Random numbers come from a counter-based generator (a hash of seed, draw, deal and step), so
 the same seed gives the same numbers whatever the chunk size or the number of threads. Draws
@@ -37,7 +37,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from scipy import special
 
-from .stats import OFFSET_DAYS
+from ..data.stats import OFFSET_DAYS
 
 __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 
@@ -62,7 +62,7 @@ class Pipeline:
     (default: its position). Give each deal a key of its own (e.g. a hash of its id) so that
     adding or removing deals leaves every other deal's random numbers unchanged.
 
-    New deals (created during the horizon, see :mod:`funnelsim.inflow`) are *slots*: a deal
+    New deals (created during the horizon, see :mod:`funnelsim.sim.inflow`) are *slots*: a deal
     whose path starts at a uniform time in [``start_low``, ``start_low + start_width``) days
     after as-of, and which exists in draw d only if its ``slot`` number is below
     ``counts[d, cell]`` (the ``counts`` argument of :func:`simulate`). Open deals have slot -1.
@@ -129,7 +129,7 @@ class Parameters:
         return self.pi.shape[0]
 
     def p_win_from_entry(self) -> np.ndarray:
-        from .derived import p_win_from_entry
+        from ..model.derived import p_win_from_entry
 
         return p_win_from_entry(self.pi)
 
