@@ -204,7 +204,7 @@ def test_labels_differing_only_by_case_are_refused():
 
 
 def test_future_event_is_not_the_default_as_of(monkeypatch, funnel, small_log):
-    from funnelsim import events
+    from funnelsim.data import events
     from funnelsim.data.spells import to_spells
 
     log = read_events(small_log, funnel)  # its last event is on 2024-03-01, row 14 of a sheet

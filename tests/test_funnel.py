@@ -391,7 +391,7 @@ def test_pipeline_recovers_synthetic_truth_where_naive_is_biased():
     """Log -> spells -> funnel table on a synthetic CRM censored after 40 weeks (about 15%
     of stays still open): Aalen-Johansen conversion and the chain's P(win) match the
     generator's truth; the spreadsheet ratios are biased low."""
-    from funnelsim import synth
+    from funnelsim.data import synth
     from funnelsim.data.events import FunnelDefinition, read_events
     from funnelsim.data.spells import to_spells
 

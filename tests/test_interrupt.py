@@ -217,7 +217,7 @@ def test_an_interrupted_save_leaves_no_half_model(two_fits, tmp_path, monkeypatc
     """Ctrl-C while either file is written: no folder (or the model saved before, whole)."""
     import numpy as np
 
-    from funnelsim import persist
+    from funnelsim.model import persist
     from funnelsim.model.funnel_model import FunnelModel
 
     earlier, model = two_fits

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from funnelsim import synth
 from funnelsim._io import atomic_write, write_json
+from funnelsim.data import synth
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from funnelsim import synth
+from funnelsim.data import synth
 from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.data.spells import to_spells
 from funnelsim.model.funnel_model import PARAMETER_MEANINGS, ConvergenceWarning, FunnelModel, check_fit
@@ -282,7 +282,8 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
 
 FIT_AND_HASH = """
 import hashlib, sys, warnings
-from funnelsim import model as fm, synth
+from funnelsim.data import synth
+from funnelsim.model import funnel_model as fm
 from funnelsim.data.events import FunnelDefinition
 cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 0.5, "B": 0.5}, weeks=20)
 events, _ = synth.generate(int(sys.argv[1]), seed=0, config=cfg)
@@ -333,7 +334,7 @@ def test_a_history_window_follows_a_funnel_that_changed():
     recent = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", history_days=26 * 7,
                                                  model_config=POOLING), 1)
     everything = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING), 1)
-    assert recent.stats.attrs["history_days"] == 26 * 7 and recent.stats["n"].sum() < everything.stats["n"].sum()
+    assert recent.stats.history_days == 26 * 7 and recent.stats.stays < everything.stats.stays
     new, old = (truth_cell(t, STAGES[0], "A")["p_win_from_entry"] for t in (truth, old_truth))
     assert new - old > 0.1                                   # the change is large
     row = row_of(recent.stage_table(), STAGES[0], "A")

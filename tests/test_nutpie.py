@@ -10,7 +10,7 @@ import nutpie
 import pymc as pm
 import pytest
 
-from funnelsim import _nutpie
+from funnelsim.model import _nutpie
 
 
 def small_model():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from funnelsim import synth
+from funnelsim.data import synth
 from funnelsim.data.events import FunnelDataError, read_events
 from funnelsim.data.spells import to_spells
 from funnelsim.sim.inflow import NewDeals, new_deal_stats

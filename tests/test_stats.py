@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from funnelsim import synth
+from funnelsim.data import synth
 from funnelsim.data.events import FunnelDefinition, read_events
 from funnelsim.data.spells import to_spells
 from funnelsim.data.stats import CENSORED, OFFSET_DAYS, to_stage_stats
@@ -19,7 +19,7 @@ def crm():
     events, truth = synth.generate(20_000, seed=3, config=config)
     funnel = FunnelDefinition(config.stages, config.won, config.lost)
     spells = to_spells(read_events(events, funnel), segment_by="segment")
-    return events, funnel, spells, spells.to_pandas(), to_stage_stats(spells)
+    return events, funnel, spells, spells.to_pandas(), to_stage_stats(spells).table
 
 
 def test_counts_and_sums_match_the_spells(crm):
@@ -83,7 +83,7 @@ def test_same_statistics_from_a_database_table(crm, tmp_path):
     con = ibis.duckdb.connect(tmp_path / "crm.duckdb")
     table = con.create_table("events", ibis.memtable(events))  # DataFrames directly hit an ibis 12 + DuckDB 2 bug
     again = to_stage_stats(to_spells(read_events(table, funnel), segment_by="segment"))
-    pd.testing.assert_frame_equal(stats, again, check_dtype=False)
+    pd.testing.assert_frame_equal(stats, again.table, check_dtype=False)
 
 
 def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
@@ -98,13 +98,13 @@ def test_a_history_window_keeps_the_stays_that_began_in_it_and_every_segment():
     spells = to_spells(read_events(frame, funnel), as_of="2024-03-31", segment_by="segment")
     everything = to_stage_stats(spells)
     recent = to_stage_stats(spells, history_days=30)        # stays that began from 2 March on
-    assert everything["n"].sum() == 4 and everything.attrs["history_days"] is None
-    kept = recent.groupby(["stage", "segment", "destination"])["n"].sum().to_dict()
+    assert everything.stays == 4 and everything.history_days is None
+    kept = recent.table.groupby(["stage", "segment", "destination"])["n"].sum().to_dict()
     # A's Lead stay began in January: out, though it ended in the window; its Qualified stay is in
     assert kept == {("Qualified", "X", "Won"): 1, ("Lead", "Y", "Lost"): 1, ("Lead", "Z", CENSORED): 1}
-    assert recent.attrs["segments"] == ["X", "Y", "Z"] and recent.attrs["history_days"] == 30
+    assert recent.segments == ("X", "Y", "Z") and recent.history_days == 30
     only_z = to_stage_stats(spells, history_days=8)          # from 24 March: only C's open stay
-    assert set(only_z["segment"]) == {"Z"} and only_z.attrs["segments"] == ["X", "Y", "Z"]
+    assert set(only_z.table["segment"]) == {"Z"} and only_z.segments == ("X", "Y", "Z")
     from funnelsim.model.likelihood import model_data
 
     assert model_data(only_z, funnel).segments == ("X", "Y", "Z")   # the others get the pooled estimate
@@ -126,7 +126,7 @@ def test_bin_edges_in_days_are_the_edges_in_t_less_the_half_day_offset():
     frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp"])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"])
     spells = to_spells(read_events(frame, funnel), as_of="2024-04-30")      # open stays aged to 1 May 00:00
-    stats = to_stage_stats(spells)
+    stats = to_stage_stats(spells).table
     expected = {   # (stage, destination): days of the stay, bin, days_low, days_high
         ("Lead", "Qualified", 0): (0.0, 0.0, 0.129961),            # 0.5 * 2^(1/3) - 0.5
         ("Lead", "Lost", 4): (1.0, 0.759921, 1.087401),            # 0.5 * 2^(4/3) - 0.5, 0.5 * 2^(5/3) - 0.5

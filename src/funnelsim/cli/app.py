@@ -274,7 +274,7 @@ def _stage_stats(spells, history_days):
     stats = to_stage_stats(spells, history_days)
     if history_days is not None:
         since = (spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=history_days)).date()
-        err.print(f"Learning from the {int(stats['n'].sum()):,} of {spells.counts.get('spells', 0):,} stays that "
+        err.print(f"Learning from the {stats.stays:,} of {spells.counts.get('spells', 0):,} stays that "
                   f"began on or after {since} (--history-days {history_days:g}).", highlight=False)
     return stats
 

@@ -17,6 +17,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from .._random import rng as random_stream
 from .events import ORDER, ROW, EventLog, FunnelDataError
 from .spells import Spells, deal_segment
 from .stats import FIXED_POINT, _fixed
@@ -32,7 +33,7 @@ def _visible_deals(log: EventLog, spells: Spells) -> ibis.Table:
         raise FunnelDataError("the event log and the spells use different funnels",
                               hint="Build both from the same FunnelDefinition.")
     table = log.table
-    visible = table.filter(table.timestamp < ibis.timestamp(spells.as_of + pd.Timedelta(days=1)))
+    visible = table.filter(table.timestamp < ibis.timestamp(spells.cutoff))
     segment = deal_segment(visible, spells.segment_by)
     outcomes = list(log.funnel.won) + list(log.funnel.lost)
     is_open_row = ~visible.stage.isin(outcomes)
@@ -114,7 +115,7 @@ def ratio_draws(amounts: pd.DataFrame | None, segments, draws: int, seed: int = 
     spread = np.maximum(total2 - n * mean**2, 0.0)
     kn, an = k0 + n, a0 + n / 2
     bn = b0 + 0.5 * spread + k0 * n * mean**2 / (2 * kn)
-    rng = np.random.default_rng([seed, 0xA40])
+    rng = random_stream(seed, "amount_ratio")
     variance = bn / rng.gamma(an, 1.0, size=(draws, len(n)))
     centre = n * mean / kn
     return centre + np.sqrt(variance / kn) * rng.standard_normal((draws, len(n))), np.sqrt(variance)

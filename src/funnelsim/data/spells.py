@@ -34,7 +34,7 @@ import pandas as pd
 
 from .events import EventLog, FunnelDefinition, _materialise, event_order
 
-__all__ = ["Spells", "to_spells", "resolve_as_of", "deal_segment", "MOVES", "NO_SEGMENT"]
+__all__ = ["Spells", "to_spells", "resolve_as_of", "end_of_day", "deal_segment", "MOVES", "NO_SEGMENT"]
 
 MOVES = ("next", "skip", "back", "won", "lost", "censored")
 NO_SEGMENT = "all"
@@ -58,6 +58,11 @@ class Spells:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def cutoff(self) -> pd.Timestamp:
+        """The end of the as-of day: events before it are visible."""
+        return end_of_day(self.as_of)
+
     def to_pandas(self) -> pd.DataFrame:
         """All spells as a DataFrame ordered by deal and entry (small logs only)."""
         frame = self.table.order_by(["deal_id", "entered", "stage_index"]).to_pandas()
@@ -75,6 +80,12 @@ class Spells:
                    .agg(n=ibis._.count()))
         return grouped.to_pandas().sort_values(["stage_index", "segment", "move", "days"],
                                                ignore_index=True)
+
+
+def end_of_day(day) -> pd.Timestamp:
+    """Midnight after ``day``: "as of a date" means the end of that day, so an event is
+    visible when it is earlier than this. The one place that adds the day."""
+    return pd.Timestamp(day).normalize() + pd.Timedelta(days=1)
 
 
 def resolve_as_of(log: EventLog, as_of=None) -> pd.Timestamp:
@@ -110,7 +121,7 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     """
     log.check_segment(segment_by)
     as_of = resolve_as_of(log, as_of)
-    cutoff = ibis.timestamp(as_of + pd.Timedelta(days=1))
+    cutoff = ibis.timestamp(end_of_day(as_of))
     funnel = log.funnel
     visible = log.table.filter(log.table.timestamp < cutoff)
     if not int(visible.count().execute()):

@@ -25,12 +25,15 @@ statistics (thousands of rows, whatever the number of deals) come back to pandas
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
-from .spells import Spells
+from .events import FunnelDefinition
+from .spells import Spells, end_of_day
 
-__all__ = ["to_stage_stats", "OFFSET_DAYS", "BINS_PER_DOUBLING", "bin_edges", "CENSORED"]
+__all__ = ["StageStats", "to_stage_stats", "OFFSET_DAYS", "BINS_PER_DOUBLING", "bin_edges", "CENSORED"]
 
 OFFSET_DAYS = 0.5
 BINS_PER_DOUBLING = 3
@@ -46,20 +49,52 @@ def _fixed(value):
     return (value * FIXED_POINT).round().cast("int64")
 
 
+@dataclass(frozen=True, eq=False)
+class StageStats:
+    """The sufficient statistics of the stays and what they were computed from.
+
+    ``table`` has one row per (stage, segment, destination, duration bin): ``stage``,
+    ``stage_index``, ``segment``, ``destination`` (or ``"censored"``), ``move``, ``bin``,
+    ``n``, ``sum_log_t``, ``sum_log_t2``, ``mean_log_t`` (the bin's representative log
+    duration, t = days + 0.5) and ``days_low`` / ``days_high`` (the bin's edges, days).
+    ``segments`` lists every segment of the spells, with stays in the history window or not;
+    ``history_days`` is the window (None: all history); ``counts`` the spells' edge cases.
+    """
+
+    table: pd.DataFrame
+    funnel: FunnelDefinition
+    as_of: pd.Timestamp
+    segment_by: str | None = None
+    segments: tuple[str, ...] = ()
+    history_days: float | None = None
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def stays(self) -> int:
+        """Stays the statistics hold (exits and still-open stays)."""
+        return int(self.table["n"].sum())
+
+    def metadata(self) -> dict:
+        """Everything but the table, as plain JSON values (for a saved model)."""
+        return {"as_of": str(self.as_of.date()), "funnel": self.funnel.to_dict(), "segment_by": self.segment_by,
+                "segments": list(self.segments), "history_days": self.history_days,
+                "offset_days": OFFSET_DAYS, "bins_per_doubling": BINS_PER_DOUBLING, "counts": dict(self.counts)}
+
+    @classmethod
+    def from_metadata(cls, table: pd.DataFrame, meta: dict) -> StageStats:
+        """The inverse of :meth:`metadata`."""
+        return cls(table, FunnelDefinition(**meta["funnel"]), pd.Timestamp(meta["as_of"]), meta.get("segment_by"),
+                   tuple(meta.get("segments") or ()), meta.get("history_days"), dict(meta.get("counts") or {}))
+
+
 def bin_edges(n_bins: int) -> np.ndarray:
     """Lower edges of bins 0..n_bins (in t = days + 0.5)."""
     return OFFSET_DAYS * 2.0 ** (np.arange(n_bins + 1) / BINS_PER_DOUBLING)
 
 
-def to_stage_stats(spells: Spells, history_days: float | None = None) -> pd.DataFrame:
-    """Counts of stays by (stage, segment, destination or censored, duration bin).
-
-    Returns a DataFrame with columns ``stage``, ``stage_index``, ``segment``,
-    ``destination``, ``move``, ``bin``, ``n``, ``sum_log_t``, ``sum_log_t2``,
-    ``mean_log_t`` (the bin's representative log duration), ``days_low`` and
-    ``days_high`` (the bin's edges in days). ``attrs`` holds ``as_of``, the funnel
-    definition, ``segment_by``, ``segments`` (every segment of the spells, with stays in the
-    window or not), ``history_days`` and the binning constants.
+def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageStats:
+    """Counts of stays by (stage, segment, destination or censored, duration bin): a
+    :class:`StageStats` (its ``table`` has the columns listed there).
 
     ``history_days``: learn only from stays that *began* in the last ``history_days`` days
     before the end of as-of, for a funnel that changes over time (None: all history). Stays
@@ -90,12 +125,9 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> pd.Data
     edges = bin_edges(int(stats["bin"].max()) + 1 if len(stats) else 1)
     stats["days_low"] = edges[stats["bin"].to_numpy()] - OFFSET_DAYS
     stats["days_high"] = edges[stats["bin"].to_numpy() + 1] - OFFSET_DAYS
-    stats.attrs.update(
-        as_of=str(spells.as_of.date()), funnel=spells.funnel.to_dict(), segment_by=spells.segment_by,
-        segments=segments or sorted(stats["segment"].astype(str).unique()), history_days=None if history_days is None else float(history_days),
-        offset_days=OFFSET_DAYS, bins_per_doubling=BINS_PER_DOUBLING, counts=dict(spells.counts),
-    )
-    return stats
+    return StageStats(stats, spells.funnel, spells.as_of, spells.segment_by,
+                      tuple(segments or sorted(stats["segment"].astype(str).unique())),
+                      None if history_days is None else float(history_days), dict(spells.counts))
 
 
 def _recent(spells: Spells, table, history_days: float):
@@ -107,7 +139,7 @@ def _recent(spells: Spells, table, history_days: float):
     if not np.isfinite(history_days) or history_days <= 0:
         raise FunnelDataError("the history window must be a positive number of days", column="history_days",
                               value=str(history_days), hint="Pass --history-days DAYS, e.g. 365, or leave it out.")
-    since = spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=float(history_days))
+    since = end_of_day(spells.as_of) - pd.Timedelta(days=float(history_days))
     recent = table.filter(table.entered >= ibis.timestamp(since))
     if not int(recent.count().execute()):
         raise FunnelDataError(f"no stay began in the {history_days:g} days before the end of {spells.as_of.date()}",

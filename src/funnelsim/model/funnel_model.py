@@ -28,6 +28,7 @@ import pandas as pd
 
 from .._signals import interrupts_raised
 from ..data.events import FunnelDataError, FunnelDefinition
+from ..data.stats import StageStats
 from . import derived
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
 
@@ -55,8 +56,9 @@ class FunnelModel:
 
     Parameters
     ----------
-    stats : DataFrame
-        From :func:`funnelsim.data.stats.to_stage_stats` (its ``attrs`` carry the funnel).
+    stats : StageStats
+        From :func:`funnelsim.data.stats.to_stage_stats` or :attr:`funnelsim.Snapshot.stage_stats`
+        (they carry the funnel).
     sojourn : "lognormal" or "weibull"
         Family of time in stage given the destination.
     model_config : dict, optional
@@ -70,16 +72,16 @@ class FunnelModel:
     Use :meth:`from_events` to start from an event log.
     """
 
-    def __init__(self, stats: pd.DataFrame, *, amounts: pd.DataFrame | None = None, sojourn: str = "lognormal",
+    def __init__(self, stats: StageStats, *, amounts: pd.DataFrame | None = None, sojourn: str = "lognormal",
                  model_config: dict | None = None):
         if sojourn not in ("lognormal", "weibull"):
             raise FunnelDataError(f"unknown sojourn family {sojourn!r}", hint="Use 'lognormal' or 'weibull'.")
-        if "funnel" not in stats.attrs:
-            raise FunnelDataError("the statistics carry no funnel definition",
-                                  hint="Build them with funnelsim.data.stats.to_stage_stats.")
+        if not isinstance(stats, StageStats):
+            raise FunnelDataError(f"the model needs StageStats, not {type(stats).__name__}",
+                                  hint="Build them with Snapshot(...).stage_stats or funnelsim.data.stats.to_stage_stats.")
         self.stats = stats
         self.amounts = amounts
-        self.funnel = FunnelDefinition(**stats.attrs["funnel"])
+        self.funnel = stats.funnel
         self.sojourn = sojourn
         self.config = merge_config(DEFAULT_CONFIG, model_config or {})
         self.data = model_data(stats, self.funnel)
@@ -89,20 +91,22 @@ class FunnelModel:
         self.timings: dict[str, float] = {}
 
     @classmethod
+    def from_snapshot(cls, snapshot, **kwargs) -> FunnelModel:
+        """The model of a :class:`funnelsim.Snapshot`: its stage statistics (of the stays in its
+        history window) and its won amounts; ``kwargs`` as for the constructor."""
+        return cls(snapshot.stage_stats, amounts=snapshot.amounts, **kwargs)
+
+    @classmethod
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
                     dayfirst: bool = False, decimal: str = ".", history_days: float | None = None,
                     **kwargs) -> FunnelModel:
-        """Read an event log (path, DataFrame or Ibis table) and build the model from its
-        statistics (of the stays that began in the last ``history_days`` days, or all) and
-        won amounts."""
-        from ..data.deals import amount_stats
-        from ..data.events import read_events
-        from ..data.spells import to_spells
-        from ..data.stats import to_stage_stats
+        """Read an event log (path, DataFrame or Ibis table) and build the model of the CRM as
+        of ``as_of`` (see :class:`funnelsim.Snapshot`)."""
+        from ..data.snapshot import Snapshot
 
-        log = read_events(events, funnel, dayfirst=dayfirst, decimal=decimal)
-        spells = to_spells(log, as_of=as_of, segment_by=segment_by)
-        return cls(to_stage_stats(spells, history_days), amounts=amount_stats(log, spells), **kwargs)
+        snapshot = Snapshot.read(events, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
+                                 dayfirst=dayfirst, decimal=decimal)
+        return cls.from_snapshot(snapshot, **kwargs)
 
     # ------------------------------------------------------------------ fitting
 
@@ -327,7 +331,7 @@ class FunnelModel:
         return save_model(self, Path(path))
 
     @classmethod
-    def load(cls, path, stats: pd.DataFrame | None = None) -> FunnelModel:
+    def load(cls, path, stats: StageStats | None = None) -> FunnelModel:
         """Rebuild a saved model. With ``stats``, refuse (FunnelDataError) if they are not
         the statistics the model was fitted on."""
         from .persist import load_model
@@ -354,7 +358,7 @@ def _stacked(array) -> np.ndarray:
 
 # --------------------------------------------------------------------------- comparing families
 
-def pointwise_loglik(stats: pd.DataFrame, data, sojourn: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def pointwise_loglik(stats: StageStats, data, sojourn: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Log-likelihood of each row of the statistics table (a group of stays sharing stage,
     segment, destination and duration bin) per posterior draw: (draws, rows). ``arrays``
     are :meth:`FunnelModel.posterior_arrays`. Exits use the row's Σ log t and Σ (log t)²
@@ -363,6 +367,7 @@ def pointwise_loglik(stats: pd.DataFrame, data, sojourn: str, arrays: dict[str, 
     from scipy import special
 
     d = data
+    stats = stats.table
     s = stats["stage"].map({x: i for i, x in enumerate(d.stages)}).to_numpy()
     g = stats["segment"].map({x: i for i, x in enumerate(d.segments)}).to_numpy()
     j = stats["destination"].map({x: i for i, x in enumerate(d.destinations)}).fillna(-1).to_numpy(int)

@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import pandas as pd
 
 from ..data.events import FunnelDataError, FunnelDefinition
-from ..data.stats import CENSORED
+from ..data.stats import CENSORED, StageStats
 
 __all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "model_inputs", "centred_cells", "logit_rotation",
            "build_pymc_model", "stats_hash"]
@@ -148,7 +147,7 @@ class ModelData:
         return [f"{self.stages[s]} -> {self.destinations[j]}" for s, j in self.pairs]
 
 
-def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
+def model_data(stage_stats: StageStats, funnel: FunnelDefinition) -> ModelData:
     """Dense arrays from the statistics table. Exits summed over bins give n, Σ log t and
     Σ (log t)² per (stage, segment, destination): exact for the LogNormal."""
     from ..data.stats import bin_edges
@@ -156,7 +155,8 @@ def model_data(stats: pd.DataFrame, funnel: FunnelDefinition) -> ModelData:
     stages = tuple(funnel.stages)
     destinations = (*stages, funnel.won_name, funnel.lost_name, STALL)
     # every segment of the spells (some may have no stay in a history window: pooled estimate)
-    segments = tuple(sorted(set(stats.attrs.get("segments") or ()) | set(stats["segment"].astype(str))))
+    stats = stage_stats.table
+    segments = tuple(sorted(set(stage_stats.segments) | set(stats["segment"].astype(str))))
     S, G, E, B = len(stages), len(segments), len(destinations) - 1, int(stats["bin"].max()) + 1
     s = stats["stage"].map({x: i for i, x in enumerate(stages)}).to_numpy(int)
     g = stats["segment"].map({x: i for i, x in enumerate(segments)}).to_numpy(int)
@@ -308,10 +308,10 @@ def _segment_spread(values: np.ndarray, sampling_var: np.ndarray, n: np.ndarray,
     return np.where((df > 0) & significant, np.maximum(spread, 0.0), 0.0)
 
 
-def stats_hash(stats: pd.DataFrame) -> str:
-    """A fingerprint of the training statistics (sha256 of their canonical CSV)."""
+def stats_hash(stats: StageStats) -> str:
+    """A fingerprint of the training statistics (sha256 of their table's canonical CSV)."""
     columns = ["stage", "segment", "destination", "bin", "n", "sum_log_t", "sum_log_t2"]
-    ordered = stats[columns].sort_values(columns[:4]).round(9)
+    ordered = stats.table[columns].sort_values(columns[:4]).round(9)
     return hashlib.sha256(ordered.to_csv(index=False).encode()).hexdigest()
 
 

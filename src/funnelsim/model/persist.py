@@ -22,6 +22,7 @@ import pandas as pd
 from .._io import atomic_write, ordinary_mode, write_json
 from .._signals import sigint_deferred
 from ..data.events import FunnelDataError
+from ..data.stats import StageStats
 from .likelihood import stats_hash
 
 __all__ = ["save_model", "load_model"]
@@ -47,7 +48,7 @@ def save_model(model, folder: Path) -> Path:
     idata = model._require_fit()
     tree = xr.DataTree.from_dict({name: idata[name].to_dataset() for name in ("posterior", "sample_stats")
                                   if name in idata.children})
-    stats = model.stats.reset_index(drop=True)
+    stats = model.stats.table.reset_index(drop=True)
     tree["training_stats"] = xr.Dataset.from_dataframe(stats.rename_axis("row"))
     tree.attrs = {k: str(v) for k, v in idata.attrs.items()}
     meta = {
@@ -56,7 +57,7 @@ def save_model(model, folder: Path) -> Path:
         "sojourn": model.sojourn,
         "config": model.config,
         "stats_hash": stats_hash(model.stats),
-        "stats_attrs": _plain_attrs(model.stats.attrs),
+        "stats_metadata": model.stats.metadata(),
         "diagnostics": {k: v for k, v in model.diagnostics.items() if k != "thresholds"},
         "timings": model.timings,
         "amounts": None if model.amounts is None else model.amounts.to_dict(orient="records"),
@@ -79,7 +80,7 @@ def save_model(model, folder: Path) -> Path:
     return folder
 
 
-def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
+def load_model(cls, folder: Path, stats: StageStats | None = None):
     """Rebuild a saved model (see :meth:`funnelsim.model.funnel_model.FunnelModel.load`)."""
     import xarray as xr
 
@@ -93,8 +94,9 @@ def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
         raise FunnelDataError(f"saved with model format {meta.get('format')}, this version reads {FORMAT}",
                               source=str(meta_path), hint="Refit the model with this version.")
     tree = xr.open_datatree(nc_path).load()
-    saved = tree["training_stats"].to_dataset().to_dataframe().reset_index(drop=True)
-    saved.attrs = meta["stats_attrs"]
+    table = tree["training_stats"].to_dataset().to_dataframe().reset_index(drop=True)
+    # "stats_attrs": models saved before the statistics had their own type (same fields)
+    saved = StageStats.from_metadata(table, meta.get("stats_metadata") or meta["stats_attrs"])
     if stats_hash(saved) != meta["stats_hash"]:
         raise FunnelDataError("posterior.nc and model.json do not belong together (statistics hash differs)",
                               source=str(folder), hint="Refit and save the model again.")
@@ -110,7 +112,3 @@ def load_model(cls, folder: Path, stats: pd.DataFrame | None = None):
     model.idata.attrs = dict(tree.attrs)
     model.timings = meta.get("timings", {})
     return model
-
-
-def _plain_attrs(attrs: dict) -> dict:
-    return json.loads(json.dumps(attrs, default=str))

@@ -39,13 +39,13 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 
-import ibis
 import numpy as np
 import pandas as pd
 
 from .._io import json_safe, write_json
 from .._signals import sigint_blocked
 from ..data.events import FunnelDataError, FunnelDefinition
+from ..data.snapshot import Snapshot
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
 
@@ -86,30 +86,6 @@ def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
 
 # --------------------------------------------------------------------------- one origin
 
-def _won_rows(log, start, days: int):
-    """Won events from the start of day ``start`` for ``days`` days (an Ibis table)."""
-    t = log.table
-    begin = pd.Timestamp(start).normalize()
-    return t.filter(t.stage.isin(list(log.funnel.won)) & (t.timestamp >= ibis.timestamp(begin))
-                    & (t.timestamp < ibis.timestamp(begin + pd.Timedelta(days=days))))
-
-
-def _won_revenue(log, deals: pd.DataFrame, start, days: int, deal_value: float | None) -> float:
-    """Revenue of ``deals`` won from the start of day ``start`` for ``days`` days."""
-    if deals.empty:
-        return 0.0
-    won = _won_rows(log, start, days)
-    ids = ibis.memtable(pd.DataFrame({"deal_id": deals["deal_id"].astype(str)}))
-    rows = won.join(ids, "deal_id").select("deal_id", "amount").to_pandas()
-    if rows.empty:
-        return 0.0
-    last = deals.set_index("deal_id")["amount"]
-    value = rows["amount"].astype(float).fillna(rows["deal_id"].map(last))
-    if deal_value is not None:
-        value = value.fillna(float(deal_value))
-    return math.fsum(value.fillna(0.0))      # exactly rounded: the same whatever the row order
-
-
 def _stage_win_rates(spells) -> pd.Series:
     """Historical win rate per stage from the cut data (see module doc)."""
     stays = spells.table
@@ -127,43 +103,37 @@ def _amounts(deals: pd.DataFrame, deal_value: float | None) -> pd.Series:
     return amount.fillna(float(deal_value)) if deal_value is not None else amount.fillna(0.0)
 
 
-def baselines(log, spells, deals: pd.DataFrame, horizon_days: int, deal_value: float | None = None) -> dict:
-    """The three baselines of the module doc, from data visible at ``spells.as_of`` only."""
-    from ..data.deals import open_deals
-    from ..data.spells import to_spells
-
+def baselines(snapshot: Snapshot, horizon_days: int, deal_value: float | None = None) -> dict:
+    """The baselines of the module doc, from data visible at the snapshot's cut-off only:
+    ``weighted``, ``coverage``, ``last_period`` and ``run_rate``."""
+    deals = snapshot.open_deals
     amount = _amounts(deals, deal_value)
-    rates = _stage_win_rates(spells)
+    rates = _stage_win_rates(snapshot.spells)
     weighted = math.fsum(amount * deals["stage"].map(rates).fillna(0.0))
-    earlier = spells.as_of - pd.Timedelta(days=horizon_days)
+    earlier = snapshot.at(snapshot.as_of - pd.Timedelta(days=horizon_days))
     try:
-        before = open_deals(log, to_spells(log, as_of=earlier, segment_by=spells.segment_by))
+        before = earlier.open_deals
     except FunnelDataError:            # the log starts after one horizon earlier
         before = deals.iloc[:0]
-    last_period = _won_revenue(log, before, earlier + pd.Timedelta(days=1), horizon_days, deal_value)
+    last_period = earlier.won_revenue(before, horizon_days, deal_value)
     open_before = math.fsum(_amounts(before, deal_value))
     coverage = math.fsum(amount) * last_period / open_before if open_before > 0 else float("nan")
-    return {"weighted": weighted, "coverage": coverage, "last_period": last_period}
+    run_rate = earlier.realised(horizon_days, deal_value).all
+    return {"weighted": weighted, "coverage": coverage, "last_period": last_period, "run_rate": run_rate}
 
 
 def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
     """Everything the forecast at ``origin`` is built from, all from the CRM as it was at the
-    end of that day: stage statistics, amount statistics, open deals and the baselines."""
-    from ..data.deals import amount_stats, open_deals
-    from ..data.spells import to_spells
-    from ..data.stats import to_stage_stats
-
-    spells = to_spells(log, as_of=origin, segment_by=settings.segment_by)
-    deals = open_deals(log, spells)
-    inputs = {"as_of": spells.as_of, "stats": to_stage_stats(spells, settings.history_days),
-              "amounts": amount_stats(log, spells),
-              "deals": deals, "baselines": baselines(log, spells, deals, settings.horizon_days, settings.deal_value)}
+    end of that day: its :class:`Snapshot`, stage statistics, amount statistics, open deals,
+    the new-deal inflow (with ``settings.new_deals``) and the baselines."""
+    snapshot = Snapshot(log, origin, segment_by=settings.segment_by, history_days=settings.history_days)
+    found = baselines(snapshot, settings.horizon_days, settings.deal_value)
+    if not settings.new_deals:
+        found.pop("run_rate")
+    inputs = {"snapshot": snapshot, "as_of": snapshot.as_of, "stats": snapshot.stage_stats,
+              "amounts": snapshot.amounts, "deals": snapshot.open_deals, "baselines": found}
     if settings.new_deals:
-        from .inflow import NewDeals
-
-        inputs["new_deals"] = NewDeals.from_log(log, spells)
-        start = spells.as_of + pd.Timedelta(days=1) - pd.Timedelta(days=settings.horizon_days)
-        inputs["baselines"]["run_rate"] = _all_won_revenue(log, start, settings.horizon_days, settings.deal_value)
+        inputs["new_deals"] = snapshot.new_deals
     return inputs
 
 
@@ -173,6 +143,7 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
     from .forecast import forecast
 
     inputs = origin_inputs(log, origin, settings)
+    snapshot = inputs["snapshot"]
     model = FunnelModel(inputs["stats"], amounts=inputs["amounts"], model_config=settings.model_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -180,37 +151,15 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
     deals, as_of = inputs["deals"], inputs["as_of"]
     result = forecast(model, deals, horizon_days=settings.horizon_days, as_of=as_of, seed=settings.seed,
                       deal_value=settings.deal_value, new_deals=inputs.get("new_deals"))
-    begin = as_of + pd.Timedelta(days=1)
-    actual = _won_revenue(log, deals, begin, settings.horizon_days, settings.deal_value)
-    out = {"origin": str(as_of.date()), "open_deals": len(deals), "actual": actual,
+    realised = snapshot.realised(settings.horizon_days, settings.deal_value)
+    out = {"origin": str(as_of.date()), "open_deals": len(deals), "actual": realised.pipeline,
            "samples": result.dataset["pipeline_revenue"].values, "baselines": inputs["baselines"],
            "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds")}
     if settings.new_deals:
         total = result.dataset["total_revenue"].values if result.has_new_deals else out["samples"]
         out["total_samples"] = total
-        out["total_actual"] = actual + _new_deal_revenue(log, begin, settings.horizon_days, settings.deal_value)
+        out["total_actual"] = realised.total
     return out
-
-
-def _all_won_revenue(log, start, days: int, deal_value: float | None) -> float:
-    """Revenue of every deal won from the start of day ``start`` for ``days`` days (won row's
-    amount, else ``deal_value``, else 0)."""
-    value = _won_rows(log, start, days).select("amount").to_pandas()["amount"].astype(float)
-    if deal_value is not None:
-        value = value.fillna(float(deal_value))
-    return math.fsum(value.fillna(0.0))
-
-
-def _new_deal_revenue(log, start, days: int, deal_value: float | None) -> float:
-    """Revenue won in the ``days`` from ``start`` by deals created in that window (first event
-    on or after the start of day ``start``), created won included."""
-    t = log.table
-    begin = pd.Timestamp(start).normalize()
-    end = begin + pd.Timedelta(days=days)
-    created = t.group_by("deal_id").aggregate(created=t.timestamp.min())
-    new_ids = created.filter((created.created >= ibis.timestamp(begin)) & (created.created < ibis.timestamp(end)))
-    ids = new_ids.select("deal_id").to_pandas()
-    return _won_revenue(log, ids.assign(amount=np.nan), begin, days, deal_value)
 
 
 # --------------------------------------------------------------------------- scores

@@ -51,7 +51,7 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
     if int(horizon_days) < 1:
         raise FunnelDataError("the horizon must be at least one day", column="horizon", value=str(horizon_days),
                               hint="Pass --horizon DAYS, e.g. 90 for a quarter.")
-    as_of = pd.Timestamp(as_of or deals.attrs.get("as_of") or model.stats.attrs["as_of"]).normalize()
+    as_of = pd.Timestamp(as_of or deals.attrs.get("as_of") or model.stats.as_of).normalize()
     days = pd.date_range(as_of + pd.Timedelta(days=1), periods=int(horizon_days), freq="D")
     periods = days.to_period(PERIODS[period])
     period_of_day, labels = pd.factorize(periods)

@@ -36,6 +36,8 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from .._random import NEW_DEAL_KEYS
+from .._random import rng as random_stream
 from ..data.events import event_order
 from ..data.spells import Spells, deal_segment
 from .kernel import Pipeline
@@ -54,7 +56,7 @@ def new_deal_stats(spells: Spells, weeks: int = WEEKS) -> pd.DataFrame:
     is present (zeros included). ``attrs["weeks"]`` is the number of full weeks the log
     covers (at most ``weeks``); 0 rows when it covers fewer than :data:`MIN_WEEKS`."""
     stays = spells.table
-    end = spells.as_of + pd.Timedelta(days=1)
+    end = spells.cutoff
     first = stays.group_by("deal_id").aggregate(
         entered=stays.entered.min(), stage=stays.stage.argmin(stays.entered),
         stage_index=stays.stage_index.argmin(stays.entered), segment=stays.segment.argmin(stays.entered))
@@ -91,7 +93,7 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
     Returns ``counts`` (draws, C) int and ``cells`` (C rows: ``segment_index``,
     ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of).
     Segments of the model that the inflow history does not have create no deals."""
-    rng = np.random.default_rng([seed, 7243])
+    rng = random_stream(seed, "new_deal_counts")
     width = _horizon_weeks(horizon_days)
     n_weeks = width.size
     rows, columns = [], []
@@ -141,7 +143,7 @@ def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
     the last 7 days), ``amount`` (the won row's, currency; NaN if none). An Ibis query; only
     these deals come back. ``attrs["weeks"]`` is ``weeks``."""
     table = log.table
-    end = spells.as_of + pd.Timedelta(days=1)
+    end = spells.cutoff
     visible = table.filter(table.timestamp < ibis.timestamp(end))
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
     events = visible.mutate(segment=deal_segment(visible, spells.segment_by),
@@ -168,7 +170,7 @@ def created_won_draws(created: pd.DataFrame, segments, horizon_days: int, draws:
     A deal's amount is drawn from its segment's created-won amounts; deals without one take
     ``deal_value``, else the segment's ``fallback_amounts`` row (quantiles, e.g. of all won
     amounts), else 0."""
-    rng = np.random.default_rng([seed, 7244])
+    rng = random_stream(seed, "created_won")
     period_of_day = np.asarray(period_of_day)
     width = _horizon_weeks(horizon_days)
     weeks = int(created.attrs.get("weeks", 0))
@@ -216,7 +218,7 @@ def new_deal_pipeline(counts: np.ndarray, cells: pd.DataFrame, deal_value: float
     cell = np.repeat(np.arange(len(cells)), size)
     slot = np.concatenate([np.arange(m) for m in size]) if len(size) else np.zeros(0, np.int64)
     take = cells.iloc[cell]
-    keys = (np.uint64(0x5EED_0000_0000_0000) + (cell.astype(np.uint64) << np.uint64(24)) + slot.astype(np.uint64))
+    keys = (NEW_DEAL_KEYS + (cell.astype(np.uint64) << np.uint64(24)) + slot.astype(np.uint64))
     return Pipeline(stage=take["stage_index"].to_numpy(), segment=take["segment_index"].to_numpy(),
                     age_days=np.zeros(cell.size), amount=np.full(cell.size, np.nan if deal_value is None else deal_value),
                     key=keys, start_low=take["start_low"].to_numpy(), start_width=take["start_width"].to_numpy(),

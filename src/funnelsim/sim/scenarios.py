@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import json_safe
+from .._random import rng as random_stream
 from ..data.events import FunnelDataError
 
 __all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "compare", "comparison_json", "bottlenecks",
@@ -336,7 +337,7 @@ def paired_revenue(model, deals: pd.DataFrame, scenarios, *, horizon_days: int =
     has_inflow = new_deals is not None and not new_deals.empty
     if has_inflow and not new_deals.stats.empty:
         inflow = new_deal_draws(new_deals.stats, segments, len(stages), int(horizon_days), params.draws, seed)
-        uniforms = np.random.default_rng([seed, 4099]).random(inflow[0].shape)
+        uniforms = random_stream(seed, "scenario_inflow").random(inflow[0].shape)
     if has_inflow:
         created_names = new_deals.created_won_segments(segments)
         created_won = new_deals.created_won_revenue(segments, int(horizon_days), params.draws,

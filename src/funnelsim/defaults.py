@@ -1,0 +1,8 @@
+"""Defaults shared by the Python API and the command line: one home for each."""
+
+from __future__ import annotations
+
+__all__ = ["HORIZON_DAYS", "BAND"]
+
+HORIZON_DAYS = 90          # days ahead a forecast, what-if or backtest looks by default (a quarter)
+BAND = (0.1, 0.5, 0.9)     # the quantiles every revenue band reports: P10, P50, P90
