@@ -17,7 +17,7 @@ import time
 def main() -> None:
     import pandas as pd
 
-    from funnelsim import synth
+    from funnelsim.data import synth
     from funnelsim.data.events import FunnelDefinition
     from funnelsim.sim.backtest import BacktestSettings, backtest, origin_dates
 

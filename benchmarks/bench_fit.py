@@ -21,7 +21,7 @@ import warnings
 def config(segments: int):
     import numpy as np
 
-    from funnelsim import synth
+    from funnelsim.data import synth
 
     rng = np.random.default_rng(segments)
     names = [f"S{i:02d}" for i in range(segments)]
@@ -37,7 +37,7 @@ def config(segments: int):
 
 
 def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
-    from funnelsim import synth
+    from funnelsim.data import synth
     from funnelsim.data.events import FunnelDefinition, read_events
     from funnelsim.data.spells import to_spells
     from funnelsim.data.stats import to_stage_stats

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def measure(path: str, deals: int) -> dict:
-    from funnelsim import synth
+    from funnelsim.data import synth
     from funnelsim.data.events import FunnelDefinition, read_events
     from funnelsim.data.spells import to_spells
     from funnelsim.data.stats import to_stage_stats
@@ -47,7 +47,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure[0], int(args.measure[1]))), flush=True)
         return
-    from funnelsim import synth
+    from funnelsim.data import synth
 
     with tempfile.TemporaryDirectory() as tmp:
         for deals in (int(s) for s in args.sizes.split(",")):
