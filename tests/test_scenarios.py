@@ -172,14 +172,15 @@ def fitted_crm():
 
 
 @pytest.mark.slow
-def test_compare_bottlenecks_and_names(fitted_crm):
+def test_compare_bottlenecks_and_names(fitted_crm, monkeypatch):
     _, _, model, deals = fitted_crm
     top = deals.sort_values("amount").deal_id.iloc[-1]
     plan = [Scenario("baseline"), Scenario("proposal+5", (Change("Proposal", conversion_points=5),)),
             Scenario("drop the biggest", remove=(top,)),
             Scenario("new deal", add=(NewDeal("NEW", "Negotiation", 1e6, "Enterprise"),)),
             Scenario("SMB only", segment="SMB")]
-    table = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6).set_index("scenario")
+    result = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6)
+    table = result.table.set_index("scenario")
     assert table.loc["baseline", ["delta_mean", "delta_p10", "delta_p90", "p_better"]].tolist() == [0, 0, 0, 0]
     assert table.loc["proposal+5", "delta_mean"] > 0 and table.loc["proposal+5", "p_better"] > 0.8
     assert table.loc["drop the biggest", "delta_p90"] <= 0 and table.loc["new deal", "delta_p10"] >= 0
@@ -188,6 +189,7 @@ def test_compare_bottlenecks_and_names(fitted_crm):
     wins_new = (paired[1] - paired[0] > 0).mean()      # the added deal is won in these draws
     assert 0.05 < wins_new < 0.95
     data = comparison_json(table.reset_index(), target=1e6)
+    assert result.to_dict() == data
     assert set(data["baseline"]) == {"mean", "p10", "p50", "p90", "p_hit"}
     assert {"name", "revenue", "delta", "p_better", "p_hit"} <= set(data["scenarios"][1])
     ranking = bottlenecks(model, deals, horizon_days=HORIZON, seed=1, by_segment=True)
@@ -195,8 +197,20 @@ def test_compare_bottlenecks_and_names(fitted_crm):
     assert len(ranking) == 2 * 4 * (1 + len(model.data.segments))
     time_rows = ranking[ranking.lever.str.startswith("time")]
     assert (time_rows.gain_p10 >= 0).all()                 # faster never loses revenue (paired)
-    ax = plot_scenarios(model, deals, plan[:2], horizon_days=HORIZON)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "baseline", "proposal+5"]
+    # the plot draws the comparison's own draws: no second simulation
+    from funnelsim.sim import scenarios as scenarios_module
+
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("plotting reran the simulation")
+
+    monkeypatch.setattr(scenarios_module, "simulate_run", no_rerun)
+    ax = plot_scenarios(result)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", *[s.name for s in plan]]
+    paths = [c.get_segments()[0] for c in ax.collections[::2]]     # the 10-90% lines, baseline first
+    for (low, high), (_, revenue) in zip(paths[1:], result.draws.values(), strict=True):
+        assert (low[1], high[1]) == pytest.approx(tuple(np.quantile(revenue, [0.1, 0.9])))
+    assert result.plot().get_ylabel().startswith(f"revenue in {HORIZON} days")
+    monkeypatch.undo()
     with pytest.raises(FunnelDataError, match="Valid stages: Prospecting, Qualified"):
         compare(model, deals, [Scenario("x", (Change("Proposl", conversion_points=5),))])
     with pytest.raises(FunnelDataError, match="Valid segments"):

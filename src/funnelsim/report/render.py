@@ -104,8 +104,10 @@ def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expecte
     return out
 
 
-def comparison_rich(table: pd.DataFrame, horizon_days: int) -> Table:
-    """What-if scenarios: revenue band, paired difference from the baseline, P(better)."""
+def comparison_rich(table, horizon_days: int) -> Table:
+    """What-if scenarios (a :class:`funnelsim.sim.scenarios.WhatIf` or its table): revenue
+    band, paired difference from the baseline, P(better)."""
+    table = getattr(table, "table", table)
     targeted = "p_hit" in table.columns
     out = Table(title=f"What-if scenarios: revenue in the next {horizon_days} days (currency of the log)",
                 caption="difference = scenario minus baseline in each draw (same random numbers)")

@@ -46,6 +46,7 @@ from .._io import json_safe, write_json
 from .._signals import sigint_blocked
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.snapshot import Snapshot
+from ..defaults import HORIZON_DAYS
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
 
@@ -57,7 +58,7 @@ _FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "ME", "Q": "QE"}
 class BacktestSettings:
     """How each origin is fitted and forecast (see :func:`backtest`)."""
 
-    horizon_days: int = 90
+    horizon_days: int = HORIZON_DAYS
     segment_by: str | None = None
     draws: int = 500
     tune: int = 500
@@ -245,6 +246,9 @@ class Backtest:
         for name, color in (("weighted", "C3"), ("coverage", "C2"), ("last_period", "C1")):
             ax.plot(x, t[name], color=color, ls="--", marker=".", label=name.replace("_", " "))
         ax.set_ylabel(f"revenue in the next {self.settings.horizon_days} days")
+        from ..report.charts import currency_axis
+
+        currency_axis(ax.yaxis)
         ax.set_title("Backtest: forecast band vs actual, by origin")
         ax.legend(fontsize="small", ncols=2)
         ax.figure.autofmt_xdate()

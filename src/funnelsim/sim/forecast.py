@@ -23,69 +23,59 @@ import xarray as xr
 
 from .._io import json_safe, write_json
 from ..data.events import FunnelDataError
-from .kernel import Pipeline, simulate
+from ..data.spells import end_of_day
+from ..defaults import BAND, HORIZON_DAYS
+from .run import check_run_settings, new_deal_draws_for, simulate_run
 
 __all__ = ["Forecast", "forecast", "PERIODS"]
 
 PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
-BAND = (0.1, 0.5, 0.9)
 
 
-def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, period: str = "month",
+def forecast(model, deals, *, horizon_days: int = HORIZON_DAYS, as_of=None, period: str = "month",
              draws: int | None = None, seed: int = 0, deal_value: float | None = None,
              chunk_draws: int | None = None, new_deals=None) -> Forecast:
-    """Simulate the open ``deals`` through the fitted ``model`` for ``horizon_days`` days.
+    """Simulate the open deals through the fitted ``model`` for ``horizon_days`` days.
 
-    ``deals``: from :func:`funnelsim.data.deals.open_deals` (columns deal_id, segment, stage,
-    age_days, amount); ``as_of`` defaults to ``deals.attrs["as_of"]``, else the model's.
+    ``deals``: a :class:`funnelsim.Snapshot` (its open deals, its as-of day and, unless
+    ``new_deals=False``, its new-deal inflow), or a DataFrame of open deals
+    (:attr:`funnelsim.Snapshot.open_deals`: deal_id, segment, stage, age_days, amount), whose
+    ``as_of`` defaults to ``deals.attrs["as_of"]``, else the model's.
     ``period``: "day", "week", "month" or "quarter". ``draws``: posterior draws to use
     (evenly spaced; all by default). The same ``seed`` gives the same numbers.
     ``deal_value``: the amount (currency) of open deals that have none, e.g. for a log with
     no amounts; by default they take one from their segment's won amounts (0 if none).
-    ``new_deals``: a :class:`funnelsim.sim.inflow.NewDeals`; deals created during the horizon are
-    then simulated as well (valued like open deals without an amount) and reported apart.
+    ``new_deals``: a :class:`funnelsim.sim.inflow.NewDeals` (or True / False with a
+    snapshot); deals created during the horizon are then simulated as well (valued like open
+    deals without an amount) and reported apart.
     """
+    deals, as_of, new_deals = _inputs(deals, as_of, new_deals)
     if period not in PERIODS:
         raise FunnelDataError(f"unknown period {period!r}", column="period", value=period,
                               hint=f"Use one of {', '.join(PERIODS)}.")
-    if int(horizon_days) < 1:
-        raise FunnelDataError("the horizon must be at least one day", column="horizon", value=str(horizon_days),
-                              hint="Pass --horizon DAYS, e.g. 90 for a quarter.")
+    check_run_settings(horizon_days, deal_value)
     as_of = pd.Timestamp(as_of or deals.attrs.get("as_of") or model.stats.as_of).normalize()
-    days = pd.date_range(as_of + pd.Timedelta(days=1), periods=int(horizon_days), freq="D")
+    days = pd.date_range(end_of_day(as_of), periods=int(horizon_days), freq="D")
     periods = days.to_period(PERIODS[period])
     period_of_day, labels = pd.factorize(periods)
     if deal_value is not None:
-        if not np.isfinite(deal_value) or deal_value < 0:
-            raise FunnelDataError("the deal value must be a non-negative number", column="deal_value",
-                                  value=str(deal_value), hint="Pass --deal-value AMOUNT, e.g. 1000.")
         deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
-    pipeline = _pipeline_arrays(model, deals)
     params = model.simulation_parameters(draws=draws, seed=seed)
-    sim = simulate(params, pipeline, int(horizon_days), period_of_day=period_of_day, seed=seed,
-                   chunk_draws=chunk_draws)
-    new_revenue = new_wins = created_won_revenue = None
-    if new_deals is not None and not new_deals.empty:
-        new_revenue, new_wins = np.zeros_like(sim.revenue), np.zeros_like(sim.wins)
-        if not new_deals.stats.empty:
-            slots, counts = new_deals.slots(model.data.segments, len(model.funnel.stages), int(horizon_days),
-                                            params.draws, seed=seed, deal_value=deal_value)
-            fresh = simulate(params, slots, int(horizon_days), period_of_day=period_of_day, seed=seed,
-                             chunk_draws=chunk_draws, counts=counts)
-            new_revenue, new_wins = new_revenue + fresh.revenue, new_wins + fresh.wins
-        created = new_deals.created_won_revenue(model.data.segments, int(horizon_days), params.draws, period_of_day,
-                                                params.won_amounts, deal_value, seed)
-        new_revenue, new_wins = new_revenue + created[0].sum(axis=0), new_wins + created[1].sum(axis=0)
-        created_won_revenue = created[0].sum(axis=(0, 2))
+    fresh = new_deal_draws_for(model, new_deals, params, horizon_days, period_of_day, seed, deal_value)
+    run = simulate_run(model, deals, params, horizon_days, period_of_day=period_of_day, seed=seed,
+                       deal_value=deal_value, chunk_draws=chunk_draws,
+                       inflow=None if fresh is None else fresh.inflow,
+                       created_won=None if fresh is None else fresh.created_won)
+    sim = run.pipeline
     close_day = sim.median_close_day()
     close_date = np.where(np.isnan(close_day), np.datetime64("NaT"),
-                          (as_of + pd.Timedelta(days=1)).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
+                          end_of_day(as_of).to_datetime64() + np.nan_to_num(close_day).astype("timedelta64[D]"))
     dataset = xr.Dataset(
         {
             "revenue": (("draw", "period"), sim.revenue),
             "wins": (("draw", "period"), sim.wins),
             "cumulative_revenue": (("draw", "period"), np.cumsum(sim.revenue, axis=1)),
-            "pipeline_revenue": (("draw",), sim.revenue.sum(axis=1)),
+            "pipeline_revenue": (("draw",), run.pipeline_revenue),
             "stage": (("deal",), deals["stage"].to_numpy(str)),
             "segment": (("deal",), deals["segment"].to_numpy(str)),
             "age_days": (("deal",), deals["age_days"].to_numpy(float)),
@@ -106,47 +96,37 @@ def forecast(model, deals: pd.DataFrame, *, horizon_days: int = 90, as_of=None, 
                "currency": "as in the event log's amount column", "capped_paths": sim.capped,
                "created_by": "funnelsim"},
     )
-    if new_revenue is not None:
-        dataset["new_revenue"] = (("draw", "period"), new_revenue)
-        dataset["new_wins"] = (("draw", "period"), new_wins)
-        dataset["total_revenue"] = (("draw",), sim.revenue.sum(axis=1) + new_revenue.sum(axis=1))
-        dataset["created_won_revenue"] = (("draw",), created_won_revenue)     # part of new_revenue
+    if run.new_revenue is not None:
+        dataset["new_revenue"] = (("draw", "period"), run.new_revenue)
+        dataset["new_wins"] = (("draw", "period"), run.new_wins)
+        dataset["total_revenue"] = (("draw",), run.total_revenue)
+        dataset["created_won_revenue"] = (("draw",), run.created_won_revenue)     # part of new_revenue
         dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
         dataset.attrs["created_won_per_week"] = float(new_deals.created_won_per_week)
         dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
     return Forecast(dataset, model)
 
 
+def _inputs(deals, as_of, new_deals):
+    """(open deals, as-of, new deals) from a Snapshot or from the deals themselves."""
+    from ..data.snapshot import Snapshot
+
+    if isinstance(deals, Snapshot):
+        snapshot = deals
+        if new_deals is True or new_deals is None:
+            new_deals = snapshot.new_deals
+        elif new_deals is False:
+            new_deals = None
+        return snapshot.open_deals, as_of or snapshot.as_of, new_deals
+    if isinstance(new_deals, bool):
+        raise FunnelDataError("new_deals=True needs a Snapshot to learn the inflow from",
+                              hint="Pass forecast(model, snapshot, ...) or new_deals=snapshot.new_deals.")
+    return deals, as_of, new_deals
+
+
 def _band(samples: np.ndarray) -> dict:
     p10, p50, p90 = np.quantile(samples, BAND) if samples.size else (np.nan,) * 3
     return {"mean": float(samples.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
-
-
-def _pipeline_arrays(model, deals: pd.DataFrame) -> Pipeline:
-    """Stage and segment names of the open deals as the model's indices, with a clear error
-    for a name the model does not know."""
-    missing = [c for c in ("deal_id", "segment", "stage", "age_days", "amount") if c not in deals.columns]
-    if missing:
-        raise FunnelDataError(f"the open deals lack column(s) {', '.join(missing)}",
-                              hint="Build them with funnelsim.data.deals.open_deals.")
-    stages = {s: i for i, s in enumerate(model.funnel.stages)}
-    segments = {g: i for i, g in enumerate(model.data.segments)}
-    for column, known in (("stage", stages), ("segment", segments)):
-        unknown = sorted(set(deals[column]) - set(known))
-        if unknown:
-            raise FunnelDataError(f"open deals in {column} {unknown[0]!r}, which the model was not fitted on",
-                                  column=column, value=str(unknown[0]),
-                                  hint=f"The model knows: {', '.join(known)}. Fit it on this log "
-                                       "(same --segment-by).")
-    return Pipeline(stage=deals["stage"].map(stages).to_numpy(), segment=deals["segment"].map(segments).to_numpy(),
-                    age_days=deals["age_days"].to_numpy(float), amount=deals["amount"].to_numpy(float),
-                    key=deal_keys(deals["deal_id"]))
-
-
-def deal_keys(deal_ids) -> np.ndarray:
-    """Each deal's random stream: a fixed hash of its id, so a deal keeps its random numbers
-    when others are added or removed (paired scenarios) and whatever its row order."""
-    return pd.util.hash_array(np.asarray(deal_ids, dtype=object).astype(str).astype(object))
 
 
 class Forecast:
@@ -290,6 +270,9 @@ class Forecast:
             ax.axhline(target, color="C3", ls="--", label=f"target (P(hit) {self.p_hit(target):.0%})")
         ax.set_title(f"Cumulative revenue from the open pipeline, as of {self.as_of}")
         ax.set_ylabel("revenue (currency of the event log)")
+        from ..report.charts import currency_axis
+
+        currency_axis(ax.yaxis)
         ax.legend(loc="upper left")
         ax.figure.autofmt_xdate()
         return ax
