@@ -41,7 +41,7 @@ def _boundary_log():
         ("lost", "Lead", "2024-03-06", 70.0), ("lost", "Lost", "2024-04-03", np.nan),
     ]
     frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "amount"])
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="ISO8601")
     return frame
 
 

@@ -304,9 +304,13 @@ def _group_rows(part: pd.DataFrame, stages: list[str], segment, won: str, notes:
 
 
 def funnel_table(spells, notes: Sequence[str] = ()) -> FunnelTable:
-    """The funnel table of a :class:`funnelsim.data.spells.Spells` (per segment when the
-    spells were split by one): only the small table of durations rounded to the hour
-    comes back from the database."""
+    """The funnel table of a :class:`funnelsim.Snapshot` (with the notes of reading its log)
+    or of :class:`funnelsim.data.spells.Spells`, per segment when split by one: only the small
+    table of durations rounded to the hour comes back from the database."""
+    from ..data.snapshot import Snapshot
+
+    if isinstance(spells, Snapshot):
+        notes, spells = [*spells.log.notes, *notes], spells.spells
     funnel = spells.funnel
     table = funnel_from_counts(
         spells.duration_counts(), list(funnel.stages), as_of=spells.as_of,
