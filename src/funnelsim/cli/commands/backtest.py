@@ -1,0 +1,119 @@
+"""``backtest``: replay history at each origin, fit, forecast and score against what happened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ...data.events import FunnelDataError
+from ...defaults import HORIZON_DAYS
+from ..console import err, out, progress, wrote
+from ..options import (
+    FITTING,
+    OUTPUT,
+    SIMULATING,
+    Chains,
+    Columns,
+    Dayfirst,
+    DealValue,
+    Decimal,
+    Draws,
+    Events,
+    HistoryDays,
+    Horizon,
+    Json,
+    Lost,
+    Seed,
+    SegmentBy,
+    Stages,
+    Tune,
+    Won,
+    parse_columns,
+    parse_date,
+)
+
+__all__ = ["backtest"]
+
+ORIGINS = "Origins"  # the --help panel of the options that say where to stand
+
+
+def backtest(
+    events: Events,
+    stages: Stages,
+    won: Won = "Won",
+    lost: Lost = "Lost",
+    segment_by: SegmentBy = None,
+    history_days: HistoryDays = None,
+    dayfirst: Dayfirst = False,
+    decimal: Decimal = ".",
+    columns: Columns = None,
+    origins: Annotated[str | None, typer.Option(
+        "--origins", help="Origin dates, comma-separated (YYYY-MM-DD,...).", show_default=False,
+        rich_help_panel=ORIGINS)] = None,
+    every: Annotated[str | None, typer.Option(
+        "--every", help="Instead of --origins: one origin every 7D, 2W, 1M or 1Q between --start and --end.",
+        show_default=False, rich_help_panel=ORIGINS)] = None,
+    start: Annotated[str | None, typer.Option(
+        "--start", help="First origin date with --every.", show_default=False, rich_help_panel=ORIGINS)] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", help="Last origin date with --every.", show_default=False, rich_help_panel=ORIGINS)] = None,
+    draws: Draws = 500,
+    tune: Tune = 500,
+    chains: Chains = 4,
+    seed: Seed = 0,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Origins run in parallel processes (default: the number of cores).",
+        show_default=False, rich_help_panel=FITTING)] = None,
+    horizon: Horizon = HORIZON_DAYS,
+    deal_value: DealValue = None,
+    new_deals: Annotated[bool, typer.Option(
+        "--new-deals", help="Also forecast deals created during the horizon and score the total against all revenue "
+                            "won in it (beside a run-rate baseline: the previous horizon's revenue).",
+        rich_help_panel=SIMULATING)] = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False,
+        rich_help_panel=OUTPUT)] = None,
+    json: Json = None,
+) -> None:
+    """Backtest: replay history at each origin (the CRM exactly as it was then), fit,
+    forecast the open pipeline for --horizon days, and score against what happened: CRPS,
+    coverage of the 50/80/90% bands, error of the median, PIT, beside three baselines
+    (weighted pipeline, pipeline coverage, last period's revenue). With --new-deals, the
+    total (pipeline plus deals created in the horizon) is scored too.
+
+    Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
+    """
+    from ...data.events import FunnelDefinition
+    from ...report.render import backtest_rich
+    from ...sim.backtest import BacktestSettings, origin_dates
+    from ...sim.backtest import backtest as run_backtest
+
+    if bool(origins) == bool(every):
+        raise FunnelDataError("give either --origins or --every (with --start and --end)", column="origins",
+                              hint="For example --origins 2024-03-31,2024-06-30 or --every 1M --start 2024-01-31 "
+                                   "--end 2024-12-31.")
+    if every:
+        if not (start and end):
+            raise FunnelDataError("--every needs --start and --end", column="every", hint="Add --start DATE --end DATE.")
+        dates = origin_dates(every, parse_date(start, "start"), parse_date(end, "end"))
+    else:
+        dates = [parse_date(text, "origins") for text in origins.split(",") if text.strip()]
+    settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
+                                seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days)
+    err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
+    with progress("origins", len(dates)) as advance:
+        result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings,
+                              columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, workers=workers,
+                              progress=advance)
+    out.print(backtest_rich(result))
+    if plot:
+        from ..._io import atomic_write
+
+        figure = result.plot_bands().figure
+        atomic_write(plot, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        wrote(plot)
+    if json:
+        result.to_json(json)
+        wrote(json)

@@ -1,0 +1,216 @@
+"""``forecast``, ``whatif`` and ``bottlenecks``: push the deals open at --as-of (and, unless
+--no-new-deals, the deals created during the horizon) through the fitted funnel.
+
+The three take the same reading, fitting and simulating options; each turns them into a
+Snapshot and a model with :func:`read_snapshot` and :func:`model_for`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ...data.events import FunnelDataError
+from ...defaults import HORIZON_DAYS
+from ...model.funnel_model import DEFAULT_TUNE
+from ..console import out, simulating, wrote
+from ..inputs import model_for, new_deal_inflow, read_snapshot
+from ..options import (
+    SIMULATING,
+    AsOf,
+    Chains,
+    Columns,
+    Dayfirst,
+    DealValue,
+    Decimal,
+    Draws,
+    Events,
+    HistoryDays,
+    Horizon,
+    Json,
+    Lost,
+    ModelDir,
+    NewDeals,
+    Period,
+    ReportPeriod,
+    Seed,
+    SegmentBy,
+    Stages,
+    Strict,
+    Target,
+    Tune,
+    Won,
+)
+
+__all__ = ["forecast", "whatif", "bottlenecks"]
+
+
+def forecast(
+    events: Events,
+    stages: Stages,
+    won: Won = "Won",
+    lost: Lost = "Lost",
+    as_of: AsOf = None,
+    segment_by: SegmentBy = None,
+    history_days: HistoryDays = None,
+    dayfirst: Dayfirst = False,
+    decimal: Decimal = ".",
+    columns: Columns = None,
+    model_dir: ModelDir = None,
+    draws: Draws = 1000,
+    tune: Tune = DEFAULT_TUNE,
+    chains: Chains = 4,
+    seed: Seed = 0,
+    strict: Strict = False,
+    horizon: Horizon = HORIZON_DAYS,
+    period: ReportPeriod = Period.month,
+    target: Target = None,
+    deal_value: DealValue = None,
+    new_deals: NewDeals = True,
+    json: Json = None,
+) -> None:
+    """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
+    deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
+    P90) within --horizon days, revenue per period, the chance of reaching --target, the
+    stage table, the ten deals with the largest expected revenue and the fit's diagnostics.
+    Deals created during the horizon (new deals, at the recent weekly rate) are simulated too
+    and reported as total revenue (--no-new-deals: the open pipeline only). Revenue is in the
+    currency of the log's amount column.
+
+    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
+    """
+    from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from ...sim.forecast import forecast as run_forecast
+
+    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    deals = snapshot.open_deals
+    inflow = new_deal_inflow(snapshot) if new_deals else None
+    with simulating(f"Simulating {len(deals):,} open deals"):
+        result = run_forecast(model, deals, horizon_days=horizon, as_of=snapshot.as_of, period=period.value,
+                              seed=seed, deal_value=deal_value, new_deals=inflow)
+    out.print(periods_rich(result))
+    out.print(stage_table_rich(model.stage_table()))
+    out.print(deals_rich(result.deals().head(10)))
+    out.print(diagnostics_panel(model.diagnostics))
+    out.print(result.summary(target), highlight=False)
+    if json:
+        result.to_json(json, target=target)
+        wrote(json)
+
+
+def whatif(
+    events: Events,
+    stages: Stages,
+    scenarios: Annotated[Path, typer.Option(
+        "--scenarios", help="TOML file of [[scenario]] tables (see the README).", show_default=False)],
+    won: Won = "Won",
+    lost: Lost = "Lost",
+    as_of: AsOf = None,
+    segment_by: SegmentBy = None,
+    history_days: HistoryDays = None,
+    dayfirst: Dayfirst = False,
+    decimal: Decimal = ".",
+    columns: Columns = None,
+    model_dir: ModelDir = None,
+    draws: Draws = 1000,
+    tune: Tune = DEFAULT_TUNE,
+    chains: Chains = 4,
+    seed: Seed = 0,
+    strict: Strict = False,
+    horizon: Horizon = HORIZON_DAYS,
+    target: Target = None,
+    deal_value: DealValue = None,
+    new_deals: NewDeals = True,
+    json: Json = None,
+) -> None:
+    """What-if scenarios against the baseline forecast: change a stage's conversion, the time
+    deals spend in it, the stall share, amounts or the number of new deals, add or remove
+    deals; each scenario reruns the simulator with the same random numbers, so the difference
+    is the effect of the change. Revenue includes deals created during the horizon unless
+    --no-new-deals.
+    Prints revenue (mean, P10, P50, P90), the difference from the baseline with its own
+    interval, P(better than baseline) and, with --target, the chance of reaching it.
+
+    Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
+    """
+    from ..._io import write_json
+    from ...data.events import FunnelDefinition
+    from ...report.render import comparison_rich, diagnostics_panel
+    from ...sim.scenarios import check_names, compare, comparison_json, read_scenarios
+
+    plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
+    check_names(plan, FunnelDefinition(stages, won, lost).stages, source=str(scenarios))
+    if not new_deals and any(c.new_deals_factor is not None for p in plan for c in p.changes):
+        raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
+                              column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
+    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    deals = snapshot.open_deals
+    inflow = new_deal_inflow(snapshot) if new_deals else None
+    with simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)"):
+        table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
+                        new_deals=inflow)
+    out.print(comparison_rich(table, horizon))
+    out.print(diagnostics_panel(model.diagnostics))
+    if json:
+        write_json(json, comparison_json(table, target))
+        wrote(json)
+
+
+def bottlenecks(
+    events: Events,
+    stages: Stages,
+    won: Won = "Won",
+    lost: Lost = "Lost",
+    as_of: AsOf = None,
+    segment_by: SegmentBy = None,
+    history_days: HistoryDays = None,
+    dayfirst: Dayfirst = False,
+    decimal: Decimal = ".",
+    columns: Columns = None,
+    model_dir: ModelDir = None,
+    draws: Draws = 1000,
+    tune: Tune = DEFAULT_TUNE,
+    chains: Chains = 4,
+    seed: Seed = 0,
+    strict: Strict = False,
+    horizon: Horizon = HORIZON_DAYS,
+    points: Annotated[float, typer.Option(
+        "--points", help="Conversion points added to each stage in turn.", rich_help_panel=SIMULATING)] = 5.0,
+    time_factor: Annotated[float, typer.Option(
+        "--time-factor", min=0.01, help="Factor on the time deals spend in each stage in turn (0.8 = 20% faster).",
+        rich_help_panel=SIMULATING)] = 0.8,
+    deal_value: DealValue = None,
+    new_deals: NewDeals = True,
+    json: Json = None,
+) -> None:
+    """Where to focus: for every stage (and segment, with --segment-by), the revenue gained
+    within --horizon days from --points more points of conversion and from --time-factor on
+    the time deals spend there, as paired differences with an 80% interval, ranked. Deals
+    created during the horizon go through the changed funnel too (--no-new-deals: the open
+    pipeline only).
+
+    Example: funnelsim bottlenecks crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --segment-by region
+    """
+    from ..._io import json_safe, write_json
+    from ...report.render import bottlenecks_rich, diagnostics_panel
+    from ...sim.scenarios import bottlenecks as rank
+
+    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    deals = snapshot.open_deals
+    inflow = new_deal_inflow(snapshot) if new_deals else None
+    with simulating(f"Simulating {len(deals):,} open deals under every lever"):
+        table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
+                     by_segment=bool(segment_by), seed=seed, deal_value=deal_value, new_deals=inflow)
+    out.print(bottlenecks_rich(table, horizon))
+    out.print(diagnostics_panel(model.diagnostics))
+    if json:
+        write_json(json, json_safe({"horizon_days": horizon, "bottlenecks": table.to_dict(orient="records")}))
+        wrote(json)

@@ -1,0 +1,99 @@
+"""From the shared options to what every command computes on: the :class:`Snapshot` of the
+log as of a day and the funnel model fitted (or loaded) on it."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from ..model.funnel_model import DEFAULT_TARGET_ACCEPT
+from .console import err, out, reading
+from .options import parse_columns
+
+if TYPE_CHECKING:
+    from ..data.snapshot import Snapshot
+    from ..model.funnel_model import FunnelModel
+
+__all__ = ["read_snapshot", "stage_stats", "fit_model", "model_for", "new_deal_inflow", "print_losses"]
+
+
+def read_snapshot(events, stages: str, won: str, lost: str, *, as_of: str | None = None,
+                  segment_by: str | None = None, history_days: float | None = None, dayfirst: bool = False,
+                  decimal: str = ".", columns: str | None = None) -> Snapshot:
+    """Read the log (the reading options as given) and stand on ``as_of``; its stays are built
+    here, so a log that cannot be read fails before anything is fitted."""
+    from ..data.events import FunnelDefinition
+    from ..data.snapshot import Snapshot
+
+    funnel = FunnelDefinition(stages, won, lost)
+    with reading():
+        snapshot = Snapshot.read(events, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
+                                 columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal)
+        snapshot.spells  # noqa: B018 - built now, under the spinner
+    return snapshot
+
+
+def stage_stats(snapshot: Snapshot):
+    """The statistics the model learns from; with a history window, say how much of the
+    history it keeps."""
+    stats = snapshot.stage_stats
+    if snapshot.history_days is not None:
+        err.print(f"Learning from the {stats.stays:,} of {snapshot.spells.counts.get('spells', 0):,} stays that "
+                  f"began on or after {snapshot.history_start.date()} (--history-days {snapshot.history_days:g}).",
+                  highlight=False)
+    return stats
+
+
+def fit_model(model: FunnelModel, draws: int, tune: int, chains: int, seed: int, sampler: str = "nutpie",
+              target_accept: float = DEFAULT_TARGET_ACCEPT) -> None:
+    """Fit with a progress bar on a terminal; the diagnostics panel, not a warning, reports
+    a failed fit."""
+    err.print(f"Fitting {len(model.data.stages)} stages x {len(model.data.segments)} segment(s), "
+              f"{chains} chains x {draws} draws (compiling a model of a new shape first takes 10-25 s; later fits "
+              "load it in seconds)...", highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
+                  target_accept=target_accept, progressbar=err.is_terminal)
+
+
+def model_for(snapshot: Snapshot, model_dir: Path | None, *, draws: int, tune: int, chains: int, seed: int,
+              strict: bool) -> FunnelModel:
+    """The model of the snapshot: the saved one in ``model_dir`` (refused unless fitted on
+    these statistics), else fitted now with the default family and sampler; under ``strict``
+    a model that failed its diagnostics exits 3."""
+    from ..model.funnel_model import FunnelModel
+    from ..report.render import diagnostics_panel
+
+    stats = stage_stats(snapshot)
+    if model_dir:
+        model = FunnelModel.load(model_dir, stats)
+    else:
+        model = FunnelModel.from_snapshot(snapshot)
+        fit_model(model, draws, tune, chains, seed)
+    if strict and not model.diagnostics["converged"]:
+        out.print(diagnostics_panel(model.diagnostics))
+        err.print("--strict: the fit failed its diagnostics; nothing written.", highlight=False)
+        raise typer.Exit(3)
+    return model
+
+
+def new_deal_inflow(snapshot: Snapshot):
+    """The weekly inflow of new deals as of the snapshot (None, with a note, when the log
+    covers under two weeks)."""
+    inflow = snapshot.new_deals
+    if inflow.empty:
+        err.print("The log covers under two weeks before --as-of: new deals are not simulated.", highlight=False)
+        return None
+    return inflow
+
+
+def print_losses(model: FunnelModel) -> None:
+    """One line: where deals are lost or go dark, as shares of eventual losses."""
+    losses = model.where_deals_are_lost()
+    whole = losses[losses["segment"].isna()]
+    ranked = ", ".join(f"{r.stage} {r.loss_share:.0%}" for r in whole.itertuples())
+    out.print(f"Where deals are lost or go dark (share of eventual losses): {ranked}", highlight=False)
