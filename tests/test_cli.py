@@ -1,6 +1,7 @@
 """The command line: exit codes, one-line errors without tracebacks, no half-written files."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ FUNNEL = ["--stages", "Lead,Qualified,Proposal", "--won", "Won,Closed Won", "--l
 
 
 def run(*args, cwd=None):
+    # a wide terminal, so --help does not wrap the choices it lists
     return subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "200"})
 
 
 def test_funnel_json_contract(tmp_path, small_log):
@@ -96,6 +98,52 @@ def test_help_reads_like_the_readme():
     for command in ("funnel", "synth", "demo"):
         assert command in result.stdout
     assert "--segment-by" in run("funnel", "--help").stdout
+
+
+CHOICES = [("forecast", "--period", ["day", "week", "month", "quarter"]),
+           ("fit", "--sojourn", ["lognormal", "weibull"]),
+           ("fit", "--sampler", ["nutpie", "pymc", "numpyro"])]
+
+
+@pytest.mark.parametrize(("command", "option", "choices"), CHOICES)
+def test_help_lists_the_choices(command, option, choices):
+    result = run(command, "--help")
+    assert result.returncode == 0
+    line = next(line for line in result.stdout.splitlines() if option in line)
+    assert "|".join(choices) in line
+
+
+@pytest.mark.parametrize(("command", "option", "choices"), CHOICES)
+def test_a_bad_choice_exits_2_naming_the_choices(tmp_path, command, option, choices):
+    result = run(command, tmp_path / "none.csv", *FUNNEL, "--out", tmp_path / "m", option, "fortnight") \
+        if command == "fit" else run(command, tmp_path / "none.csv", *FUNNEL, option, "fortnight")
+    assert result.returncode == 2
+    named = ", ".join(repr(c) for c in choices)
+    assert f"'{option}': 'fortnight' is not one of {named}." in result.stderr
+    assert "Traceback" not in result.stderr and "file not found" not in result.stderr  # before reading the log
+    # the message and "Run with --help" (python -m also warns that the package imported cli.app first)
+    assert len(result.stderr.strip().splitlines()) <= 3 and "Run with --help" in result.stderr
+
+
+def test_forecast_whatif_and_bottlenecks_share_their_options():
+    """The 19 options the three take are declared once: same names, defaults and help."""
+    import typer.main
+
+    from funnelsim.cli import app
+    from funnelsim.defaults import HORIZON_DAYS
+
+    commands = typer.main.get_command(app).commands
+
+    def options(name):
+        return {p.name: (tuple(p.opts), tuple(p.secondary_opts), getattr(p.default, "value", p.default), p.help)
+                for p in commands[name].params}
+
+    forecast, whatif, bottlenecks = options("forecast"), options("whatif"), options("bottlenecks")
+    shared = forecast.keys() & whatif.keys() & bottlenecks.keys()
+    assert len(shared - {"events"}) == 19
+    assert all(forecast[k] == whatif[k] == bottlenecks[k] for k in shared)
+    for name in ("forecast", "whatif", "bottlenecks", "backtest", "demo"):
+        assert options(name)["horizon"][2] == HORIZON_DAYS
 
 
 def test_demo_runs_end_to_end(tmp_path):
