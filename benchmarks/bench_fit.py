@@ -37,19 +37,18 @@ def config(segments: int):
 
 
 def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
+    import funnelsim as fs
     from funnelsim.data import synth
-    from funnelsim.data.events import FunnelDefinition, read_events
-    from funnelsim.data.spells import to_spells
-    from funnelsim.data.stats import to_stage_stats
-    from funnelsim.model.funnel_model import DEFAULT_TUNE, FunnelModel
+    from funnelsim.model.funnel_model import DEFAULT_TUNE
 
     cfg = config(segments)
     events, _ = synth.generate(deals, seed=deals, config=cfg)
-    funnel = FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
+    funnel = fs.FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
     start = time.perf_counter()
-    stats = to_stage_stats(to_spells(read_events(events, funnel), segment_by="segment"))
+    snap = fs.Snapshot.read(events, funnel, segment_by="segment")
+    stats = snap.stage_stats
     stats_s = time.perf_counter() - start
-    model = FunnelModel(stats)
+    model = fs.FunnelModel(stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=draws, chains=chains, random_seed=1, **({} if tune is None else {"tune": tune}))
@@ -59,7 +58,7 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> di
             "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "converged": diag["converged"], "r_hat_max": round(diag["r_hat_max"], 4),
             "ess_bulk_min": round(diag["ess_bulk_min"]), "divergences": diag["divergences"],
-            "stats_rows": len(stats), "segments": segments, "chains": chains, "draws": draws,
+            "stats_rows": len(stats.table), "segments": segments, "chains": chains, "draws": draws,
             "tune": tune or DEFAULT_TUNE}
 
 

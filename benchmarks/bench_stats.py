@@ -3,7 +3,7 @@
 Prints one JSON line per size: {"deals", "events", "seconds", "peak_mb", ...}.
 Each size runs in a fresh process so peak memory is its own. The synthetic log is
 written to Parquet first (not timed); the timed part is read + validate + spells +
-statistics, i.e. what ``to_stage_stats(to_spells(read_events(path, funnel)))`` does.
+statistics, i.e. what ``Snapshot.read(path, funnel, segment_by=...).stage_stats`` does.
 
     python benchmarks/bench_stats.py [--sizes 100000,1000000] [--format parquet|csv]
 """
@@ -21,18 +21,16 @@ from pathlib import Path
 
 
 def measure(path: str, deals: int) -> dict:
+    import funnelsim as fs
     from funnelsim.data import synth
-    from funnelsim.data.events import FunnelDefinition, read_events
-    from funnelsim.data.spells import to_spells
-    from funnelsim.data.stats import to_stage_stats
 
     config = synth.SynthConfig()
-    funnel = FunnelDefinition(config.stages, config.won, config.lost)
+    funnel = fs.FunnelDefinition(config.stages, config.won, config.lost)
     start = time.perf_counter()
-    log = read_events(path, funnel)
-    stats = to_stage_stats(to_spells(log, segment_by=config.segment_column))
+    snap = fs.Snapshot.read(path, funnel, segment_by=config.segment_column)
+    stats = snap.stage_stats.table
     seconds = time.perf_counter() - start
-    events = int(log.table.count().execute())
+    events = int(snap.log.table.count().execute())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"deals": deals, "events": events, "seconds": round(seconds, 3), "peak_mb": round(peak_mb, 1),
             "stats_rows": len(stats), "format": Path(path).suffix[1:]}
