@@ -257,5 +257,4 @@ def scenario_deals(scenario: Scenario, deals: pd.DataFrame, segments) -> pd.Data
     if scenario.segment:
         frame = frame[frame["segment"].eq(scenario.segment)]
     frame = frame.reset_index(drop=True)
-    frame.attrs = deals.attrs
     return frame
