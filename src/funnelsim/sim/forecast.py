@@ -198,7 +198,7 @@ class Forecast:
         return table.sort_values(["expected_revenue", "deal_id"], ascending=[False, True], ignore_index=True)
 
     def to_dict(self, target: float | None = None) -> dict:
-        """The DESIGN.md JSON contract (plus a few more keys)."""
+        """The forecast JSON contract (docs/architecture.md; plus a few more keys)."""
         revenue = self.pipeline_revenue()
         revenue["samples"] = self.dataset["pipeline_revenue"].values.tolist()
         model_dict = self.model.to_dict()
