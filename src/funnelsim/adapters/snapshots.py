@@ -8,23 +8,33 @@ A stage entry is only known to lie between the last snapshot that did not show i
 that does; it is dated at the midpoint of that interval (see :func:`from_snapshots` and
 docs/adapters-snapshots.md). The reading helpers at the end of this module (loading a file or
 DataFrame with its spreadsheet rows, finding columns by alias, parsing dates and amounts with
-errors that name the row, inferring the stage order from moves) are shared with the Pipedrive
-and Bitrix24 adapters.
+errors that name the row, the stage order from moves) are shared with the Pipedrive and
+Bitrix24 adapters; they build on ``_read``.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..data._files import ROW, load_source, missing_column_error
+from ..data._files import missing_column_error
 from ..data.events import FunnelDefinition
 from ..errors import FunnelDataError
 from ._common import Converted
+from ._read import (
+    ROW,
+    canonical,
+    flow_order,
+    outcome_of_label,
+    parse_datetime,
+    parse_number,
+    parse_text,
+    raise_at,
+    read_frame,
+)
 
 __all__ = ["from_snapshots", "ALIASES"]
 
@@ -49,11 +59,11 @@ def from_snapshots(snapshots, *, stages=None, won=None, lost=None) -> Converted:
         ``snapshot_date`` without a time of day means the pipeline as of the *end* of that day
         (as funnelsim's as-of does); with a time of day, that moment.
     stages : sequence of str, optional
-        The open stages in order. Default: inferred from the deals' moves (the order that makes
-        the most moves go forward).
+        The open stages in order. Default: the order in which deals enter them (for each pair of
+        stages, which one most deals entered first; ``_read.flow_order``), said in a note.
     won, lost : sequence of str, optional
         The outcome labels. Default: labels reading "won" / "lost" ("Closed Won", "Won",
-        "Closed Lost", "Lost", "Lose").
+        "Closed Lost", "Lost", "closedlost"; see ``_read.outcome_of_label``).
 
     Dating
     ------
@@ -78,18 +88,18 @@ def from_snapshots(snapshots, *, stages=None, won=None, lost=None) -> Converted:
     reopened: its earlier outcome is dropped (note). Amount and close date on each event are those
     of the snapshot that first showed it; attributes are those of the deal's last snapshot.
     """
-    name, frame = load_table(snapshots, "snapshots", ALIASES)
+    name, frame = load(snapshots, "snapshots", ALIASES)
     cols = {key: find_column(frame, name, ALIASES[key], required=key in ("snapshot_date", "deal_id", "stage"),
                              canonical=key) for key in ALIASES}
-    when = parse_dates(frame, cols["snapshot_date"], name)
+    when = parse_datetime(frame, cols["snapshot_date"], name)
     if (when == when.dt.normalize()).all():  # dates only: the end of that day
         when = when + pd.Timedelta(days=1)
-    deal = text_column(frame, cols["deal_id"], name, "the deal id")
-    stage = text_column(frame, cols["stage"], name, "the stage")
+    deal = parse_text(frame, cols["deal_id"], name)
+    stage = parse_text(frame, cols["stage"], name)
     data = pd.DataFrame({"deal_id": deal, "stage": stage, "seen": when, ROW: frame[ROW]})
-    data["amount"] = parse_amounts(frame, cols["amount"], name) if cols["amount"] else np.nan
+    data["amount"] = parse_amount(frame, cols["amount"], name) if cols["amount"] else np.nan
     if cols["close_date"]:
-        data["close_date"] = parse_dates(frame, cols["close_date"], name, required=False)
+        data["close_date"] = parse_datetime(frame, cols["close_date"], name, required=False)
     attributes = [c for c in frame.columns if c != ROW and c not in cols.values()]
     notes: list[str] = []
 
@@ -98,13 +108,13 @@ def from_snapshots(snapshots, *, stages=None, won=None, lost=None) -> Converted:
     terminal = set(funnel.won + funnel.lost)
     events, counts = _entries(data, terminal)
     if stages is None:
-        order, forward, moves = infer_order(_paths(events, terminal), _first_positions(events, terminal))
+        order, forward, moves = stage_order(events, list(funnel.stages))
         funnel = FunnelDefinition(tuple(order), funnel.won, funnel.lost)
         notes.append(order_note(order, forward, moves, "their snapshots"))
     deal_attributes = None
     if attributes:
         last = data.sort_values(["deal_id", "seen"], kind="stable").groupby("deal_id", sort=False).tail(1)
-        deal_attributes = frame.loc[last.index, attributes].set_axis(last["deal_id"].to_numpy())
+        deal_attributes = frame.loc[last.index, attributes].assign(deal_id=last["deal_id"].to_numpy())
     notes += _snapshot_notes(data, counts)
     return finish(events, funnel, notes, deal_attributes)
 
@@ -129,12 +139,12 @@ def _drop_repeated_rows(data, frame, cols, name, notes) -> pd.DataFrame:
 
 
 def _funnel(data, column, name, stages, won, lost) -> FunnelDefinition:
-    labels = list(dict.fromkeys(data["stage"]))
+    labels = list(dict.fromkeys(data.sort_values(["seen", ROW])["stage"]))  # in the order first seen
     given = [*(stages or ()), *(won or ()), *(lost or ())]
     if won is None:
-        won = [s for s in labels if outcome_of(s) == "won" and s not in given]
+        won = [s for s in labels if outcome_of_label(s) == "won" and s not in given]
     if lost is None:
-        lost = [s for s in labels if outcome_of(s) == "lost" and s not in given]
+        lost = [s for s in labels if outcome_of_label(s) == "lost" and s not in given]
     if not won:
         raise FunnelDataError("no stage label reads as a won outcome", source=name, column=column,
                               hint=f"Labels found: {', '.join(labels)}. Name the won label(s): won=[...] (--won).")
@@ -184,18 +194,6 @@ def _entries(data: pd.DataFrame, terminal: set[str]) -> tuple[pd.DataFrame, dict
     return entries.drop(columns=["seen"]), counts
 
 
-def _paths(events: pd.DataFrame, terminal: set[str]) -> list[list[str]]:
-    open_events = events[~events["stage"].isin(terminal)]
-    return [list(g) for _, g in open_events.groupby("deal_id", sort=False)["stage"]]
-
-
-def _first_positions(events: pd.DataFrame, terminal: set[str]) -> dict[str, float]:
-    """Tie-break for the stage order: a stage's mean position in the deals' paths."""
-    open_events = events[~events["stage"].isin(terminal)]
-    position = open_events.groupby("deal_id", sort=False).cumcount()
-    return position.groupby(open_events["stage"]).mean().to_dict()
-
-
 def _snapshot_notes(data: pd.DataFrame, counts: dict) -> list[str]:
     spacing = counts["spacing"]
     notes = [f"{counts['snapshots']} snapshots (median spacing {spacing:g} days): each stage entry is dated at the "
@@ -215,20 +213,14 @@ def _snapshot_notes(data: pd.DataFrame, counts: dict) -> list[str]:
     return notes
 
 
-# --------------------------------------------------------------------------- shared reading helpers
+# --------------------------------------------------------------------------- helpers shared with pipedrive, bitrix24
 
 
-def load_table(source, what: str, aliases: dict | None = None) -> tuple[str, pd.DataFrame]:
-    """(name for messages, every column as read, plus ``_row``: the spreadsheet row, header = 1)."""
+def load(source, what: str, aliases: dict | None = None) -> tuple[str, pd.DataFrame]:
+    """:func:`read_frame`, naming a DataFrame source after what it holds."""
     expected = tuple(a for names in (aliases or {}).values() for a in names)
-    name, table = load_source(source, expected)
-    if name == "DataFrame":
-        name = f"the {what} DataFrame"
-    frame = table.to_pandas()
-    if frame.empty:
-        raise FunnelDataError("the file has a header but no rows", source=name, hint=f"Export the {what} with rows.")
-    frame[ROW] = frame[ROW].astype("int64")
-    return name, frame
+    name, frame = read_frame(source, expected)
+    return (f"the {what} DataFrame" if name == "DataFrame" else name), frame
 
 
 def _key(column: str) -> str:
@@ -253,159 +245,41 @@ def find_column(frame: pd.DataFrame, name: str, aliases: Iterable[str], *, requi
     return None
 
 
-def text_column(frame: pd.DataFrame, column: str, name: str, what: str) -> pd.Series:
-    """Stripped text; a missing or blank cell is an error naming its row."""
-    raw = frame[column]
-    text = raw.astype("string").str.strip()
-    blank = text.isna() | (text == "")
-    if blank.any():
-        raise FunnelDataError(f"{what} is missing", source=name, row=int(frame.loc[blank, ROW].iloc[0]), column=column,
-                              hint="Every row needs one; remove the row or fill it in.")
-    return text.astype(object)
-
-
-def parse_dates(frame: pd.DataFrame, column: str, name: str, *, required: bool = True) -> pd.Series:
-    """Timestamps (naive; text with a UTC offset or a zone-aware column becomes UTC)."""
-    raw = frame[column]
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None)
-        text = raw.astype("string")
-    elif pd.api.types.is_datetime64_dtype(raw):
-        parsed, text = raw, raw.astype("string")
-    else:
-        text = raw.astype("string").str.strip().replace("", pd.NA)
-        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
-    parsed = parsed.astype("datetime64[ns]")
-    bad = text.notna() & parsed.isna()
-    if required:
-        bad |= text.isna()
-    if bad.any():
-        row = frame.loc[bad].iloc[0]
-        missing = pd.isna(row[column])
-        raise FunnelDataError("the date is missing" if missing else "cannot read this as a date", source=name,
-                              row=int(row[ROW]), column=column, value=None if missing else str(row[column]),
-                              hint="Use ISO 8601 dates: 2024-03-31 or 2024-03-31 14:05 (an offset such as +03:00 "
-                                   "is converted to UTC).")
-    return parsed
-
-
-def parse_amounts(frame: pd.DataFrame, column: str, name: str) -> pd.Series:
-    """Amounts as floats (blank is NaN); a non-numeric or negative amount is an error."""
-    raw = frame[column]
-    if pd.api.types.is_numeric_dtype(raw):
-        amount = raw.astype("float64")
-        bad = amount < 0
-    else:
-        text = raw.astype("string").str.strip().replace("", pd.NA)
-        amount = pd.to_numeric(text, errors="coerce").astype("float64")
-        bad = (text.notna() & amount.isna()) | (amount < 0)
-    if bad.any():
-        row = frame.loc[bad].iloc[0]
-        raise FunnelDataError("the amount is not a non-negative number", source=name, row=int(row[ROW]),
-                              column=column, value=str(row[column]),
-                              hint="Write amounts as plain numbers (12500.50), without currency signs.")
+def parse_amount(frame: pd.DataFrame, column: str, name: str) -> pd.Series:
+    """:func:`parse_number`, refusing a negative amount."""
+    amount = parse_number(frame, column, name)
+    raise_at(frame, (amount < 0).to_numpy(), name, column, "the amount is negative",
+             "A deal's value cannot be below zero; fix the row.")
     return amount
 
 
-def outcome_of(label: str) -> str | None:
-    """'won' for "Won", "Closed Won", "6 - Closed/Won"; 'lost' for "Lost", "Closed Lost", "Lose"."""
-    words = set(re.findall(r"[a-z]+", label.lower()))
-    if words & {"won", "win"}:
-        return "won"
-    if words & {"lost", "lose"}:
-        return "lost"
-    return None
-
-
-def infer_order(paths: Iterable[list[str]], tie: dict[str, float]) -> tuple[list[str], int, int]:
-    """The order of the stages that makes the most moves between consecutive stages of the
-    paths go forward; ties (and stages never moved between) follow ``tie`` (smaller first).
-    Returns (order, forward moves, all moves)."""
-    moves = Counter((a, b) for path in paths for a, b in zip(path, path[1:], strict=False) if a != b)
-    stages = sorted(tie, key=lambda s: (tie[s], s))
-    n = len(stages)
-    index = {s: i for i, s in enumerate(stages)}
-    weight = np.zeros((n, n))
-    for (a, b), count in moves.items():
-        weight[index[a], index[b]] += count
-    # a before b scores its forward moves first, then agreement with the tie order
-    score = weight * (n * n + 1) + np.triu(np.ones((n, n)), 1)
-    order = _best_order(score) if n <= 12 else _local_order(score)
-    names = [stages[i] for i in order]
-    forward = int(sum(c for (a, b), c in moves.items() if names.index(a) < names.index(b)))
-    return names, forward, int(sum(moves.values()))
-
-
-def _best_order(score: np.ndarray) -> list[int]:
-    """Exact: dynamic programming over the subsets placed first."""
-    n = len(score)
-    size = 1 << n
-    best = np.full(size, -np.inf)
-    best[0] = 0.0
-    choice = np.zeros(size, dtype=np.int64)
-    # gain[s][mask] = sum of score[a, s] for a in mask
-    gain = np.zeros((n, size))
-    for mask in range(1, size):
-        low = (mask & -mask).bit_length() - 1
-        gain[:, mask] = gain[:, mask & (mask - 1)] + score[low, :]
-    for mask in range(size):
-        if best[mask] == -np.inf:
-            continue
-        for s in range(n):
-            if not mask >> s & 1:
-                value = best[mask] + gain[s, mask]
-                nxt = mask | 1 << s
-                if value > best[nxt]:
-                    best[nxt], choice[nxt] = value, s
-    order, mask = [], size - 1
-    while mask:
-        s = int(choice[mask])
-        order.append(s)
-        mask &= ~(1 << s)
-    return order[::-1]
-
-
-def _local_order(score: np.ndarray) -> list[int]:
-    """Many stages: start from the tie order and move single stages while that helps."""
-    order = list(range(len(score)))
-
-    def total(o):
-        return sum(score[o[i], o[j]] for i in range(len(o)) for j in range(i + 1, len(o)))
-
-    improved = True
-    while improved:
-        improved = False
-        for s in list(order):
-            rest = [x for x in order if x != s]
-            best = max((rest[:i] + [s] + rest[i:] for i in range(len(rest) + 1)), key=total)
-            if total(best) > total(order):
-                order, improved = best, True
-    return order
+def stage_order(events: pd.DataFrame, open_stages: list[str]) -> tuple[list[str], int, int]:
+    """(open stages in the order deals move through them (:func:`flow_order`; ties keep the order
+    of ``open_stages``), forward moves, all moves between open stages)."""
+    is_open = events["stage"].isin(open_stages)
+    order = flow_order(events["deal_id"].to_numpy(), events["stage"].to_numpy(), events["timestamp"].to_numpy(),
+                       open_stages)
+    rank = {s: i for i, s in enumerate(order)}
+    moves = events[is_open].assign(_rank=events.loc[is_open, "stage"].map(rank))
+    step = moves.groupby("deal_id", sort=False)["_rank"].diff().dropna()
+    step = step[step != 0]
+    return order, int((step > 0).sum()), len(step)
 
 
 def order_note(order: list[str], forward: int, moves: int, source: str) -> str:
-    back = moves - forward
-    return (f"stage order inferred from {moves} move(s) between open stages in {source}: {' > '.join(order)} "
-            f"({forward} forward, {back} back); if that is wrong, pass the order with --stages")
+    return (f"stage order inferred from the order deals entered the stages in {source}: {' > '.join(order)} "
+            f"({forward} of {moves} move(s) between open stages go forward); if that is wrong, pass the "
+            f"order with --stages")
 
 
 def finish(events: pd.DataFrame, funnel: FunnelDefinition, notes: list[str],
            attributes: pd.DataFrame | None = None) -> Converted:
-    """The canonical log: events in each deal's order (outcome last at equal times), attributes
-    (indexed by deal id) joined as columns."""
-    terminal = events["stage"].isin(funnel.won + funnel.lost)
-    events = (events.assign(_terminal=terminal.astype(int), _seq=np.arange(len(events)))
+    """The canonical log, each deal's events in order (at equal times the outcome last, then
+    the order given), attributes (a frame with ``deal_id``) joined on."""
+    terminal = events["stage"].isin(funnel.won + funnel.lost).astype(int)
+    events = (events.assign(_terminal=terminal, _seq=np.arange(len(events)), deal_id=events["deal_id"].astype(str))
               .sort_values(["deal_id", "timestamp", "_terminal", "_seq"], kind="stable"))
-    columns = ["deal_id", "stage", "timestamp", "amount"]
-    if "close_date" in events.columns:
-        columns.append("close_date")
-    out = events[columns].reset_index(drop=True)
-    out["deal_id"] = out["deal_id"].astype(str)
-    out["amount"] = out["amount"].astype("float64")
-    if attributes is not None and len(attributes.columns):
-        taken = set(out.columns)
-        renamed = {c: (f"deal_{c}" if c in taken else c) for c in attributes.columns}
-        attrs = attributes.rename(columns=renamed)
-        attrs.index = attrs.index.astype(str)
-        out = out.join(attrs, on="deal_id")
-    return Converted(out, funnel, notes)
+    events["amount"] = events["amount"].astype("float64")
+    if attributes is not None:
+        attributes = attributes.assign(deal_id=attributes["deal_id"].astype(str))
+    return Converted(canonical(events, attributes), funnel, notes)
