@@ -18,12 +18,13 @@ lost anywhere in it); the model's softmax keeps pi_stall > 0, so that cannot hap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
 from ..data.stats import OFFSET_DAYS
+from .sojourn import LOGNORMAL, WEIBULL, SojournFamily
+from .sojourn import family as sojourn_family
 
 __all__ = [
     "Sojourn",
@@ -38,7 +39,6 @@ __all__ = [
     "interval",
 ]
 
-FAMILIES = ("lognormal", "weibull")
 _LOG_T_LOW, _LOG_T_HIGH = np.log(1e-3), np.log(1e5)  # median bracket for t (days + offset)
 _TOLERANCE = 1e-13  # in log t
 _MAX_STEPS = 100  # pure bisection of the 18.4 log-unit bracket reaches 1e-13 in 48 steps
@@ -46,8 +46,10 @@ _MAX_STEPS = 100  # pure bisection of the 18.4 log-unit bracket reaches 1e-13 in
 
 @dataclass(frozen=True, eq=False)
 class Sojourn:
-    """Time in stage given the destination, t = days + OFFSET_DAYS.
+    """Time in stage given the destination, t = days + OFFSET_DAYS, in the natural parameters
+    of its family (:mod:`funnelsim.model.sojourn`, whose maths it applies).
 
+    ``family``: the family's name, "lognormal" or "weibull" (a family object is taken too).
     ``loc_or_scale`` (D, S, G, S+2): LogNormal log-location mu, or Weibull scale lambda (in t).
     ``shape_or_sigma`` (D, S, S+2): LogNormal log-scale sigma, or Weibull shape k.
     ``cdf``, ``sf``, ``pdf`` (t broadcastable), ``log_median`` and ``mean`` return arrays
@@ -57,26 +59,34 @@ class Sojourn:
     family: str
     loc_or_scale: np.ndarray
     shape_or_sigma: np.ndarray
+    kind: SojournFamily = field(init=False, repr=False)   # the family object of ``family``
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"Unknown sojourn family {self.family!r}; use one of {FAMILIES}")
+        kind = sojourn_family(self.family)
         loc, shape = np.asarray(self.loc_or_scale, float), np.asarray(self.shape_or_sigma, float)
         if loc.ndim != 4 or shape.shape != (loc.shape[0], loc.shape[1], loc.shape[3]):
             raise ValueError(f"Sojourn parameters need shapes (D, S, G, S+2) and (D, S, S+2); "
                              f"got {loc.shape} and {shape.shape}")
+        object.__setattr__(self, "family", kind.name)
+        object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "loc_or_scale", loc)
         object.__setattr__(self, "shape_or_sigma", shape)
 
     @classmethod
     def lognormal(cls, mu, sigma) -> Sojourn:
         """t ~ LogNormal(mu, sigma): mu (D, S, G, S+2), sigma (D, S, S+2)."""
-        return cls("lognormal", mu, sigma)
+        return cls(LOGNORMAL.name, mu, sigma)
 
     @classmethod
     def weibull(cls, shape, scale) -> Sojourn:
         """t ~ Weibull(k=shape, lambda=scale): shape (D, S, S+2), scale (D, S, G, S+2)."""
-        return cls("weibull", scale, shape)
+        return cls(WEIBULL.name, scale, shape)
+
+    @classmethod
+    def from_posterior(cls, family, arrays: dict[str, np.ndarray]) -> Sojourn:
+        """From posterior draws by name (``arrays`` holds the family's ``params``)."""
+        kind = sojourn_family(family)
+        return cls(kind.name, *kind.natural(*(arrays[name] for name in kind.params)))
 
     @property
     def _shape(self) -> np.ndarray:  # (D, S, 1, S+2), broadcasts against loc_or_scale
@@ -86,39 +96,28 @@ class Sojourn:
         """Standardised log time (lognormal) or (t / lambda)^k (weibull)."""
         t = np.asarray(t, float)
         with np.errstate(divide="ignore", over="ignore"):
-            if self.family == "lognormal":
-                return (np.log(t) - self.loc_or_scale) / self._shape
-            return (t / self.loc_or_scale) ** self._shape
+            return self.kind.z(t, self.loc_or_scale, self._shape)
 
     def cdf(self, t) -> np.ndarray:
         """P(T <= t), t in days + OFFSET_DAYS."""
-        z = self._z(t)
-        return special.ndtr(z) if self.family == "lognormal" else -np.expm1(-z)
+        return self.kind.cdf(self._z(t))
 
     def sf(self, t) -> np.ndarray:
         """P(T > t), t in days + OFFSET_DAYS."""
-        z = self._z(t)
-        return special.ndtr(-z) if self.family == "lognormal" else np.exp(-z)
+        return self.kind.sf(self._z(t))
 
     def pdf(self, t) -> np.ndarray:
         """Density of T at t > 0 (per day), t in days + OFFSET_DAYS."""
         t = np.asarray(t, float)
-        z = self._z(t)
-        if self.family == "lognormal":
-            return np.exp(-0.5 * z**2) / (np.sqrt(2 * np.pi) * self._shape * t)
-        return self._shape / t * z * np.exp(-z)
+        return self.kind.pdf(t, self._z(t), self._shape)
 
     def log_median(self) -> np.ndarray:
         """log of the median of T (t in days + OFFSET_DAYS), shape (D, S, G, S+2)."""
-        if self.family == "lognormal":
-            return self.loc_or_scale
-        return np.log(self.loc_or_scale) + np.log(np.log(2.0)) / self._shape
+        return self.kind.log_median(self.loc_or_scale, self._shape)
 
     def mean(self) -> np.ndarray:
         """E[T] in days + OFFSET_DAYS, shape (D, S, G, S+2)."""
-        if self.family == "lognormal":
-            return np.exp(self.loc_or_scale + 0.5 * self._shape**2)
-        return self.loc_or_scale * special.gamma(1.0 + 1.0 / self._shape)
+        return self.kind.mean(self.loc_or_scale, self._shape)
 
 
 def _stages(pi) -> tuple[np.ndarray, int]:

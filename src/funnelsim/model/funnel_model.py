@@ -6,9 +6,11 @@ it (nutpie by default), checks the fit on every run, and turns the posterior int
 table a revenue team reads: P(advance), P(lost), P(stall), P(win from stage entry), median
 days in stage and expected days to close, each with a mean and a 90% interval.
 
-Comparing the two time-in-stage families: fit one model with ``sojourn="lognormal"`` and
-one with ``sojourn="weibull"`` on the same statistics and call :func:`compare_sojourn`, which
-runs PSIS-LOO (ArviZ) over the rows of the statistics table.
+The time-in-stage families are defined in :mod:`funnelsim.model.sojourn`, the checks of a fit
+in :mod:`funnelsim.model.diagnostics`. Comparing the families: fit one model with
+``sojourn="lognormal"`` and one with ``sojourn="weibull"`` on the same statistics and call
+:func:`compare_sojourn` (:mod:`funnelsim.model.compare`, PSIS-LOO over the rows of the
+statistics table).
 
 Compiling the model takes longer than sampling it for small data, so a compiled model is
 kept per process for each model shape (stages, segments, destinations seen, priors)
@@ -30,25 +32,29 @@ from .._signals import interrupts_raised
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.stats import StageStats
 from . import derived
-from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs, stats_hash
+from .compare import compare_sojourn, pointwise_loglik
+from .diagnostics import (
+    DEFAULT_TARGET_ACCEPT,
+    PARAMETER_MEANINGS,
+    THRESHOLDS,
+    ConvergenceWarning,
+    check_fit,
+    worst_parameters,
+)
+from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs
+from .sojourn import family as sojourn_family
 
+# check_fit, worst_parameters, PARAMETER_MEANINGS, THRESHOLDS, ConvergenceWarning (diagnostics.py) and
+# pointwise_loglik, compare_sojourn (compare.py) are importable from here too
 __all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_config", "ConvergenceWarning", "compare_sojourn",
-           "pointwise_loglik"]
+           "pointwise_loglik", "PARAMETER_MEANINGS", "DEFAULT_TUNE", "DEFAULT_TARGET_ACCEPT"]
 
-THRESHOLDS = {"r_hat_max": 1.01, "ess_min": 400, "divergences": 0}
 # tuning steps per chain: nutpie adapts its step size and mass matrix quickly. With the pooling
 # of likelihood.centred_cells, 300 (nutpie's own default) gives the 20-segment benchmark a
 # minimum ESS above 1,500 of 4,000 draws, and 3,000-deal logs above 800; 500 did no better
 DEFAULT_TUNE = 300
-# the sampler's target acceptance rate: above nutpie's 0.8, whose longer steps left R-hat at
-# 1.010-1.013 and a few divergences on 3,000-deal logs
-DEFAULT_TARGET_ACCEPT = 0.9
 QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
 _COMPILED: dict[str, object] = {}   # model signature -> compiled nutpie model
-
-
-class ConvergenceWarning(UserWarning):
-    """The sampler's diagnostics failed their thresholds: do not trust this fit."""
 
 
 class FunnelModel:
@@ -74,15 +80,15 @@ class FunnelModel:
 
     def __init__(self, stats: StageStats, *, amounts: pd.DataFrame | None = None, sojourn: str = "lognormal",
                  model_config: dict | None = None):
-        if sojourn not in ("lognormal", "weibull"):
-            raise FunnelDataError(f"unknown sojourn family {sojourn!r}", hint="Use 'lognormal' or 'weibull'.")
+        family = sojourn_family(sojourn)       # FunnelDataError for an unknown name
         if not isinstance(stats, StageStats):
             raise FunnelDataError(f"the model needs StageStats, not {type(stats).__name__}",
                                   hint="Build them with Snapshot(...).stage_stats or funnelsim.data.stats.to_stage_stats.")
         self.stats = stats
         self.amounts = amounts
         self.funnel = stats.funnel
-        self.sojourn = sojourn
+        self.sojourn = family.name
+        self.sojourn_family = family
         self.config = merge_config(DEFAULT_CONFIG, model_config or {})
         self.data = model_data(stats, self.funnel)
         self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
@@ -217,7 +223,7 @@ class FunnelModel:
         ``pi`` (D, S, G, S+3) and the time-in-stage parameters (see :mod:`funnelsim.model.derived`)."""
         post = self._require_fit().posterior
         flat = {name: _stacked(post[name]) for name in post.data_vars
-                if name in ("pi", "mu", "sigma", "log_scale", "shape_k")}
+                if name in ("pi", *self.sojourn_family.params)}
         return flat
 
     def simulation_parameters(self, draws: int | None = None, seed: int = 0):
@@ -230,10 +236,7 @@ class FunnelModel:
         arrays = self.posterior_arrays()
         total = arrays["pi"].shape[0]
         pick = np.arange(total) if not draws or draws >= total else np.linspace(0, total - 1, draws).round().astype(int)
-        if self.sojourn == "lognormal":
-            loc, shape = arrays["mu"][pick], arrays["sigma"][pick]
-        else:
-            loc, shape = np.exp(arrays["log_scale"][pick]), arrays["shape_k"][pick]
+        loc, shape = self.sojourn_family.natural(*(arrays[name][pick] for name in self.sojourn_family.params))
         segments = self.data.segments
         ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
         return Parameters(pi=arrays["pi"][pick], family=self.sojourn, loc=loc, shape=shape,
@@ -241,10 +244,8 @@ class FunnelModel:
                           won_amounts=won_amount_quantiles(self.amounts, segments))
 
     def sojourn_draws(self) -> derived.Sojourn:
-        arrays = self.posterior_arrays()
-        if self.sojourn == "lognormal":
-            return derived.Sojourn.lognormal(arrays["mu"], arrays["sigma"])
-        return derived.Sojourn.weibull(arrays["shape_k"], np.exp(arrays["log_scale"]))
+        """The time in stage of every posterior draw (see :class:`funnelsim.model.derived.Sojourn`)."""
+        return derived.Sojourn.from_posterior(self.sojourn_family, self.posterior_arrays())
 
     def quantity_draws(self) -> dict[str, np.ndarray]:
         """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel
@@ -339,159 +340,9 @@ class FunnelModel:
         return load_model(cls, Path(path), stats)
 
 
-def _is_free(name: str, posterior) -> bool:
-    """Free parameters (not deterministic transforms) of the posterior."""
-    return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "sigma_t", "log_shape") or \
-        name.endswith("_raw")
-
-
-def _extreme(dataset, pick) -> float:
-    values = [float(getattr(np, "nanmax" if pick is max else "nanmin")(dataset[v].values))
-              for v in dataset.data_vars if dataset[v].size]
-    return float(pick(values)) if values else float("nan")
-
-
 def _stacked(array) -> np.ndarray:
     values = array.values
     return values.reshape(-1, *values.shape[2:])
-
-
-# --------------------------------------------------------------------------- comparing families
-
-def pointwise_loglik(stats: StageStats, data, sojourn: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Log-likelihood of each row of the statistics table (a group of stays sharing stage,
-    segment, destination and duration bin) per posterior draw: (draws, rows). ``arrays``
-    are :meth:`FunnelModel.posterior_arrays`. Exits use the row's Σ log t and Σ (log t)²
-    (LogNormal) or its mean log t (Weibull); open rows their mean log age. The rows sum to
-    the model's likelihood; they are the observations LOO leaves out."""
-    from scipy import special
-
-    d = data
-    stats = stats.table
-    s = stats["stage"].map({x: i for i, x in enumerate(d.stages)}).to_numpy()
-    g = stats["segment"].map({x: i for i, x in enumerate(d.segments)}).to_numpy()
-    j = stats["destination"].map({x: i for i, x in enumerate(d.destinations)}).fillna(-1).to_numpy(int)
-    n, s1, s2, m = (stats[c].to_numpy(float) for c in ("n", "sum_log_t", "sum_log_t2", "mean_log_t"))
-    is_open = j < 0
-    pi = arrays["pi"]
-    E = len(d.destinations) - 1
-    if sojourn == "lognormal":
-        loc, scale = arrays["mu"], arrays["sigma"]
-    else:
-        loc, scale = arrays["log_scale"], arrays["shape_k"]
-    out = np.empty((pi.shape[0], len(stats)))
-    x = ~is_open
-    jx = j[x]
-    lam, sig = loc[:, s[x], g[x], jx], scale[:, s[x], jx]
-    choice = n[x] * np.log(np.maximum(pi[:, s[x], g[x], jx], 1e-300))
-    if sojourn == "lognormal":
-        times = (-n[x] * (np.log(sig) + 0.5 * np.log(2 * np.pi)) - s1[x]
-                 - (s2[x] - 2 * lam * s1[x] + n[x] * lam**2) / (2 * sig**2))
-    else:
-        times = n[x] * (np.log(sig) - sig * lam + (sig - 1) * m[x] - np.exp(sig * (m[x] - lam)))
-    out[:, x] = choice + times
-    o = is_open
-    lam, sig = loc[:, s[o], g[o], :], scale[:, s[o], :]
-    if sojourn == "lognormal":
-        surv = special.ndtr(-(m[o][None, :, None] - lam) / sig)
-    else:
-        surv = np.exp(-np.exp(sig * (m[o][None, :, None] - lam)))
-    mix = (pi[:, s[o], g[o], :E] * surv).sum(axis=-1) + pi[:, s[o], g[o], E]
-    out[:, o] = n[o] * np.log(mix)
-    return out
-
-
-def compare_sojourn(*models: FunnelModel) -> pd.DataFrame:
-    """Compare fitted models (typically ``sojourn="lognormal"`` and ``"weibull"`` on the same
-    statistics) by PSIS-LOO over the rows of the statistics table; ArviZ's comparison table,
-    best first (higher ``elpd`` is better; see ``weight`` and ``dse``)."""
-    import arviz as az
-    import xarray as xr
-
-    hashes = {stats_hash(m.stats) for m in models}
-    if len(hashes) != 1:
-        raise FunnelDataError("the models were fitted on different statistics; LOO can only compare "
-                              "models of the same data", hint="Fit both families on the same log.")
-    trees = {}
-    for model in models:
-        idata = model._require_fit()
-        chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
-        ll = pointwise_loglik(model.stats, model.data, model.sojourn, model.posterior_arrays())
-        ll = ll.reshape(chains, draws, -1)
-        tree = xr.DataTree.from_dict({
-            "posterior": idata.posterior.to_dataset(),
-            "log_likelihood": xr.Dataset({"stats_row": (("chain", "draw", "row"), ll)}),
-        })
-        trees[model.sojourn] = tree
-    return az.compare(trees)
-
-
-def check_fit(idata) -> dict:
-    """The diagnostics of a posterior: max R-hat, min bulk and tail ESS of the free parameters
-    and the divergent transitions, against :data:`THRESHOLDS`, with what to do when they fail."""
-    import arviz as az
-
-    free = [v for v in idata.posterior.data_vars if _is_free(v, idata.posterior)]
-    post = idata.posterior.to_dataset()[free]
-    r_hat = _extreme(az.rhat(post), max)
-    ess_bulk = _extreme(az.ess(post, method="bulk"), min)
-    ess_tail = _extreme(az.ess(post, method="tail"), min)
-    divergences = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata.children else 0
-    problems = []
-    if not r_hat <= THRESHOLDS["r_hat_max"]:
-        problems.append(f"max R-hat {r_hat:.3f} > {THRESHOLDS['r_hat_max']}")
-    if not min(ess_bulk, ess_tail) >= THRESHOLDS["ess_min"]:
-        problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
-    advice = ["sample longer (more tune and draws)"] if problems else []
-    target_accept = idata.attrs.get("funnelsim_target_accept")
-    if divergences > THRESHOLDS["divergences"]:
-        problems.append(f"{divergences} divergent transitions")
-        # divergences come from steps too long for the posterior's curvature: smaller ones help
-        advice.append("take smaller steps (target_accept above "
-                      f"{target_accept or DEFAULT_TARGET_ACCEPT:g}, e.g. 0.95)")
-    return {"r_hat_max": r_hat, "ess_bulk_min": ess_bulk, "ess_tail_min": ess_tail,
-            "divergences": divergences, "sampler": idata.attrs.get("funnelsim_sampler", "nutpie"),
-            "target_accept": target_accept, "converged": not problems, "problems": problems,
-            "advice": " and ".join(advice), "thresholds": dict(THRESHOLDS),
-            "worst": worst_parameters(idata) if problems else []}
-
-
-# what each named parameter means, for the message of a fit that fails its checks
-PARAMETER_MEANINGS = {
-    "alpha": "log-odds of {pair} against stalling (stage mean)",
-    "eta": "log-odds of {pair} against stalling, segment {segment}",
-    "alpha_spread": "spread of conversion across segments at {stage}",
-    "log_days": "log days in stage before {pair} (stage mean)",
-    "loc": "log days in stage before {pair}, segment {segment}",
-    "log_days_spread": "spread of days in stage across segments at {stage}",
-    "sigma_t": "LogNormal scale of days in stage before {pair}",
-    "log_shape": "Weibull log shape of days in stage before {pair}",
-}
-
-
-def worst_parameters(idata, n: int = 3) -> list[dict]:
-    """The ``n`` named parameters that mix worst (highest R-hat, then lowest bulk ESS), each
-    with its stage, destination and segment and what it means: where a failed fit fails."""
-    import arviz as az
-
-    post = idata.posterior.to_dataset()
-    names = [v for v in PARAMETER_MEANINGS if v in post.data_vars and post[v].size]
-    if not names:
-        return []
-    r_hat, ess = az.rhat(post[names]), az.ess(post[names], method="bulk")
-    rows = []
-    for name in names:
-        coords = {dim: r_hat[name][dim].values for dim in r_hat[name].dims}
-        for index in np.ndindex(r_hat[name].shape):
-            at = {dim: str(coords[dim][i]) for dim, i in zip(r_hat[name].dims, index, strict=True)}
-            stage, _, destination = at.get("pair", at.get("stage", "")).partition(" -> ")
-            rows.append({"parameter": name, "stage": stage, "destination": destination or None,
-                         "segment": at.get("segment"), "r_hat": float(r_hat[name].values[index]),
-                         "ess_bulk": float(ess[name].values[index]),
-                         "meaning": PARAMETER_MEANINGS[name].format(pair=at.get("pair"), stage=stage,
-                                                                     segment=at.get("segment"))})
-    rows.sort(key=lambda r: (-np.nan_to_num(r["r_hat"], nan=np.inf), np.nan_to_num(r["ess_bulk"], nan=-1.0)))
-    return rows[:n]
 
 
 def merge_config(defaults: dict, overrides: dict) -> dict:

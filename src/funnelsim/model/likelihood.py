@@ -44,6 +44,8 @@ import numpy as np
 
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.stats import CENSORED, StageStats
+from .sojourn import PRIORS
+from .sojourn import family as sojourn_family
 
 __all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "model_inputs", "centred_cells", "logit_rotation",
            "build_pymc_model", "stats_hash"]
@@ -64,9 +66,9 @@ DEFAULT_CONFIG = {
     # location of log t (t = days + 0.5) for each (stage, destination): Normal(mu, sigma)
     "log_days_mean": {"mu": float(np.log(30.0)), "sigma": 1.5},
     "log_days_spread": {"alpha": 2.0, "beta": 6.0},
-    # LogNormal sigma of log t: HalfNormal(scale); Weibull log shape: Normal(mu, sigma)
-    "log_days_sigma": 1.0,
-    "weibull_log_shape": {"mu": 0.0, "sigma": 0.5},
+    # each sojourn family's shape prior (funnelsim.model.sojourn): LogNormal sigma of log t
+    # "log_days_sigma": HalfNormal(scale); Weibull log shape "weibull_log_shape": Normal(mu, sigma)
+    **{key: dict(prior) if isinstance(prior, dict) else prior for key, prior in PRIORS.items()},
     "pooling": "auto",
     # auto pooling: a cell is centred where its data are this many times more precise than
     # the spread across segments (see centred_cells)
@@ -330,7 +332,8 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str
       :func:`centred_cells`): data rather than structure, so one compiled graph serves every
       dataset of one shape;
     - ``rotation`` (K, K): the coordinates the logits are sampled in (:func:`logit_rotation`);
-    - ``binned`` (2, S, G, B, E), Weibull only: exits per duration bin and their mean log t.
+    - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull): exits
+      per duration bin and their mean log t.
     """
     exits = np.concatenate([data.exit_n, data.exit_sum_log_t, data.exit_sum_log_t2, data.open_total[..., None]],
                            axis=-1)
@@ -338,7 +341,7 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str
                                   data.open_count, data.open_age]).astype(float)
     inputs = {"exits": exits, "open_stays": open_stays, "centred": np.asarray(centred, float),
               "rotation": logit_rotation(data)}
-    if sojourn == "weibull":
+    if sojourn_family(sojourn).binned:
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
     return inputs
 
@@ -367,6 +370,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
     import pymc as pm
     import pytensor.tensor as pt
 
+    family = sojourn_family(sojourn)
     S, G, E = data.exit_n.shape
     K = len(data.pairs)
     # parameters live on the pairs seen; a constant one-hot matrix spreads them onto the
@@ -418,42 +422,23 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
         location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="stage")[data.pairs[:, 0]]
         loc = dense(pooled("loc", location, location_spread, containers["centred"][1]))
-        if sojourn == "lognormal":
-            scale = pm.HalfNormal("sigma_t", config["log_days_sigma"], dims="pair")
-        else:
-            scale = pm.Deterministic(
-                "shape", pt.exp(pm.Normal("log_shape", **config["weibull_log_shape"], dims="pair")), dims="pair")
-        scale = dense(scale) + (unseen < 0)            # 1 where unseen, so every entry is finite
-        names = ("mu", "sigma") if sojourn == "lognormal" else ("log_scale", "shape_k")
-        pm.Deterministic(names[0], loc, dims=("stage", "segment", "exit"))
-        pm.Deterministic(names[1], scale, dims=("stage", "exit"))
+        scale = dense(family.pymc_shape(config)) + (unseen < 0)   # 1 where unseen, so every entry is finite
+        pm.Deterministic(family.params[0], loc, dims=("stage", "segment", "exit"))
+        pm.Deterministic(family.params[1], scale, dims=("stage", "exit"))
 
-        exit_ll = _exit_loglik(d, log_pi, loc, scale, sojourn)
-        open_ll = _open_loglik(d, logits, log_stall, loc, scale, sojourn)
+        exit_ll = _exit_loglik(d, log_pi, loc, scale, family)
+        open_ll = _open_loglik(d, logits, log_stall, loc, scale, family)
         pm.Potential("loglik", exit_ll + open_ll)
     return model
 
 
-def _exit_loglik(d, log_pi, loc, scale, sojourn):
-    """Σ over exits of log pi_j + log f_j(t)."""
-    import pytensor.tensor as pt
-
-    n = d["exit_n"]
-    choice = (n * log_pi).sum()
-    if sojourn == "lognormal":     # exact from n, Σ log t, Σ (log t)²
-        s1, s2 = d["exit_sum_log_t"], d["exit_sum_log_t2"]
-        sig = scale[:, None, :]
-        times = (-n * (pt.log(sig) + 0.5 * np.log(2 * np.pi)) - s1
-                 - (s2 - 2 * loc * s1 + n * loc**2) / (2 * sig**2))
-        return choice + times.sum()
-    k = scale[:, None, None, :]    # Weibull, per bin: Σ (t/λ)^k taken at the bin's mean log t
-    lam = loc[:, :, None, :]
-    nb, lt = d["bin_exit_n"], d["bin_exit_log_t"]
-    times = nb * (pt.log(k) - k * lam + (k - 1) * lt - pt.exp(k * (lt - lam)))
-    return choice + times.sum()
+def _exit_loglik(d, log_pi, loc, scale, family):
+    """Σ over exits of log pi_j + log f_j(t) (f of the sojourn ``family``)."""
+    choice = (d["exit_n"] * log_pi).sum()
+    return choice + family.pymc_exit_terms(d, loc, scale).sum()
 
 
-def _open_loglik(d, logits, log_stall, loc, scale, sojourn):
+def _open_loglik(d, logits, log_stall, loc, scale, family):
     """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)), written as
     log pi_stall + log1p(Σ_j (pi_j / pi_stall) S_j(a)): the odds against stalling are
     exp(logit) (the stall logit is 0), so nothing underflows to log(0) however old the stay, and the
@@ -467,9 +452,5 @@ def _open_loglik(d, logits, log_stall, loc, scale, sojourn):
     odds = pt.exp(logits).reshape((-1,))[d["open_index"]] * d["open_mask"]     # (R, A)
     lam = loc.reshape((-1,))[d["open_index"]]
     sig = scale.reshape((-1,))[d["open_scale_index"]]
-    log_a = d["open_age"][:, None]
-    if sojourn == "lognormal":
-        surv = 0.5 * pt.erfc((log_a - lam) / (sig * np.sqrt(2.0)))
-    else:
-        surv = pt.exp(-pt.exp(sig * (log_a - lam)))
+    surv = family.pymc_survival(d["open_age"][:, None], lam, sig)
     return (d["open_total"] * log_stall).sum() + (d["open_count"] * pt.log1p((odds * surv).sum(axis=-1))).sum()
