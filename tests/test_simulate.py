@@ -154,7 +154,7 @@ def elementwise(kernel):
 
 def test_own_exp_matches_numpy_and_clips_instead_of_overflowing():
     """The simulator's exp (written so that its loops vectorise) against numpy's."""
-    from funnelsim.sim.kernel import _exp
+    from funnelsim.sim._fastmath import _exp
 
     exp_all = elementwise(_exp)
     x = np.concatenate([np.linspace(-700, 700, 200_001), np.random.default_rng(0).normal(0, 5, 100_000), [0.0]])
@@ -169,7 +169,7 @@ def test_normal_quantile_matches_scipy_in_the_centre_and_both_tails():
     the values listed in the tails): relative error 1.15e-9."""
     from scipy import special
 
-    from funnelsim.sim.kernel import _normal_quantiles
+    from funnelsim.sim._fastmath import _normal_quantiles
 
     @numba.njit(error_model="numpy")
     def quantiles(p):

@@ -28,23 +28,21 @@ that the compiler vectorises (no branches in them, and no libm calls: see :func:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
-from scipy import special
 
+from .._random import STREAM_START, STREAM_WITHIN, WON_VALUE
 from ..data.stats import OFFSET_DAYS
+from ..model.sojourn import LOGNORMAL
+from ..model.sojourn import family as sojourn_family
+from ._fastmath import _GOLDEN, _K_DEAL, _exp, _mix, _normal_quantiles, _normal_sf, _uniforms
+
+# the simulator's inputs and outputs, importable from here as they always were
+from .kernel_io import Amounts, Deals, Draws, Parameters, Pipeline, Run, Simulation, Totals
 
 __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 
 MAX_STEPS = 200           # moves per path; a path still moving after that is counted and not won
-STREAM_WITHIN = 1 << 20   # counter offset of the uniforms that pick a destination inside its group
-STREAM_START = 1 << 21    # counter of the uniform that places a new deal's creation in its window
-WON_VALUE = 1_000_003     # counter of the uniforms that value a won deal
 CHUNK_CELLS = 2_000_000   # (block x draw x period) revenue cells per chunk, 16 bytes each
 CHUNK_DRAWS = 512         # draws per chunk at most: a deal's parameters for them stay in cache
 BLOCK_DEALS = 64          # deals per block of work, at least (the split does not depend on threads)
@@ -52,114 +50,8 @@ MAX_BLOCKS = 32           # blocks at most: memory per chunk, and so the draws p
                           # depend on the number of deals (long loops over draws vectorise); each
                           # block has its own revenue per (draw, period), so fewer blocks, less
                           # to zero and add up (32 keeps up to 32 cores busy)
-LOGNORMAL, WEIBULL = 0, 1
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """Open deals as arrays: ``stage`` and ``segment`` indices, ``age_days`` in the current
-    stage, ``amount`` (currency; NaN when unknown), and ``key``: the deal's random stream
-    (default: its position). Give each deal a key of its own (e.g. a hash of its id) so that
-    adding or removing deals leaves every other deal's random numbers unchanged.
-
-    New deals (created during the horizon, see :mod:`funnelsim.sim.inflow`) are *slots*: a deal
-    whose path starts at a uniform time in [``start_low``, ``start_low + start_width``) days
-    after as-of, and which exists in draw d only if its ``slot`` number is below
-    ``counts[d, cell]`` (the ``counts`` argument of :func:`simulate`). Open deals have slot -1.
-    """
-
-    stage: np.ndarray
-    segment: np.ndarray
-    age_days: np.ndarray
-    amount: np.ndarray
-    key: np.ndarray | None = None
-    start_low: np.ndarray | None = None
-    start_width: np.ndarray | None = None
-    slot: np.ndarray | None = None
-    cell: np.ndarray | None = None
-
-    def __post_init__(self):
-        n = np.size(self.stage)
-        key = np.arange(n) if self.key is None else self.key
-        arrays = {"stage": np.asarray(self.stage, np.int64), "segment": np.asarray(self.segment, np.int64),
-                  "age_days": np.asarray(self.age_days, np.float64), "amount": np.asarray(self.amount, np.float64),
-                  "key": np.asarray(key).astype(np.uint64),
-                  "start_low": np.zeros(n) if self.start_low is None else np.asarray(self.start_low, np.float64),
-                  "start_width": np.zeros(n) if self.start_width is None else np.asarray(self.start_width, np.float64),
-                  "slot": np.full(n, -1) if self.slot is None else np.asarray(self.slot, np.int64),
-                  "cell": np.zeros(n, np.int64) if self.cell is None else np.asarray(self.cell, np.int64)}
-        sizes = {a.shape for a in arrays.values()}
-        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
-            raise ValueError(f"Pipeline arrays must be 1-d and of one length; got shapes {sizes}")
-        if (arrays["age_days"] < 0).any() or np.isnan(arrays["age_days"]).any():
-            raise ValueError("Pipeline ages must be >= 0 days")
-        for name, value in arrays.items():
-            object.__setattr__(self, name, value)
-
-    def __len__(self) -> int:
-        return self.stage.size
-
-
-@dataclass(frozen=True)
-class Parameters:
-    """Posterior draws as arrays (D draws, S open stages, G segments).
-
-    ``pi`` (D, S, G, S+3): destinations (stages, won, lost, stall).
-    ``family``: "lognormal" (``loc`` = mu, ``shape`` = sigma) or "weibull" (``loc`` =
-    scale lambda in t, ``shape`` = k); ``loc`` (D, S, G, S+2), ``shape`` (D, S, S+2).
-    ``ratio_mean``, ``ratio_sd`` (D, G): log(realised / last open amount) of won deals.
-    ``won_amounts`` (G, Q): quantiles of won amounts per segment (currency), for deals with
-    no amount; a row of NaN values such deals at 0.
-    ``time_scale`` (S, G), optional: multiplies the time still to spend in each stage from
-    the as-of date on (what-if scenarios; default 1). It leaves the fitted survival, and so
-    which old deals look stalled, unchanged.
-    """
-
-    pi: np.ndarray
-    family: str
-    loc: np.ndarray
-    shape: np.ndarray
-    ratio_mean: np.ndarray
-    ratio_sd: np.ndarray
-    won_amounts: np.ndarray
-    time_scale: np.ndarray | None = None
-
-    @property
-    def draws(self) -> int:
-        return self.pi.shape[0]
-
-    def p_win_from_entry(self) -> np.ndarray:
-        from ..model.derived import p_win_from_entry
-
-        return p_win_from_entry(self.pi)
-
-
-@dataclass
-class Simulation:
-    """What the simulator returns (currency as in the log, days from the end of as-of).
-
-    ``revenue``, ``wins`` (D, P): per draw and period, pipeline deals won in the period.
-    ``p_win_horizon``, ``p_win_ever``, ``expected_revenue`` (N,): per deal, averaged over draws.
-    ``close_days`` (N, H): per deal, how many draws won it on each day of the horizon.
-    ``capped``: paths stopped at MAX_STEPS moves (counted as not won).
-    """
-
-    revenue: np.ndarray
-    wins: np.ndarray
-    p_win_horizon: np.ndarray
-    p_win_ever: np.ndarray
-    expected_revenue: np.ndarray
-    close_days: np.ndarray
-    capped: int
-
-    def median_close_day(self) -> np.ndarray:
-        """Per deal, the median day (0 = the day after as-of) of closing among draws that win
-        it within the horizon; NaN for deals never won in the horizon."""
-        cumulative = np.cumsum(self.close_days, axis=1)
-        total = cumulative[:, -1]
-        day = np.argmax(cumulative >= (total[:, None] + 1) // 2, axis=1).astype(float)
-        day[total == 0] = np.nan
-        return day
+# the sojourn family codes the kernel branches on (funnelsim.model.sojourn): LogNormal, else Weibull
+_LOGNORMAL = LOGNORMAL.code
 
 
 def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, period_of_day=None,
@@ -189,35 +81,36 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
     block_deals = -(-N // blocks)
     chunk = chunk_draws or max(1, min(D, CHUNK_DRAWS, CHUNK_CELLS // max(blocks * n_periods, 1)))
 
-    family = LOGNORMAL if params.family == "lognormal" else WEIBULL
+    family = sojourn_family(params.family)
+    loc, shape, first_shape = family.kernel_arrays(params.loc, params.shape)
     # draw-last copies: every loop of the kernel runs over draws
-    pi_t = _contiguous(params.pi.transpose(1, 2, 3, 0))            # (S, G, S+3, D)
-    possible = (params.pi[..., :S + 2] > 0).any(axis=(0, 2))         # (S, S+2)
-    loc_t = _contiguous(params.loc.transpose(1, 2, 3, 0))          # (S, G, S+2, D)
-    shape_t = _contiguous(np.asarray(params.shape, np.float64).transpose(1, 2, 0))          # (S, S+2, D)
-    first_shape = 1.0 / params.shape if family == LOGNORMAL else params.shape
-    first_shape_t = _contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0))   # (S, S+2, D)
-    h_win_t = _contiguous(params.p_win_from_entry().transpose(1, 2, 0))                  # (S, G, D)
-    ratio_mean, ratio_sd = _contiguous(params.ratio_mean), _contiguous(params.ratio_sd)
-    log_t_age = np.log(pipeline.age_days + OFFSET_DAYS)
-    time_scale = _contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale)
-    won_amounts = np.ascontiguousarray(params.won_amounts, np.float64)
+    draws = Draws(
+        family=family.code,
+        possible=(params.pi[..., :S + 2] > 0).any(axis=(0, 2)),                                 # (S, S+2)
+        pi=_contiguous(params.pi.transpose(1, 2, 3, 0)),                                        # (S, G, S+3, D)
+        loc=_contiguous(loc.transpose(1, 2, 3, 0)),                                             # (S, G, S+2, D)
+        shape=_contiguous(np.asarray(shape, np.float64).transpose(1, 2, 0)),                    # (S, S+2, D)
+        first_shape=_contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0)),        # (S, S+2, D)
+        h_win=_contiguous(params.p_win_from_entry().transpose(1, 2, 0)),                        # (S, G, D)
+        time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale))
+    amounts = Amounts(ratio_mean=_contiguous(params.ratio_mean), ratio_sd=_contiguous(params.ratio_sd),
+                       won_amounts=np.ascontiguousarray(params.won_amounts, np.float64))
+    deals = Deals(stage=pipeline.stage, segment=pipeline.segment, age=pipeline.age_days,
+                   log_age=np.log(pipeline.age_days + OFFSET_DAYS), amount=pipeline.amount, key=pipeline.key,
+                   start_low=pipeline.start_low, start_width=pipeline.start_width, slot=pipeline.slot,
+                   cell=pipeline.cell, counts=counts)
     revenue = np.zeros((D, n_periods))
     wins = np.zeros((D, n_periods))
     sums = np.zeros((3, N))                                        # won in horizon, revenue, P(win ever)
     close_days = np.zeros((N, horizon), np.int64)
     capped = 0
     block_totals = np.empty((blocks, 2, min(chunk, D), n_periods))  # per block: revenue, wins (zeroed per chunk)
+    totals = Totals(sums=sums, close_days=close_days, block_totals=block_totals)
     for d0 in range(0, D, chunk):
         n = min(chunk, D - d0)
-        capped += _simulate_chunk(
-            d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
-            ratio_mean, ratio_sd,
-            won_amounts,
-            pipeline.stage, pipeline.segment, pipeline.age_days, log_t_age, pipeline.amount, pipeline.key,
-            float(horizon), period_of_day, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), OFFSET_DAYS,
-            pipeline.start_low, pipeline.start_width, pipeline.slot, pipeline.cell, counts,
-            block_deals, sums, close_days, block_totals)
+        run = Run(d0=d0, n=n, horizon=float(horizon), offset=OFFSET_DAYS, seed=np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+                   period_of_day=period_of_day, block_deals=block_deals)
+        capped += _simulate_chunk(run, deals, draws, amounts, totals)
         _sum_blocks(block_totals, n, revenue[d0:d0 + n], wins[d0:d0 + n])
     return Simulation(revenue=revenue, wins=wins, p_win_horizon=sums[0] / D, expected_revenue=sums[1] / D,
                       p_win_ever=sums[2] / D, close_days=close_days, capped=int(capped))
@@ -238,8 +131,7 @@ def _check(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
         raise ValueError(f"Parameters.time_scale needs shape ({S}, {G})")
     if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
         raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
-    if params.family not in ("lognormal", "weibull"):
-        raise ValueError(f"unknown sojourn family {params.family!r}")
+    sojourn_family(params.family)             # FunnelDataError (a ValueError) for an unknown one
     if len(pipeline) and (pipeline.stage.min() < 0 or pipeline.stage.max() >= S):
         raise ValueError(f"Pipeline stage indices must be in 0..{S - 1}")
     if len(pipeline) and (pipeline.segment.min() < 0 or pipeline.segment.max() >= G):
@@ -248,162 +140,6 @@ def _check(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
 
 # --------------------------------------------------------------------------- kernels
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_K_DEAL = np.uint64(0xD1B54A32D192ED03)
-_K_STEP = np.uint64(0x8CB92BA72F3D8DD7)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_INV32 = 1.0 / 4294967296.0
-_Z_LOW, _Z_HIGH, _Z_STEPS = -9.0, 38.0, 256          # table of P(Z > z), 1/256 apart
-_SF_TABLE = special.ndtr(-(_Z_LOW + np.arange(int((_Z_HIGH - _Z_LOW) * _Z_STEPS) + 2) / _Z_STEPS))
-_Z_TOP = float(_SF_TABLE.size - 2)                  # last position with a right neighbour
-
-
-_LOG2E = 1.4426950408889634
-_LN2_HIGH, _LN2_LOW = 6.93147180369123816490e-01, 1.90821492927058770002e-10   # ln 2 = high + low
-
-
-@intrinsic
-def _as_float(typingctx, bits):
-    """The float64 whose bit pattern is the int64 ``bits``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
-
-
-@numba.njit(inline="always")
-def _exp(x):
-    """exp(x) for loops that vectorise (numba's np.exp is a libm call, which stops them):
-    x = n ln 2 + r with |r| <= ln(2)/2, exp(r) by its Taylor series to r**12 (relative error
-    below 1e-15, measured 4.4e-16), times 2**n built from its bits. x is clipped to
-    [-708, 709], so no overflow and nothing below the smallest normal number."""
-    x = min(max(x, -708.0), 709.0)
-    n = np.floor(x * _LOG2E + 0.5)
-    r = (x - n * _LN2_HIGH) - n * _LN2_LOW
-    p = 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return p * _as_float((np.int64(n) + 1023) << 52)
-
-
-@intrinsic
-def _as_int(typingctx, x):
-    """The int64 with the bit pattern of the float64 ``x``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
-
-
-@numba.njit(inline="always")
-def _log(x):
-    """log(x) for a normal float x > 0, in loops that vectorise (numba's np.log is a libm
-    call): x = 2**e * m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(f), f = (m-1)/(m+1),
-    by its series to f**17 (relative error below 1e-15)."""
-    bits = _as_int(x)
-    e = (bits >> 52) - 1023
-    m = _as_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)     # in [1, 2)
-    big = m > 1.4142135623730951
-    m = m * 0.5 if big else m
-    e = e + 1 if big else e
-    f = (m - 1.0) / (m + 1.0)
-    f2 = f * f
-    series = 1.0 / 17.0
-    series = series * f2 + 1.0 / 15.0
-    series = series * f2 + 1.0 / 13.0
-    series = series * f2 + 1.0 / 11.0
-    series = series * f2 + 1.0 / 9.0
-    series = series * f2 + 1.0 / 7.0
-    series = series * f2 + 1.0 / 5.0
-    series = series * f2 + 1.0 / 3.0
-    series = series * f2 + 1.0
-    return e * _LN2_HIGH + (e * _LN2_LOW + 2.0 * f * series)
-
-
-@numba.njit(inline="always")
-def _mix(x):
-    """splitmix64 finaliser: a bijective 64-bit hash."""
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-@numba.njit(inline="always")
-def _uniforms(key, step):
-    """Two independent uniforms in (0, 1) for counter ``step`` of path ``key``."""
-    x = _mix(key + np.uint64(step) * _K_STEP)
-    return ((x >> np.uint64(32)) + 0.5) * _INV32, ((x & _LOW32) + 0.5) * _INV32
-
-
-@numba.njit(inline="always")
-def _is_central(p):
-    """Is p in the central branch of Acklam's inverse normal CDF?"""
-    return (p >= 0.02425) & (p <= 1.0 - 0.02425)
-
-
-@numba.njit(inline="always")
-def _ndtri_tail(p):
-    """The tail branches of :func:`_normal_quantiles` (p < 0.02425 or p > 0.97575), branch-free; p is
-    taken as at least 1e-300 (z > -37.05)."""
-    low = p < 0.5
-    q = np.sqrt(-2.0 * _log(max(p if low else 1.0 - p, 1e-300)))
-    tail = (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
-              - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
-        ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
-          + 3.754408661907416e+00) * q + 1.0)
-    return tail if low else -tail
-
-
-@numba.njit(inline="always")
-def _ndtri_central(p):
-    """The central branch of :func:`_normal_quantiles` (0.02425 <= p <= 0.97575)."""
-    q = p - 0.5
-    r = q * q
-    return (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r
-              + 1.383577518672690e+02) * r - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q / \
-        (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r - 1.556989798598866e+02) * r
-           + 6.680131188771972e+01) * r - 1.328068155288572e+01) * r + 1.0)
-
-
-@numba.njit(inline="always")
-def _normal_quantiles(na, prob, z, tails):
-    """z[a] = the standard normal quantile of prob[a] for a < na, by Acklam's rational
-    approximation (relative error < 1.2e-9): the central formula for all in a loop that
-    vectorises, then the tail formula (log, square root: five times the cost) only for the
-    values in the tails, listed in ``tails`` (work space, int)."""
-    for a in range(na):
-        z[a] = _ndtri_central(prob[a])
-    nt = 0
-    for a in range(na):
-        tails[nt] = a
-        nt += 0 if _is_central(prob[a]) else 1
-    for t in range(nt):
-        a = tails[t]
-        z[a] = _ndtri_tail(prob[a])
-
-
-@numba.njit(inline="always")
-def _normal_sf(z):
-    """P(Z > z), standard normal, interpolated linearly in a table 1/256 apart: relative error
-    below 2e-6 for z < 3, below 1e-4 up to z = 8 and 1e-3 up to z = 20 (P < 3e-89). No
-    branches (selects instead), so a loop over draws vectorises."""
-    x = min(max((z - _Z_LOW) * _Z_STEPS, 0.0), _Z_TOP)
-    k = int(x)
-    value = _SF_TABLE[k] + (x - k) * (_SF_TABLE[k + 1] - _SF_TABLE[k])
-    value = 1.0 if z <= _Z_LOW else value
-    return 0.0 if z >= _Z_HIGH else value
-
-
 @numba.njit(inline="always")
 def _is_forward(j, s, S):
     """Is destination j (stages, won, lost) forward from stage s: a later stage or won."""
@@ -411,16 +147,18 @@ def _is_forward(j, s, S):
 
 
 @numba.njit(inline="always")
-def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possible, pi_t, loc_t, first_shape_t, h_win_t,
-                 weights, ever, keys, stages, dest, u_time, scratch, chosen):
+def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights, ever, keys, stages, dest, u_time,
+                 scratch, chosen):
     """The first move of one deal under draws d0 .. d0+n-1, each loop over draws (so the
     compiler vectorises it). Destination weights given survival to ``t_age`` go into
     ``weights`` (S+3, n): pi_j * S_j(age), stall last (rows of destinations stage s never
     takes are left unset); then P(win ever) into ``ever``, the path keys, the destination
     and the uniform for the stay's time (see :func:`_pick_all`); ``stages``, ``scratch`` and
     ``chosen`` are work space.
-    Parameters are in draw-last layout (``pi_t`` (S, G, S+3, D) and so on); ``first_shape_t``
-    is 1/sigma for LogNormal; ``possible`` (S, S+2) says which destinations any draw can take."""
+    Parameters (``draws``, :class:`Draws`) are in draw-last layout (``pi`` (S, G, S+3, D) and
+    so on); ``first_shape`` is 1/sigma for LogNormal; ``possible`` (S, S+2) says which
+    destinations any draw can take."""
+    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _ = draws
     S = pi_t.shape[0]
     forward, other = scratch[0], scratch[1]          # the groups' weights, for the pick
     for k in range(n):
@@ -436,7 +174,7 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, family, possibl
         # 1-d rows: indexing them is far cheaper in these loops than indexing the 4-d arrays
         w_row, pi_row = weights[j], pi_t[s, g, j, d0:d0 + n]
         loc_row, shape_row = loc_t[s, g, j, d0:d0 + n], first_shape_t[s, j, d0:d0 + n]
-        if family == LOGNORMAL:
+        if family == _LOGNORMAL:
             for k in range(n):
                 w_row[k] = pi_row[k] * _normal_sf((log_t - loc_row[k]) * shape_row[k])
         else:
@@ -510,16 +248,19 @@ def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, row
 
 
 @numba.njit(inline="always")
-def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t, time_scale,
-                 start_low, start_width, now, u, z, ratio, lam, sig, tails):
+def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, start_width, now, u, z, ratio, lam, sig,
+                 tails):
     """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
     unused): T > t_age by inverse survival, S_j(T) = u * S_j(t_age), with u the second
     uniform of counter 0 (``u[k]`` on entry, from :func:`_pick_all`) and j = ``dest[k]``;
     ``now[k]`` is when the stay ends, days after as-of (a new deal's start in its window
     first, from the uniform of counter STREAM_START).
-    ``time_scale`` is the stage's. The chosen destination's S_j(t_age) (weight / pi) and
-    sojourn parameters are taken by selection, row by row (``ratio``, ``lam``, ``sig``,
-    ``tails``: work space), so every loop runs over draws in order and vectorises."""
+    The parameters are ``draws`` (:class:`Draws`), the time scale the stage's. The chosen
+    destination's S_j(t_age) (weight / pi) and sojourn parameters are taken by selection, row
+    by row (``ratio``, ``lam``, ``sig``, ``tails``: work space), so every loop runs over draws
+    in order and vectorises."""
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scales = draws
+    time_scale = time_scales[s, g]
     S = weights.shape[0] - 3
     for k in range(n):
         ratio[k] = 1.0
@@ -536,7 +277,7 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
             ratio[k] = r if chosen else old_ratio
             lam[k] = loc_row[k] if chosen else old_lam
             sig[k] = shape_row[k] if chosen else old_sig
-    if family == LOGNORMAL:
+    if family == _LOGNORMAL:
         for k in range(n):
             u[k] *= ratio[k]
         _normal_quantiles(n, u, z, tails)
@@ -553,17 +294,19 @@ def _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t
 
 
 @numba.njit(inline="always")
-def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_f, any_possible, lane, stages, now,
-                 keys, won_at, weights, dest, u, z, scratch, chosen):
+def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_at, weights, dest, u, z, scratch,
+                 chosen):
     """Move ``m`` paths on from the end of their current stay until won, lost, stalled or
     past the horizon, one step at a time for all paths still moving: path a is draw d0 +
     ``lane[a]``, entering stage ``stages[a]`` at ``now[a]`` days, with key ``keys[a]``. Every
     stay here starts fresh: destination by pi (:func:`_pick_all` with counter ``step``, the
     move's number), time by the sojourn distribution (the second uniform of that counter).
-    Sets ``won_at[lane]`` (days) for the paths won within the horizon. The parameters are
-    the draw-last arrays (``pi_t`` (S, G, S+3, D) and so on), flat; ``any_possible`` (S+2,)
-    marks the destinations some stage can take. The paths are compacted in place after each
-    step; the rest is work space. Returns the number of paths stopped at MAX_STEPS moves."""
+    Sets ``won_at[lane]`` (days) for the paths won within the horizon. The parameters,
+    ``flat``, are the family code, the draw-last arrays of :class:`Draws` flattened (pi,
+    loc, shape, time scale) and ``any_possible`` (S+2,), the destinations some stage can take.
+    The paths are compacted in place after each step; the rest is work space. Returns the
+    number of paths stopped at MAX_STEPS moves."""
+    family, pi_f, loc_f, shape_f, scale_f, any_possible = flat
     S = weights.shape[0] - 3
     G = scale_f.size // S
     D = pi_f.size // (S * G * (S + 3))
@@ -585,7 +328,7 @@ def _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_
                 forward[a] += w if is_forward else 0.0
                 other[a] += 0.0 if is_forward or j == S + 2 else w
         _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
-        if family == LOGNORMAL:
+        if family == _LOGNORMAL:
             _normal_quantiles(m, u, z, chosen)
             for a in range(m):
                 s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]     # a stalled path's time is unused
@@ -637,10 +380,7 @@ def _won_values(nw, won_lane, d0, g, amount, won_amounts, ratio_mean, ratio_sd, 
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, first_shape_t, h_win_t,
-                    ratio_mean, ratio_sd, won_amounts, stage0, segment, age, log_age, amount, deal_keys, horizon,
-                    period_of_day, seed, offset, start_low, start_width, slot, cell, counts,
-                    block_deals, sums, close_days, block_totals):
+def _simulate_chunk(run, deals, draws, amounts, totals):
     """Simulate draws d0 .. d0+n-1 for every deal: parallel over blocks of deals; within a
     block, deal by deal, each step for all of the deal's paths at once, in loops over draws
     that vectorise: the first move and the rest of the current stay (:func:`_first_moves`,
@@ -649,7 +389,18 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
     the per-deal ``sums`` and ``close_days`` and to each block's revenue and wins per (draw,
     period); every sum is taken in draw order, whatever the chunk. Returns the number of
     capped paths. The numpy error model (a division by zero gives inf, no exception check)
-    is what lets the loops with a division vectorise."""
+    is what lets the loops with a division vectorise.
+
+    Five groups of arrays (named tuples, see :mod:`funnelsim.sim.kernel_io`): ``run``
+    (:class:`Run`: the chunk's draws d0, n and the run's settings), ``deals``
+    (:class:`Deals`: one entry per deal, and the new-deal slot counts), ``draws``
+    (:class:`Draws`: the posterior draws, draw-last), ``amounts`` (:class:`Amounts`: what a
+    won deal is worth) and ``totals`` (:class:`Totals`: the outputs added to)."""
+    d0, n, horizon, offset, seed, period_of_day, block_deals = run
+    stage0, segment, age, log_age, amount, deal_keys, start_low, start_width, slot, cell, counts = deals
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scale = draws
+    ratio_mean, ratio_sd, won_amounts = amounts
+    sums, close_days, block_totals = totals
     N = stage0.size
     S, G = pi_t.shape[:2]
     blocks = block_totals.shape[0]
@@ -660,6 +411,7 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
     # draw-last and flat: a deal's paths are in draw order, so neighbouring paths read neighbouring values
     pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
     scale_f = time_scale.reshape(time_scale.size)
+    flat = (family, pi_f, loc_f, shape_f, scale_f, any_possible)
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
     for k in range(n):
@@ -683,16 +435,14 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
         for i in range(first, last):
             g, s = segment[i], stage0[i]
             t_age = age[i] + offset
-            _first_moves(n, d0, s, g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, family, possible,
-                         pi_t, loc_t, first_shape_t, h_win_t, weights, ever, keys, stages, dest, u, scratch,
-                         chosen)
+            _first_moves(n, d0, s, g, t_age, log_age[i], deal_keys[i] * _K_DEAL, draw_keys, draws, weights, ever,
+                         keys, stages, dest, u, scratch, chosen)
             p_ever = sums[2, i]
             for k in range(n):
                 p_ever += ever[k]
             sums[2, i] = p_ever
-            _first_stays(n, d0, s, g, t_age, family, possible, weights, dest, keys, pi_t, loc_t, shape_t,
-                         time_scale[s, g], start_low[i], start_width[i], now, u, z, per_draw[4], per_draw[5],
-                         per_draw[6], chosen)
+            _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low[i], start_width[i], now, u, z,
+                         per_draw[4], per_draw[5], per_draw[6], chosen)
             # won at the end of this stay, or moving on (lost, stalled, past the horizon: done)
             m = 0
             is_slot = slot[i] >= 0
@@ -706,8 +456,8 @@ def _simulate_chunk(d0, n, time_scale, family, possible, pi_t, loc_t, shape_t, f
                 now[m] = t
                 path_keys[m] = keys[k]
                 m += 1 if (j < S) & in_time else 0
-            capped[b] += _later_moves(m, d0, g, family, horizon, offset, pi_f, loc_f, shape_f, scale_f, any_possible,
-                                      lane, stages, now, path_keys, won_at, weights, dest, u, z, scratch, chosen)
+            capped[b] += _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, path_keys, won_at, weights,
+                                      dest, u, z, scratch, chosen)
             nw = 0
             for k in range(n):                         # the paths won within the horizon, in draw order
                 lane[nw] = k
