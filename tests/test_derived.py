@@ -205,3 +205,29 @@ def test_mix_segments_and_interval():
     draws = np.arange(1001.0)[:, None] * [1.0, -1.0]
     mean, low, high = interval(draws, prob=0.9)
     np.testing.assert_allclose([mean, low, high], [[500.0, -500.0], [50.0, -950.0], [950.0, -50.0]])
+
+
+def test_each_sojourn_family_defines_its_likelihood_terms_once():
+    """The families of funnelsim.model.sojourn: one exit's terms (from its statistics, in the
+    posterior parameters) are scipy's log-density, the open-stay survival scipy's survival, the
+    natural parameters feed Sojourn; an unknown name is a FunnelDataError naming the known ones."""
+    from funnelsim.data.events import FunnelDataError
+    from funnelsim.model.sojourn import FAMILIES, LOGNORMAL, WEIBULL, family
+
+    t = np.array([0.5, 3.0, 40.0, 700.0])
+    loc, shape = np.log(25.0), 0.8                  # mu or log lambda; sigma or k
+    scipy_of = {"lognormal": st.lognorm(shape, scale=np.exp(loc)), "weibull": st.weibull_min(shape, scale=np.exp(loc))}
+    for kind in (LOGNORMAL, WEIBULL):
+        dist = scipy_of[kind.name]
+        log_t = np.log(t)
+        terms = kind.exit_terms(np, 1.0, log_t, log_t**2, log_t, loc, shape)
+        np.testing.assert_allclose(terms, dist.logpdf(t), rtol=1e-12)
+        np.testing.assert_allclose(kind.survival(log_t, loc, shape), dist.sf(t), rtol=1e-9)
+        natural = kind.natural(np.full((1, 1, 1, 1), loc), np.full((1, 1, 1), shape))
+        sojourn = Sojourn(kind.name, *natural)
+        np.testing.assert_allclose(sojourn.sf(t[:, None, None, None, None])[:, 0, 0, 0, 0], dist.sf(t), rtol=1e-9)
+        assert family(kind.name) is kind and family(kind) is kind and FAMILIES[kind.name] is kind
+    assert LOGNORMAL.code != WEIBULL.code and set(LOGNORMAL.params).isdisjoint(WEIBULL.params)
+    with pytest.raises(FunnelDataError, match="unknown sojourn family 'gamma'") as error:
+        family("gamma")
+    assert error.value.hint == "Use 'lognormal' or 'weibull'."
