@@ -266,9 +266,9 @@ def stage_order(events: pd.DataFrame, open_stages: list[str]) -> tuple[list[str]
     return order, int((step > 0).sum()), len(step)
 
 
-def order_note(order: list[str], forward: int, moves: int, source: str) -> str:
+def order_note(order: list[str], forward: int, moves: int, source: str, ties: str = "") -> str:
     return (f"stage order inferred from the order deals entered the stages in {source}: {' > '.join(order)} "
-            f"({forward} of {moves} move(s) between open stages go forward); if that is wrong, pass the "
+            f"({forward} of {moves} move(s) between open stages go forward{ties}); if that is wrong, pass the "
             f"order with --stages")
 
 
