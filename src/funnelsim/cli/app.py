@@ -15,7 +15,7 @@ import sys
 import typer
 
 from ..data.events import FunnelDataError
-from .commands import backtest, describe, fit, simulate, synthetic
+from .commands import backtest, convert, describe, fit, simulate, synthetic
 from .console import err
 
 __all__ = ["app", "main", "INTERRUPTED"]
@@ -35,6 +35,7 @@ app = typer.Typer(
 
 # the commands in the order --help lists them, each with its line there (its docstring is its own --help)
 COMMANDS = (
+    (convert.convert, "Convert a CRM export (Salesforce, HubSpot, Pipedrive, ...) to the event log."),
     (describe.funnel, "Funnel table of the log: conversion, days in stage, going-dark deals."),
     (fit.fit, "Fit the Bayesian funnel model and save it."),
     (describe.stages, "A saved model's stage table and diagnostics."),
