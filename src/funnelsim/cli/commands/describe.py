@@ -38,7 +38,7 @@ def funnel(
 
     snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by, dayfirst=dayfirst,
                              decimal=decimal, columns=columns)
-    table = funnel_table(snapshot.spells, notes=snapshot.log.notes)
+    table = funnel_table(snapshot)
     out.print(table)
     if json:
         table.to_json(json)

@@ -95,7 +95,7 @@ def demo(
               f"we stand on {as_of} and forecast the next {horizon} days.", highlight=False)
     snapshot = read_snapshot(events_path, ",".join(config.stages), config.won, config.lost, as_of=str(as_of),
                              segment_by=config.segment_column)
-    table = funnel_table(snapshot.spells, notes=snapshot.log.notes)
+    table = funnel_table(snapshot)
     out.print(table)
     table.to_json(out_dir / "funnel.json")
 
