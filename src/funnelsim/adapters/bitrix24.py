@@ -131,6 +131,7 @@ def _events(h: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         notes.append(f"{h.loc[reopened, '_deal'].nunique()} deal(s) were closed and then moved on again "
                      f"(reopened): their earlier outcome was dropped")
     h = h[~reopened]
+    h = h[h["_stage"] != h.groupby("_deal", sort=False)["_stage"].shift()]  # A, closed, reopened in A: one stay
     if "_type" in h.columns:
         no_start = h.groupby("_deal", sort=False)["_type"].apply(lambda t: "1" not in set(t))
         if no_start.any():

@@ -122,7 +122,9 @@ def _deals(d: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
                                            "(or pass a DataFrame) to one "
                                            + ("pipeline." if column == PIPELINE else "currency, or convert the values."))
     def optional_date(column):
-        return parse_datetime(d, column, name, required=False).to_numpy() if column in d.columns else pd.NaT
+        if column not in d.columns:
+            return np.full(len(d), np.datetime64("NaT"), dtype="datetime64[ns]")
+        return parse_datetime(d, column, name, required=False).to_numpy()
 
     table = pd.DataFrame({
         "row": d[ROW].to_numpy(), "status": status.to_numpy(),
@@ -212,7 +214,7 @@ def _outcomes(events, f, deal_table, dname, notes) -> pd.DataFrame:
     outcome_rows = []
     for status, label, column in (("won", WON, WON_TIME), ("lost", LOST, LOST_TIME)):
         closed = deal_table[deal_table["status"] == status]
-        when = closed[f"{status}_time"].fillna(flow_time[status].reindex(closed.index))
+        when = closed[f"{status}_time"].fillna(flow_time[status].reindex(closed.index).astype("datetime64[ns]"))
         missing = when.isna()
         if missing.any():
             row = int(closed.loc[missing, "row"].min())
@@ -220,8 +222,8 @@ def _outcomes(events, f, deal_table, dname, notes) -> pd.DataFrame:
                                   column=column, hint=f"Export '{column}' (or the flow's status changes).")
         outcome_rows.append(pd.DataFrame({"deal_id": closed.index, "stage": label, "timestamp": when.to_numpy()}))
     outcomes = pd.concat(outcome_rows, ignore_index=True)
-    end = outcomes.set_index("deal_id")["timestamp"]
-    after = events["timestamp"] > events["deal_id"].map(end)
+    end = outcomes.set_index("deal_id")["timestamp"].astype("datetime64[ns]")
+    after = events["timestamp"].to_numpy() > end.reindex(events["deal_id"]).to_numpy()  # NaT (open): False
     if after.any():
         notes.append(f"dropped {int(after.sum())} stage change(s) logged after the deal was won or lost")
     return pd.concat([events[~after], outcomes], ignore_index=True)
@@ -230,13 +232,13 @@ def _outcomes(events, f, deal_table, dname, notes) -> pd.DataFrame:
 def _asof(events: pd.DataFrame, changes: pd.DataFrame, initial: pd.Series) -> np.ndarray:
     """The value in force at each event: the last change at or before it, else ``initial``."""
     keyed = events.assign(_i=np.arange(len(events))).sort_values("timestamp", kind="stable")
+    values = initial.reindex(keyed["deal_id"]).to_numpy().copy()
     if len(changes):
         keyed = pd.merge_asof(keyed, changes.sort_values("timestamp"), on="timestamp", by="deal_id",
                               direction="backward")
-    else:
-        keyed["value"] = np.nan
-    keyed["value"] = keyed["value"].fillna(keyed["deal_id"].map(initial)) if len(initial) else keyed["value"]
-    return keyed.sort_values("_i")["value"].to_numpy()
+        changed = keyed["value"].notna().to_numpy()
+        values[changed] = keyed["value"].to_numpy()[changed]
+    return values[np.argsort(keyed["_i"].to_numpy(), kind="stable")]
 
 
 def _amounts(events, f, fc, fname, deal_table) -> pd.DataFrame:

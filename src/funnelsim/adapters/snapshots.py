@@ -183,6 +183,7 @@ def _entries(data: pd.DataFrame, terminal: set[str]) -> tuple[pd.DataFrame, dict
     reopened = is_terminal & followed
     n_reopened = entries.loc[reopened, "deal_id"].nunique()
     entries = entries[~reopened]
+    entries = entries[entries["stage"] != entries.groupby("deal_id", sort=False)["stage"].shift()]
     last = data.groupby("deal_id", sort=False).tail(1)
     counts = {
         "left_truncated": int((first & (data["seen"] == first_moment)).sum()),
