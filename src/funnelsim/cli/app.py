@@ -15,7 +15,7 @@ import sys
 import typer
 
 from ..data.events import FunnelDataError
-from .commands import backtest, convert, describe, fit, simulate, synthetic
+from .commands import backtest, convert, describe, fit, report, simulate, synthetic
 from .console import err
 
 __all__ = ["app", "main", "INTERRUPTED"]
@@ -42,6 +42,7 @@ COMMANDS = (
     (simulate.forecast, "Revenue forecast: the band, revenue per period, the chance of reaching a target."),
     (simulate.whatif, "What-if scenarios against the baseline forecast, as paired differences."),
     (simulate.bottlenecks, "Where to focus: the revenue each stage's conversion or speed is worth."),
+    (report.report, "The quarterly forecast report: one self-contained HTML file (and PDF)."),
     (backtest.backtest, "Replay history at past dates, forecast and score against what happened."),
     (synthetic.synth, "Write a synthetic CRM event log with known truth."),
     (synthetic.demo, "The whole job on a synthetic CRM: funnel, fit, forecast, what happened."),
