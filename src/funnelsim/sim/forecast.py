@@ -16,6 +16,7 @@ deals created already won) and ``total_revenue`` adds them up.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -104,7 +105,23 @@ def forecast(model, deals, *, horizon_days: int = HORIZON_DAYS, as_of=None, peri
         dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
         dataset.attrs["created_won_per_week"] = float(new_deals.created_won_per_week)
         dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
-    return Forecast(dataset, model)
+    result = Forecast(dataset, model)
+    result._rerun = _Rerun(deals, params, int(horizon_days), seed, deal_value, chunk_draws)
+    return result
+
+
+@dataclass(frozen=True)
+class _Rerun:
+    """What :meth:`Forecast.segment_revenue` needs to simulate the open deals again, one
+    segment at a time, with the run's posterior draws and seed (so each deal draws the same
+    numbers as in the forecast)."""
+
+    deals: pd.DataFrame
+    params: object
+    horizon_days: int
+    seed: int
+    deal_value: float | None
+    chunk_draws: int | None
 
 
 def _inputs(deals, as_of, new_deals):
@@ -136,6 +153,8 @@ class Forecast:
     def __init__(self, dataset: xr.Dataset, model):
         self.dataset = dataset
         self.model = model
+        self._rerun: _Rerun | None = None            # set by forecast(); needed by segment_revenue()
+        self._segment_revenue: xr.DataArray | None = None
 
     @property
     def as_of(self) -> str:
@@ -197,8 +216,59 @@ class Forecast:
                     "median_close_date"]].to_dataframe().rename_axis("deal_id").reset_index()
         return table.sort_values(["expected_revenue", "deal_id"], ascending=[False, True], ignore_index=True)
 
+    def segment_revenue(self) -> xr.DataArray:
+        """Pipeline revenue within the horizon per draw and segment (currency), dims
+        (``draw``, ``segment``), segments in the model's order (those with open deals).
+
+        Each segment's deals are simulated again with the forecast's posterior draws and seed;
+        a deal's random numbers depend only on its own id, so every deal brings exactly what it
+        brought in the forecast, and in every draw the segments add up to
+        ``dataset["pipeline_revenue"]`` (up to floating-point rounding of the sum, about 1e-12
+        relative). Computed once, on first call; the forecast's own numbers are untouched.
+        """
+        if self._segment_revenue is None:
+            self._segment_revenue = self._simulate_segments()
+        return self._segment_revenue
+
+    def _simulate_segments(self) -> xr.DataArray:
+        if self._rerun is None:
+            raise ValueError("this Forecast was not made by funnelsim.forecast(): it cannot be split by segment")
+        r = self._rerun
+        present = set(r.deals["segment"].astype(str))
+        segments = [g for g in self.model.data.segments if g in present]
+        values = np.zeros((r.params.draws, len(segments)))
+        for i, segment in enumerate(segments):
+            part = r.deals[r.deals["segment"].astype(str) == segment]
+            run = simulate_run(self.model, part, r.params, r.horizon_days, period_of_day=np.zeros(r.horizon_days, int),
+                               seed=r.seed, deal_value=r.deal_value, chunk_draws=r.chunk_draws)
+            values[:, i] = run.pipeline_revenue
+        return xr.DataArray(values, dims=("draw", "segment"),
+                            coords={"draw": self.dataset["draw"].values, "segment": segments},
+                            name="segment_revenue", attrs={"units": "currency of the event log"})
+
+    def by_segment(self) -> pd.DataFrame:
+        """Per segment with open deals: ``deals`` (count), ``open_amount`` (sum of known
+        amounts, currency) and the pipeline revenue within the horizon: ``mean``, ``p10``,
+        ``p50``, ``p90`` and ``share`` of the total mean. The bands come from per-draw sums
+        (:meth:`segment_revenue`), so the segments add up to the total in every draw; their
+        P10s do not add up to the total's P10 (nor should they)."""
+        draws = self.segment_revenue()
+        ds = self.dataset
+        segment_of_deal = pd.Series(ds["segment"].values)
+        amount = pd.Series(ds["amount"].values)
+        total = float(ds["pipeline_revenue"].values.mean())
+        rows = []
+        for segment in draws["segment"].values:
+            band = _band(draws.sel(segment=segment).values)
+            mine = segment_of_deal == segment
+            rows.append({"segment": str(segment), "deals": int(mine.sum()), "open_amount": float(amount[mine].sum()),
+                         **band, "share": band["mean"] / total if total else np.nan})
+        return pd.DataFrame(rows, columns=["segment", "deals", "open_amount", "mean", "p10", "p50", "p90", "share"])
+
     def to_dict(self, target: float | None = None) -> dict:
-        """The forecast JSON contract (docs/architecture.md; plus a few more keys)."""
+        """The forecast JSON contract (docs/architecture.md; plus a few more keys). ``segments``
+        (per-segment bands of the open pipeline's revenue) is there once :meth:`by_segment`
+        or :meth:`segment_revenue` has been called (``funnelsim report --json`` does)."""
         revenue = self.pipeline_revenue()
         revenue["samples"] = self.dataset["pipeline_revenue"].values.tolist()
         model_dict = self.model.to_dict()
@@ -221,6 +291,9 @@ class Forecast:
             "stages": model_dict["stages"],
             "diagnostics": model_dict["diagnostics"],
         }
+        if self._segment_revenue is not None:
+            result["segments"] = [{k: r[k] for k in ("segment", "mean", "p10", "p50", "p90")}
+                                  for r in self.by_segment().to_dict(orient="records")]
         if self.has_new_deals:
             total = self.total_revenue()
             total["samples"] = self.dataset["total_revenue"].values.tolist()
