@@ -53,6 +53,7 @@ def _svg(fig) -> str:
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)     # RDF boilerplate, no content
     prefix = "f" + hashlib.sha1(text.encode()).hexdigest()[:8]   # several pictures in one page: ids must not clash
     text = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
