@@ -13,11 +13,14 @@ visible, amounts included), both computed where the events live (Ibis):
 
 from __future__ import annotations
 
+import math
+
 import ibis
 import numpy as np
 import pandas as pd
 
 from .._random import rng as random_stream
+from ._portable import as_int, interpolate
 from .events import ORDER, ROW, EventLog, FunnelDataError
 from .spells import Spells, deal_segment
 from .stats import FIXED_POINT, _fixed
@@ -39,12 +42,17 @@ def _visible_deals(log: EventLog, spells: Spells) -> ibis.Table:
     is_open_row = ~visible.stage.isin(outcomes)
     is_won = visible.stage.isin(list(log.funnel.won))
     events = visible.mutate(segment=segment)
-    return events.group_by("deal_id").aggregate(
-        segment=events.segment.arbitrary(),
-        open_amount=events.amount.last(where=is_open_row & events.amount.notnull(), order_by=[ORDER, ROW]),
+    deals = events.group_by("deal_id").aggregate(
+        segment=events.segment.min(),  # one value per deal; min() is in every database
         won=is_won.any(),
         won_amount=events.amount.max(where=is_won),
     )
+    # the last amount on an open-stage row, by event order: a window, as an ordered last() is not portable
+    amounts = events.filter(is_open_row & events.amount.notnull())
+    latest = ibis.window(group_by="deal_id", order_by=[ibis.desc(ORDER), ibis.desc(ROW)])
+    last = (amounts.mutate(_latest=ibis.row_number().over(latest)).filter(lambda t: t._latest == 0)
+            .select("deal_id", open_amount="amount"))
+    return deals.left_join(last, "deal_id").select("deal_id", "segment", "open_amount", "won", "won_amount")
 
 
 def open_deals(log: EventLog, spells: Spells) -> pd.DataFrame:
@@ -63,6 +71,7 @@ def open_deals(log: EventLog, spells: Spells) -> pd.DataFrame:
     frame = joined.order_by("deal_id").to_pandas()
     frame["amount"] = frame["amount"].astype(float)
     frame["age_days"] = frame["age_days"].astype(float)
+    frame["entered"] = frame["entered"].astype("datetime64[us]")  # Spark returns ns, the others us
     frame.attrs["as_of"] = str(spells.as_of.date())
     return frame
 
@@ -81,22 +90,46 @@ def amount_stats(log: EventLog, spells: Spells) -> pd.DataFrame:
     won = deals.filter(deals.won)
     sums = won.group_by("segment").aggregate(
         won_deals=won.count(),
-        ratio_n=has_ratio.cast("int64").sum(),
+        ratio_n=as_int(has_ratio).sum(),
         ratio_sum=_fixed(log_ratio).sum(where=has_ratio),          # exact integer sums: same bits in any row order
         ratio_sum2=_fixed(log_ratio * log_ratio).sum(where=has_ratio),
-        **{f"q{i}": realised.quantile(q) for i, q in enumerate(AMOUNT_QUANTILES)},
     ).to_pandas()
     all_segments = deals.select("segment").distinct().to_pandas()
     frame = all_segments.merge(sums, on="segment", how="left").sort_values("segment", ignore_index=True)
-    quantile_columns = [f"q{i}" for i in range(len(AMOUNT_QUANTILES))]
-    frame["won_amounts"] = [[float(v) for v in row] if np.isfinite(row).all() else []
-                            for row in frame[quantile_columns].to_numpy(float)]
-    frame = frame.drop(columns=quantile_columns)
+    quantiles = _quantiles(won.select("segment", realised=realised))
+    frame["won_amounts"] = [quantiles.get(segment, []) for segment in frame["segment"]]
     for column in ("won_deals", "ratio_n"):
         frame[column] = frame[column].fillna(0).astype(int)
     for column in ("ratio_sum", "ratio_sum2"):
         frame[column] = frame[column].fillna(0).astype(float) / FIXED_POINT
     return frame
+
+
+def _quantiles(values: ibis.Table) -> dict[str, list[float]]:
+    """The :data:`AMOUNT_QUANTILES` of ``realised`` per ``segment`` (continuous, as DuckDB's
+    ``quantile_cont``; segments without a value are left out). Only the order statistics the
+    quantiles interpolate between come back (at most two per quantile and segment); the
+    interpolation is done here, so every database gives the same bits."""
+    known = values.filter(values.realised.notnull())
+    by_segment = ibis.window(group_by="segment", order_by="realised")
+    ranked = known.mutate(_rank=ibis.row_number().over(by_segment),
+                          _n=known.realised.count().over(ibis.window(group_by="segment")))
+    ranks = [((ranked._n - 1) * float(q)).floor() for q in AMOUNT_QUANTILES]
+    ranks += [((ranked._n - 1) * float(q)).ceil() for q in AMOUNT_QUANTILES]
+    needed = ranked.filter(ibis.or_(*[ranked._rank == rank for rank in ranks]))
+    rows = needed.select("segment", "realised", "_rank", "_n").to_pandas()
+    result = {}
+    for segment, group in rows.groupby("segment", sort=False):
+        at = dict(zip(group["_rank"].astype(int), group["realised"].astype(float), strict=True))
+        n = int(group["_n"].iloc[0])
+        result[str(segment)] = [_quantile(at, n, float(q)) for q in AMOUNT_QUANTILES]
+    return result
+
+
+def _quantile(at: dict[int, float], n: int, q: float) -> float:
+    position = (n - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return at[low] if low == high else interpolate(at[low], at[high], position - low)
 
 
 # Conjugate Normal-Inverse-Gamma prior of the log ratio (realised / last open amount) per

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import FunnelDataError
 from ._files import REQUIRED_COLUMNS, ROW, load_source, missing_column_error, rename_columns
+from ._portable import as_int
 
 __all__ = ["FunnelDataError", "FunnelDefinition", "EventLog", "read_events", "REQUIRED_COLUMNS"]
 
@@ -207,7 +208,7 @@ def _typed(table: ibis.Table, funnel: FunnelDefinition, dayfirst: bool,
     ]
     problem = ibis.cases(*[(bad, i) for i, (bad, _, _) in enumerate(checks)], else_=ibis.null("int64"))
     bad_value = ibis.cases(*[(bad, raw.cast("string")) for bad, raw, _ in checks], else_=ibis.null("string"))
-    outcome = stage.isin(list(funnel.won + funnel.lost)).cast("int64")
+    outcome = as_int(stage.isin(list(funnel.won + funnel.lost)))
     typed = table.mutate(deal_id=deal, stage=stage, timestamp=timestamp, amount=amount,
                          _problem=problem, _bad_value=bad_value,
                          _relabelled=stage.isin(list(funnel.labels)) & (raw_stage != stage), _offset=offset,
@@ -330,10 +331,13 @@ def _row_of(record) -> int | None:
 def _materialise(table: ibis.Table) -> ibis.Table:
     """Store a table once in its backend (a temporary table) so later steps do not
     recompute it. (``Table.cache`` would do, but its clean-up fails at interpreter
-    exit with DuckDB 2.)"""
+    exit with DuckDB 2.) Spark has no temporary tables: there the table is cached in
+    the session's memory."""
     import uuid
 
     backend = table._find_backend(use_default=True)
+    if backend.name == "pyspark":
+        return table.cache()
     return backend.create_table(f"funnelsim_{uuid.uuid4().hex[:12]}", table, temp=True)
 
 
@@ -352,11 +356,11 @@ def _scan(table: ibis.Table) -> dict:
     """One pass: rows, rows with a problem, distinct rows (to spot duplicates), relabelled
     stages, and timestamps with and without a UTC offset."""
     content = [c for c in table.columns if c not in (ROW, ORDER, "_problem", "_bad_value", "_relabelled", "_offset")]
-    row_hash = ibis.struct({c: table[c] for c in content}).hash()
-    result = table.aggregate(rows=table.count(), problems=table._problem.notnull().cast("int64").sum(),
-                             distinct=row_hash.nunique(),
-                             relabelled=table._relabelled.cast("int64").sum(),
-                             offsets=table._offset.notnull().cast("int64").sum()).to_pandas().iloc[0]
+    row = ibis.struct({c: table[c] for c in content})  # exact, and any database counts it (few hash a struct)
+    result = table.aggregate(rows=table.count(), problems=as_int(table._problem.notnull()).sum(),
+                             distinct=row.nunique(),
+                             relabelled=as_int(table._relabelled).sum(),
+                             offsets=as_int(table._offset.notnull()).sum()).to_pandas().iloc[0]
     return {k: int(0 if pd.isna(v) else v) for k, v in result.items()}
 
 
@@ -396,7 +400,7 @@ def _check_outcomes(table: ibis.Table, funnel: FunnelDefinition, name: str) -> N
     window query find the first offending row."""
     terminal = table.stage.isin(list(funnel.won + funnel.lost))
     per_deal = table.group_by("deal_id").aggregate(
-        outcomes=terminal.cast("int64").sum(),
+        outcomes=as_int(terminal).sum(),
         outcome_at=table.timestamp.max(where=terminal),
         last_open_at=table.timestamp.max(where=~terminal),
     )
@@ -408,7 +412,7 @@ def _check_outcomes(table: ibis.Table, funnel: FunnelDefinition, name: str) -> N
 def _raise_first_after_outcome(table: ibis.Table, funnel: FunnelDefinition, name: str) -> None:
     terminal = table.stage.isin(list(funnel.won + funnel.lost))
     window = ibis.cumulative_window(group_by="deal_id", order_by=event_order())
-    prior = terminal.cast("int64").sum().over(window) - terminal.cast("int64")
+    prior = as_int(terminal).sum().over(window) - as_int(terminal)
     offenders = (table.mutate(_terminal=terminal, _prior=prior)
                  .filter(lambda t: t._prior.fill_null(0) > 0)
                  .order_by([ROW, "deal_id", "timestamp"]).limit(1).to_pandas())

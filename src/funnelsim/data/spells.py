@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import ibis
 import pandas as pd
 
+from ._portable import as_int, rounded
 from .events import EventLog, FunnelDefinition, _materialise, event_order
 
 __all__ = ["Spells", "to_spells", "resolve_as_of", "end_of_day", "deal_segment", "MOVES", "NO_SEGMENT"]
@@ -66,15 +67,16 @@ class Spells:
     def to_pandas(self) -> pd.DataFrame:
         """All spells as a DataFrame ordered by deal and entry (small logs only)."""
         frame = self.table.order_by(["deal_id", "entered", "stage_index"]).to_pandas()
-        # Ibis returns a timestamp column with nulls at another resolution; keep both alike
-        frame["left"] = frame["left"].astype(frame["entered"].dtype)
+        # Ibis returns a timestamp column with nulls at another resolution, and Spark ns: keep both in us
+        for column in ("entered", "left"):
+            frame[column] = frame[column].astype("datetime64[us]")
         return frame
 
     def duration_counts(self, resolution_days: float = 1 / 24) -> pd.DataFrame:
         """Spells grouped by (stage, segment, move, destination, days rounded to
         ``resolution_days``): the small table the funnel estimators need."""
         t = self.table
-        days = (t.days / resolution_days).round().cast("float64") * resolution_days
+        days = rounded(t.days / resolution_days).cast("float64") * resolution_days
         grouped = (t.mutate(days=days)
                    .group_by(["stage", "stage_index", "segment", "move", "destination", "days"])
                    .agg(n=ibis._.count()))
@@ -184,16 +186,16 @@ def _edge_counts(visible: ibis.Table, kept: ibis.Table, stays: ibis.Table,
                  funnel: FunnelDefinition) -> dict[str, int]:
     terminal = kept.stage.isin(list(funnel.won + funnel.lost))
     deal_level = kept.aggregate(
-        deals=(kept._position == 0).cast("int64").sum(),
-        created_terminal=((kept._position == 0) & terminal).cast("int64").sum(),
+        deals=as_int(kept._position == 0).sum(),
+        created_terminal=as_int((kept._position == 0) & terminal).sum(),
         events=kept.count(),
     ).to_pandas().iloc[0]
     deal_level["repeated_stage"] = int(visible.count().execute()) - int(deal_level.pop("events"))
     spell_level = stays.aggregate(
         spells=stays.count(),
-        open=(stays.move == "censored").cast("int64").sum(),
-        went_back=(stays.move == "back").cast("int64").sum(),
-        zero_length=((stays.days == 0) & (stays.move != "censored")).cast("int64").sum(),
+        open=as_int(stays.move == "censored").sum(),
+        went_back=as_int(stays.move == "back").sum(),
+        zero_length=as_int((stays.days == 0) & (stays.move != "censored")).sum(),
     ).to_pandas().iloc[0]
     merged = {**deal_level.to_dict(), **spell_level.to_dict()}
     return {k: int(0 if pd.isna(v) else v) for k, v in merged.items()}

@@ -149,7 +149,7 @@ def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
     events = visible.mutate(segment=deal_segment(visible, spells.segment_by),
                             _first=visible.stage.first().over(by_deal))
     deals = events.group_by("deal_id").aggregate(
-        segment=events.segment.arbitrary(), first=events._first.arbitrary(),
+        segment=events.segment.min(), first=events._first.min(),  # one value per deal (min: any database)
         created=events.timestamp.min(), amount=events.amount.max(where=events.stage.isin(list(log.funnel.won))))
     age_days = (ibis.timestamp(end).epoch_seconds() - deals.created.epoch_seconds()) / 86400.0
     recent = deals.filter(deals.first.isin(list(log.funnel.won))).mutate(
