@@ -13,7 +13,7 @@ CSS = """
 .fsr h2 { font-size: 12pt; margin: 14pt 0 4pt 0; border-bottom: 1px solid #ccc; padding-bottom: 2pt; }
 .fsr .sub { color: #555; margin: 0 0 8pt 0; }
 .fsr .cards { display: flex; flex-wrap: wrap; gap: 6pt; margin: 6pt 0; }
-.fsr .card { flex: 1 1 40mm; border: 1px solid #ccc; border-radius: 4pt; padding: 5pt 7pt; }
+.fsr .card { flex: 1 1 36mm; border: 1px solid #ccc; border-radius: 4pt; padding: 5pt 7pt; }
 .fsr .card .k { color: #555; font-size: 8.5pt; }
 .fsr .card .v { font-size: 14pt; font-weight: 600; }
 .fsr .card .d { color: #555; font-size: 8.5pt; }
@@ -22,6 +22,7 @@ CSS = """
 .fsr th { background: #f3f3f3; }
 .fsr td.n, .fsr th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .fsr .dim { color: #666; }
+.fsr .ci { font-size: 7.5pt; }
 .fsr .warn { border: 2px solid #D55E00; background: #fff3ec; padding: 5pt; }
 .fsr .ok { border: 1px solid #009E73; background: #eefaf5; padding: 5pt; }
 .fsr figure { margin: 4pt 0; }
@@ -39,8 +40,8 @@ CSS = """
 
 BODY = r"""
 {%- macro band(b) -%}{{ b.p10|money }} – {{ b.p90|money }}{%- endmacro -%}
-{%- macro ci(v, fmt) -%}{%- if fmt == 'pct' -%}{{ v[0]|pct }} <span class="dim">{{ v[1]|pct }}–{{ v[2]|pct }}</span>
-{%- else -%}{{ v[0]|days }} <span class="dim">{{ v[1]|days }}–{{ v[2]|days }}</span>{%- endif -%}{%- endmacro -%}
+{%- macro ci(v, fmt) -%}{%- if fmt == 'pct' -%}{{ v[0]|pct }}<br><span class="dim ci">{{ v[1]|pct }}–{{ v[2]|pct }}</span>
+{%- else -%}{{ v[0]|days }}<br><span class="dim ci">{{ v[1]|days }}–{{ v[2]|days }}</span>{%- endif -%}{%- endmacro -%}
 <div class="fsr">
 <h1>Revenue forecast as of {{ h.as_of }}</h1>
 <p class="sub">Next {{ h.horizon_days }} days ({{ h.as_of }} to {{ h.horizon_end }}) · {{ h.open_deals|count }} open deals
@@ -49,12 +50,12 @@ worth {{ h.open_amount|money }} · {{ h.draws|count }} posterior draws · amount
 <section id="headline">
 <div class="cards">
  <div class="card"><div class="k">Open pipeline, 80% band</div>
-  <div class="v" data-key="pipeline_band">{{ band(h.pipeline) }}</div>
-  <div class="d">median <span data-key="pipeline_p50">{{ h.pipeline.p50|money }}</span> · mean <span data-key="pipeline_mean">{{ h.pipeline.mean|money }}</span></div></div>
+  <div class="v">{{ h.pipeline.p10|compact }} – {{ h.pipeline.p90|compact }}</div>
+  <div class="d"><span data-key="pipeline_band">{{ band(h.pipeline) }}</span><br>median <span data-key="pipeline_p50">{{ h.pipeline.p50|money }}</span> · mean <span data-key="pipeline_mean">{{ h.pipeline.mean|money }}</span></div></div>
  {%- if h.total %}
  <div class="card"><div class="k">With deals created during the horizon</div>
-  <div class="v" data-key="total_band">{{ band(h.total) }}</div>
-  <div class="d">median <span data-key="total_p50">{{ h.total.p50|money }}</span> · mean {{ h.total.mean|money }}</div></div>
+  <div class="v">{{ h.total.p10|compact }} – {{ h.total.p90|compact }}</div>
+  <div class="d"><span data-key="total_band">{{ band(h.total) }}</span><br>median <span data-key="total_p50">{{ h.total.p50|money }}</span> · mean {{ h.total.mean|money }}</div></div>
  {%- endif %}
  <div class="card"><div class="k">Target</div>
   {%- if h.target is not none %}

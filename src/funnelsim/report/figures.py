@@ -99,7 +99,7 @@ def periods_svg(forecast) -> str:
         ax.set_ylabel("revenue (log's currency)")
         ax.set_title("Revenue won per period")
         currency_axis(ax.yaxis)
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
         return _svg(fig)
 
 

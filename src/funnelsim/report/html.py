@@ -184,6 +184,14 @@ def money(value) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
 
+def compact(value) -> str:
+    """An amount in a few characters: 950, 12.6k, 3.4M ("—" when missing)."""
+    from .charts import compact_amount
+
+    v = _number(value)
+    return "—" if v is None else compact_amount(v)
+
+
 def signed(value) -> str:
     """A change of amount: +1,234 or −1,234."""
     v = _number(value)
@@ -211,5 +219,5 @@ def _environment():
     from jinja2 import Environment, StrictUndefined
 
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=False)
-    env.filters |= {"money": money, "signed": signed, "pct": pct, "days": days, "count": count}
+    env.filters |= {"money": money, "compact": compact, "signed": signed, "pct": pct, "days": days, "count": count}
     return env
