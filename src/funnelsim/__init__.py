@@ -15,6 +15,7 @@ The everyday names, in the order of the data flow::
     whatif = fs.compare(model, snap, [fs.Scenario("Proposal +5 pts", (fs.Change("Proposal", conversion_points=5),))])
     fs.bottlenecks(model, snap)                      # where a change pays most
     fs.backtest("crm.csv", funnel, fs.origin_dates("1M", "2024-01-31", "2024-06-30"))
+    fs.forecast_report(model, snap, target=500_000).write_html("report.html")   # the quarterly report
     events, truth = fs.synth.generate(5000, seed=1)  # a synthetic CRM with known truth
 
 Revenue is in the currency of the log's amount column; durations in days. Names load on
@@ -30,6 +31,7 @@ __all__ = [
     "FunnelModel", "compare_sojourn",
     "forecast", "Forecast", "Scenario", "Change", "NewDeal", "read_scenarios", "compare", "WhatIf", "bottlenecks",
     "backtest", "BacktestSettings", "origin_dates",
+    "forecast_report", "Report",
     "synth",
 ]
 
@@ -45,6 +47,7 @@ _HOMES = {
     "WhatIf": "funnelsim.sim.scenarios", "bottlenecks": "funnelsim.sim.scenarios",
     "backtest": "funnelsim.sim.backtest", "BacktestSettings": "funnelsim.sim.backtest",
     "origin_dates": "funnelsim.sim.backtest",
+    "forecast_report": "funnelsim.report.html", "Report": "funnelsim.report.html",
 }
 
 

@@ -75,8 +75,8 @@ def demo(
     """Run the whole job on a synthetic CRM: generate it, print its funnel, fit the Bayesian
     funnel model as of --horizon days before the log ends, forecast the revenue of the deals
     open then, and compare the forecast with what the synthetic CRM says happened. Files go
-    to --out: events.csv, funnel.json, model/, stage_table.csv, forecast.json, deals.csv and
-    fan_chart.png.
+    to --out: events.csv, funnel.json, model/, stage_table.csv, forecast.json, deals.csv,
+    fan_chart.png and report.html (the forecast report, with what changed in the 30 days before).
     """
     import pandas as pd
 
@@ -84,6 +84,7 @@ def demo(
     from ...data import synth as synth_module
     from ...model.funnel_model import FunnelModel
     from ...report.funnel import funnel_table
+    from ...report.html import forecast_report
     from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
     from ...sim.forecast import forecast as run_forecast
 
@@ -115,6 +116,8 @@ def demo(
     atomic_write(out_dir / "deals.csv", lambda tmp: result.deals().to_csv(tmp, index=False))
     ax = result.plot_fan()
     atomic_write(out_dir / "fan_chart.png", lambda tmp: ax.figure.savefig(tmp, dpi=120, bbox_inches="tight"))
+    forecast_report(model, snapshot, forecast=result, compare_to=snapshot.as_of - pd.Timedelta(days=30),
+                    seed=seed).write_html(out_dir / "report.html")
 
     happened = snapshot.realised(horizon).pipeline   # won by the deals open at the cut-off, in the horizon
     band = result.pipeline_revenue()
