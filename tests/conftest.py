@@ -3,6 +3,8 @@ import pytest
 
 from funnelsim.data.events import FunnelDefinition
 
+from . import servers
+
 
 @pytest.fixture
 def funnel():
@@ -34,3 +36,25 @@ def write_csv(tmp_path, frame, name="events.csv"):
     path = tmp_path / name
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole run (tests/servers.py); skipped only without one."""
+    try:
+        server = servers.start_postgres()
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """Spark in local mode for the whole run (tests/servers.py); skipped only without Java."""
+    try:
+        session = servers.start_spark()
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))
+    yield session
+    session.stop()
