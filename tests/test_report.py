@@ -178,6 +178,10 @@ def test_waterfall_adds_up_to_the_difference_of_the_open_amounts():
                                "open now": 1850.0}
     moved = result.steps.set_index("step").loc["moved forward or back"]
     assert (moved["deals"], moved["moved_amount"]) == (1, 200.0)
+    valued = pipeline_changes(snap, then, deal_value=1000.0)      # D8, without an amount, counts 1,000
+    assert (valued.open_then, valued.open_now) == (2500.0, 2850.0)
+    assert valued.steps.set_index("step")["amount"].drop(["open then", "open now"]).to_dict() == {
+        k: v for k, v in steps.items() if k not in ("open then", "open now")}
 
 
 def test_waterfall_of_the_synthetic_log_adds_up(report):

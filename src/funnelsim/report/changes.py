@@ -4,7 +4,7 @@ The waterfall follows the **live open amount**: the amounts (currency of the log
 open at the end of a day that have not gone dark. A deal has gone dark when it has sat in its
 stage longer than 90% of the stays that moved forward from that stage took (the funnel table's
 ``dark_candidates`` yardstick, :data:`funnelsim.report.funnel.DARK_QUANTILE`), measured on
-today's history for both days so the two are read alike. A deal without an amount counts 0.
+today's history for both days so the two are read alike. A deal without an amount counts 0 (or ``deal_value``).
 
 Every deal adds ``amount now`` (0 unless live now) minus ``amount then`` (0 unless live then) and
 is put in exactly one step by what happened to it, so the steps add up exactly (to rounding)::
@@ -71,11 +71,11 @@ def dark_thresholds(snapshot) -> dict[str, float]:
             for stage, group in moves.groupby("stage")}
 
 
-def _live(open_deals: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
-    """Open deals with ``dark`` (bool) and ``value`` (amount, 0 when missing), by deal id."""
+def _live(open_deals: pd.DataFrame, thresholds: dict[str, float], missing: float) -> pd.DataFrame:
+    """Open deals with ``dark`` (bool) and ``value`` (amount, ``missing`` when none), by deal id."""
     limit = open_deals["stage"].astype(str).map(thresholds).astype(float).fillna(np.inf)
     frame = open_deals.assign(dark=open_deals["age_days"].to_numpy(float) > limit.to_numpy(),
-                              value=open_deals["amount"].astype(float).fillna(0.0))
+                              value=open_deals["amount"].astype(float).fillna(missing))
     return frame.set_index(frame["deal_id"].astype(str))
 
 
@@ -89,9 +89,9 @@ def _closed_between(snapshot, then_cutoff: pd.Timestamp) -> pd.DataFrame:
     return pd.DataFrame({"deal_id": rows["deal_id"].astype(str), "outcome": outcome}).drop_duplicates("deal_id")
 
 
-def _created_between(snapshot, then_cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Deals whose first event falls between the two cut-offs: deal_id, segment, stage and
-    ``value`` = their last amount before today's cut-off (0 if none)."""
+def _created_between(snapshot, then_cutoff: pd.Timestamp, missing: float) -> pd.DataFrame:
+    """Deals whose first event falls between the two cut-offs: deal_id and ``value`` = their
+    last amount before today's cut-off (``missing`` if none)."""
     t = snapshot.log.table
     now = ibis.timestamp(snapshot.cutoff)
     first = t.filter(t.timestamp < now).group_by("deal_id").aggregate(created=t.timestamp.min())
@@ -102,20 +102,23 @@ def _created_between(snapshot, then_cutoff: pd.Timestamp) -> pd.DataFrame:
         return pd.DataFrame(columns=["deal_id", "value"])
     last = rows.dropna(subset=["amount"]).groupby("deal_id")["amount"].last()
     out = pd.DataFrame({"deal_id": rows["deal_id"].astype(str).unique()})
-    out["value"] = out["deal_id"].map(last.rename(index=str)).astype(float).fillna(0.0)
+    out["value"] = out["deal_id"].map(last.rename(index=str)).astype(float).fillna(missing)
     return out
 
 
-def pipeline_changes(now, then_day, thresholds: dict[str, float] | None = None) -> PipelineChanges:
+def pipeline_changes(now, then_day, thresholds: dict[str, float] | None = None,
+                     deal_value: float | None = None) -> PipelineChanges:
     """The waterfall from the CRM at the end of ``then_day`` to ``now`` (a Snapshot; the
-    earlier day must be before ``now.as_of``). See the module doc for the steps."""
+    earlier day must be before ``now.as_of``). See the module doc for the steps. A deal
+    without an amount counts ``deal_value`` (currency; default 0)."""
     then = now.at(then_day)
     if then.as_of >= now.as_of:
         raise ValueError(f"compare-to day {then.as_of.date()} must be before as-of {now.as_of.date()}")
     thresholds = dark_thresholds(now) if thresholds is None else thresholds
-    before, after = _live(then.open_deals, thresholds), _live(now.open_deals, thresholds)
+    missing = 0.0 if deal_value is None else float(deal_value)
+    before, after = _live(then.open_deals, thresholds, missing), _live(now.open_deals, thresholds, missing)
     closed = _closed_between(now, then.cutoff).set_index("deal_id")["outcome"]
-    created = _created_between(now, then.cutoff).set_index("deal_id")["value"]
+    created = _created_between(now, then.cutoff, missing).set_index("deal_id")["value"]
     live_then = before.index[~before["dark"]]
     live_now = after.index[~after["dark"]]
     rows = []

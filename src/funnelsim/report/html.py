@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .._io import atomic_write, write_json
 from ..data.events import FunnelDataError
@@ -124,7 +125,7 @@ def forecast_report(model, snapshot, *, horizon_days: int = HORIZON_DAYS, target
                                 deal_value=deal_value, new_deals=new_deals)
     if compare_to is not None and snapshot.at(compare_to).as_of >= snapshot.as_of:
         raise FunnelDataError("--compare-to must be a day before --as-of", column="compare_to",
-                              value=str(compare_to), hint=f"Pass a day before {snapshot.as_of.date()}.")
+                              value=str(pd.Timestamp(compare_to).date()), hint=f"Pass a day before {snapshot.as_of.date()}.")
     seed = forecast.dataset.attrs.get("seed", seed)
     inflow = snapshot.new_deals if forecast.has_new_deals else None
     thresholds = sections.thresholds_for(snapshot)
@@ -163,8 +164,6 @@ def _pictures(forecast, target, ctx) -> dict:
 
 
 def _frame(rows):
-    import pandas as pd
-
     return pd.DataFrame(rows)
 
 

@@ -78,7 +78,7 @@ def changes(model, snapshot, forecast, compare_to, thresholds: dict, deal_value:
     from that day's pipeline (with today's model), and the deals behind the largest moves."""
     from ..sim.run import simulate_run
 
-    moved = pipeline_changes(snapshot, compare_to, thresholds)
+    moved = pipeline_changes(snapshot, compare_to, thresholds, deal_value)
     then = snapshot.at(compare_to)
     gap = int(round((snapshot.cutoff - then.cutoff) / pd.Timedelta(days=1)))
     horizon = forecast.horizon_days
