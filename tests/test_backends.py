@@ -139,3 +139,65 @@ def test_a_million_events_give_the_same_funnel_and_statistics(backend, million, 
     assert_same_results(million_duckdb, got, parts=("stats", "funnel", "amounts", "open"))
     assert got["counts"] == million_duckdb["counts"]
     assert got["realised"] == million_duckdb["realised"]
+
+
+# --------------------------------------------------------------------------- the CLI's --table URL
+
+FUNNEL = ["--stages", "Lead,Qualified,Proposal", "--won", "Won,Closed Won", "--lost", "Lost"]
+
+
+def cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "funnelsim.cli.app", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_cli_reads_a_postgres_or_duckdb_table_by_url_as_it_reads_the_file(postgres_server, small_log, tmp_path):
+    small_log.to_csv(tmp_path / "events.csv", index=False)
+    copy_frame(postgres_server, "cli_events", small_log)
+    database = tmp_path / "crm.duckdb"
+    con = ibis.duckdb.connect(database)
+    con.create_table("events", ibis.memtable(small_log))
+    con.disconnect()
+    outputs = {}
+    for name, source in {
+        "file": [tmp_path / "events.csv"],
+        "postgres": ["--table", f"{postgres_server.url}?table=cli_events"],
+        "postgres_schema": ["--table", f"postgresql://funnelsim@127.0.0.1:{postgres_server.port}/postgres"
+                                       "?table=public.cli_events"],
+        "duckdb": ["--table", f"duckdb://{database}?table=events"],
+    }.items():
+        done = cli("funnel", *source, *FUNNEL, "--as-of", "2024-02-15", "--segment-by", "region",
+                   "--json", tmp_path / f"{name}.json")
+        assert done.returncode == 0, (name, done.stderr)
+        outputs[name] = (tmp_path / f"{name}.json").read_text()
+    assert len(set(outputs.values())) == 1
+
+
+@pytest.mark.parametrize("table, expected", [
+    ("{url}?table=evnts", "there is no table 'evnts'. Did you mean 'cli_events'? Tables there: "),
+    ("{url}", "the URL names no table"),
+    ("postgres://funnelsim@127.0.0.1:1/postgres?table=cli_events", "cannot connect: connection failed"),
+    ("postgres://funnelsim@127.0.0.1:{port}/nodb?table=cli_events", 'database "nodb" does not exist'),
+    ("duckdb:///no/such/crm.duckdb?table=events", "no DuckDB database file there"),
+    ("nosuchdb://host/db?table=events", "cannot connect"),
+    ("events.csv", "--table: this is not a database URL (value 'events.csv')"),
+])
+def test_cli_bad_table_url_exits_2_naming_the_option_and_the_url(postgres_server, small_log, table, expected):
+    copy_frame(postgres_server, "cli_events", small_log)
+    table = table.format(url=postgres_server.url, port=postgres_server.port)
+    done = cli("funnel", "--table", table, *FUNNEL)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert expected in done.stderr
+    if "://" in table:
+        assert f"--table {table!r}" in " ".join(done.stderr.split()) or f"--table '{table}'" in done.stderr
+
+
+def test_cli_table_url_hides_the_password(postgres_server):
+    done = cli("funnel", "--table", f"postgres://funnelsim:s3cret@127.0.0.1:{postgres_server.port}/postgres"
+                                    "?table=evnts", *FUNNEL)
+    assert done.returncode == 2 and "s3cret" not in done.stderr and "funnelsim:***@" in done.stderr

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..errors import FunnelDataError
 from ..model.funnel_model import DEFAULT_TARGET_ACCEPT
 from .console import err, out, reading
 from .options import parse_columns
@@ -17,20 +18,41 @@ if TYPE_CHECKING:
     from ..data.snapshot import Snapshot
     from ..model.funnel_model import FunnelModel
 
-__all__ = ["read_snapshot", "stage_stats", "fit_model", "model_for", "new_deal_inflow", "print_losses"]
+__all__ = ["event_source", "read_snapshot", "stage_stats", "fit_model", "model_for", "new_deal_inflow", "print_losses"]
 
 
-def read_snapshot(events, stages: str, won: str, lost: str, *, as_of: str | None = None,
+def event_source(events: Path | None, table: str | None):
+    """What to read: the EVENTS file or the ``--table`` URL, exactly one of them."""
+    from ..data._files import TableURL, is_table_url
+
+    if events is not None and table:
+        raise FunnelDataError("give the event log as a file or as --table URL, not both", source="--table",
+                              value=table, hint="Drop the file argument to read the table, or --table to read the file.")
+    if table:
+        if not is_table_url(table):
+            raise FunnelDataError("this is not a database URL", source="--table", value=table,
+                                  hint="For example --table 'postgres://user@host:5432/db?table=events'; give a .csv or "
+                                       ".parquet file as the first argument instead of --table.")
+        return TableURL(table, option="--table")
+    if events is None:
+        raise FunnelDataError("no event log given", hint="Give a .csv or .parquet file as the first argument, or a "
+                                                         "database table with --table URL.")
+    return events
+
+
+def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None = None, as_of: str | None = None,
                   segment_by: str | None = None, history_days: float | None = None, dayfirst: bool = False,
                   decimal: str = ".", columns: str | None = None) -> Snapshot:
-    """Read the log (the reading options as given) and stand on ``as_of``; its stays are built
-    here, so a log that cannot be read fails before anything is fitted."""
+    """Read the log (the file ``events`` or the ``table`` URL, with the reading options as given)
+    and stand on ``as_of``; its stays are built here, so a log that cannot be read fails before
+    anything is fitted."""
     from ..data.events import FunnelDefinition
     from ..data.snapshot import Snapshot
 
     funnel = FunnelDefinition(stages, won, lost)
+    source = event_source(events, table)
     with reading():
-        snapshot = Snapshot.read(events, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
+        snapshot = Snapshot.read(source, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
                                  columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal)
         snapshot.spells  # noqa: B018 - built now, under the spinner
     return snapshot

@@ -20,7 +20,7 @@ from ..data.events import FunnelDataError
 __all__ = [
     "FITTING", "SIMULATING", "OUTPUT",
     "Period", "Sojourn", "Sampler",
-    "Events", "Stages", "Won", "Lost", "AsOf", "SegmentBy", "Dayfirst", "Decimal", "Columns", "HistoryDays",
+    "Events", "Table", "Stages", "Won", "Lost", "AsOf", "SegmentBy", "Dayfirst", "Decimal", "Columns", "HistoryDays",
     "Draws", "Tune", "Chains", "Seed", "Strict", "SojournFamily", "SamplerName", "TargetAccept", "ModelDir",
     "Horizon", "ReportPeriod", "DealValue", "NewDeals", "Target",
     "Json",
@@ -60,7 +60,15 @@ class Sampler(Enum):
 
 # --------------------------------------------------------------------------- reading the log
 
-Events = Annotated[Path, typer.Argument(help="Event log: a .csv or .parquet file.", show_default=False)]
+Events = Annotated[Path | None, typer.Argument(
+    metavar="EVENTS", help="Event log: a .csv or .parquet file (or read a database table with --table).",
+    show_default=False)]
+Table = Annotated[str | None, typer.Option(
+    "--table", metavar="URL",
+    help="Read the log from a database table instead of a file: 'postgres://user@host:5432/db?table=events', "
+         "'duckdb:///path/crm.duckdb?table=events' (read-only), or any Ibis backend's URL with ?table=NAME "
+         "(table=schema.NAME for another schema). Checks and statistics run in the database.",
+    show_default=False)]
 Stages = Annotated[str, typer.Option(
     "--stages", help="Open stages in funnel order, comma-separated: Lead,Qualified,Proposal.",
     show_default=False)]

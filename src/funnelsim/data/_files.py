@@ -1,6 +1,7 @@
-"""Reading an event log's source: a CSV or Parquet file, a DataFrame or an Ibis table, into
-an Ibis table with the source row number of each event (:data:`ROW`, as a spreadsheet
-numbers it: the header is row 1), with the canonical column names.
+"""Reading an event log's source: a CSV or Parquet file, a DataFrame, an Ibis table or a
+database table by URL (:class:`TableURL`), into an Ibis table with the source row number of
+each event (:data:`ROW`, as a spreadsheet numbers it: the header is row 1), with the
+canonical column names.
 
 A CSV's delimiter (comma, semicolon or tab) is detected from its header line; only empty
 cells are missing values. Every problem is a :class:`funnelsim.errors.FunnelDataError`
@@ -10,8 +11,12 @@ naming the file, row and column.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import ibis
 import pandas as pd
@@ -19,7 +24,8 @@ import pyarrow as pa
 
 from ..errors import FunnelDataError
 
-__all__ = ["REQUIRED_COLUMNS", "ROW", "load_source", "rename_columns", "missing_column_error"]
+__all__ = ["REQUIRED_COLUMNS", "ROW", "TableURL", "is_table_url", "open_table_url", "load_source", "rename_columns",
+           "missing_column_error"]
 
 REQUIRED_COLUMNS = ("deal_id", "stage", "timestamp")
 ROW = "_row"  # position of the event in its source, as a spreadsheet numbers it
@@ -27,9 +33,14 @@ ROW = "_row"  # position of the event in its source, as a spreadsheet numbers it
 
 def load_source(source, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> tuple[str, ibis.Table]:
     """Return (a name for messages, an Ibis table with a ``_row`` column)."""
+    name = "table"
+    if isinstance(source, str) and is_table_url(source):
+        source = TableURL(source)
+    if isinstance(source, TableURL):
+        name, source = open_table_url(source)
     if isinstance(source, ibis.Table):  # no row numbers in a database: number rows deterministically
         order = [c for c in ("deal_id", "timestamp", "stage") if c in source.columns]
-        return "table", source.mutate(**{ROW: ibis.row_number().over(order_by=order) + 1})
+        return name, source.mutate(**{ROW: ibis.row_number().over(order_by=order) + 1})
     if isinstance(source, pd.DataFrame):
         frame = source.reset_index(drop=True)
         try:
@@ -55,6 +66,106 @@ def load_source(source, expected: tuple[str, ...] = REQUIRED_COLUMNS) -> tuple[s
         return name, table.rename({ROW: "file_row_number"}).mutate(**{ROW: ibis._[ROW] + 1})
     return name, _memtable(_read_csv(path, name, expected), first_row=2)
 
+
+# --------------------------------------------------------------------------- tables by URL
+
+@dataclass(frozen=True)
+class TableURL:
+    """A database table named by URL: ``postgres://user[:password]@host[:port]/database?table=events``
+    (``table=schema.events`` for another schema; other query parameters go to the driver) or
+    ``duckdb:///path/crm.duckdb?table=events`` (opened read-only), or any other backend
+    :func:`ibis.connect` knows with ``?table=``. ``option`` names the command-line option it
+    came from, for messages. Picklable, so a backtest's worker processes open it themselves."""
+
+    url: str
+    option: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C://... is a Windows path
+
+
+def is_table_url(text: str) -> bool:
+    """Whether ``text`` is a URL (``scheme://...``) rather than a file path."""
+    return bool(_URL.match(text))
+
+
+def open_table_url(source: TableURL) -> tuple[str, ibis.Table]:
+    """Connect and return (the URL without its password, the table). Every problem, from an
+    unknown scheme to a missing table, is a :class:`FunnelDataError` naming the URL (and
+    the option it came from)."""
+    where = f"{source.option} {source.shown!r}" if source.option else source.shown
+    parts = urlsplit(source.url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    table_name = query.pop("table", "").strip()
+    example = "postgres://user@host:5432/database?table=events or duckdb:///path/crm.duckdb?table=events"
+    if not table_name:
+        raise FunnelDataError("the URL names no table", source=where,
+                              hint=f"Add ?table=NAME (or table=schema.NAME), e.g. {example}.")
+    try:
+        con = _connect(scheme, parts, query, where)
+    except FunnelDataError:
+        raise
+    except (ImportError, ModuleNotFoundError) as exc:
+        extra = {"postgres": "postgres", "postgresql": "postgres", "pyspark": "spark"}.get(scheme)
+        install = f"pip install 'funnelsim[{extra}]'" if extra else f"install the Ibis backend for {scheme}"
+        raise FunnelDataError(f"the {scheme} driver is not installed ({exc})", source=where,
+                              hint=f"Run {install}.") from None
+    except Exception as exc:  # the driver's own error: refused, unknown host, bad password, unknown scheme...
+        raise FunnelDataError(f"cannot connect: {_first_line(exc)}", source=where,
+                              hint=f"Check the URL (scheme, user, host, port, database) and that the server is "
+                                   f"running; for example {example}.") from None
+    schema, _, name = table_name.rpartition(".")
+    try:
+        return source.shown, con.table(name, database=schema or None)
+    except Exception as exc:  # no such table (each driver has its own error)
+        try:
+            tables = sorted(con.list_tables(database=schema or None))
+        except Exception:  # some backends cannot list (Ibis 12 on DuckDB 2)
+            tables = None
+        close = difflib.get_close_matches(name, tables or [], n=1, cutoff=0.5)
+        hint = f"Did you mean '{close[0]}'? " if close else ""
+        if tables:
+            hint += f"Tables there: {', '.join(tables[:20])}{', ...' if len(tables) > 20 else ''}."
+        else:
+            hint += "Check the table's name (and schema: table=schema.name)." if tables is None else \
+                f"The database has no table{' in ' + schema if schema else ''}."
+        said = _first_line(exc)
+        problem = f"there is no table {table_name!r}" + ("" if said in (name, table_name) else f" ({said})")
+        raise FunnelDataError(problem, source=where, hint=hint) from None
+
+
+def _connect(scheme: str, parts, query: dict, where: str):
+    if scheme in ("postgres", "postgresql"):
+        importlib.import_module("ibis.backends.postgres")  # a missing driver fails here, as ImportError
+
+        query.setdefault("connect_timeout", "10")
+        url = urlunsplit(parts._replace(scheme="postgres", query=urlencode(query)))
+        return ibis.connect(url)
+    if scheme == "duckdb":
+        path = Path(unquote(parts.netloc + parts.path))
+        if not path.is_file():
+            raise FunnelDataError("no DuckDB database file there", source=where, value=str(path),
+                                  hint="Check the path: duckdb:///absolute/path.duckdb or duckdb://relative.duckdb.")
+        return ibis.duckdb.connect(path, read_only=True, **query)
+    return ibis.connect(urlunsplit(parts._replace(query=urlencode(query))))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- files
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 

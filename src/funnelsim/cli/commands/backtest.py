@@ -10,6 +10,7 @@ import typer
 from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
 from ..console import err, out, progress, wrote
+from ..inputs import event_source
 from ..options import (
     FITTING,
     OUTPUT,
@@ -28,6 +29,7 @@ from ..options import (
     Seed,
     SegmentBy,
     Stages,
+    Table,
     Tune,
     Won,
     parse_columns,
@@ -40,8 +42,9 @@ ORIGINS = "Origins"  # the --help panel of the options that say where to stand
 
 
 def backtest(
-    events: Events,
     stages: Stages,
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     segment_by: SegmentBy = None,
@@ -104,7 +107,7 @@ def backtest(
                                 seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
-        result = run_backtest(events, FunnelDefinition(stages, won, lost), dates, settings,
+        result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,
                               columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, workers=workers,
                               progress=advance)
     out.print(backtest_rich(result))

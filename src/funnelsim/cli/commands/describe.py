@@ -9,14 +9,15 @@ import typer
 
 from ..console import out, wrote
 from ..inputs import print_losses, read_snapshot
-from ..options import AsOf, Columns, Dayfirst, Decimal, Events, Json, Lost, SegmentBy, Stages, Won
+from ..options import AsOf, Columns, Dayfirst, Decimal, Events, Json, Lost, SegmentBy, Stages, Table, Won
 
 __all__ = ["funnel", "stages"]
 
 
 def funnel(
-    events: Events,
     stages: Stages,
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -36,8 +37,8 @@ def funnel(
     """
     from ...report.funnel import funnel_table
 
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by, dayfirst=dayfirst,
-                             decimal=decimal, columns=columns)
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
+                             dayfirst=dayfirst, decimal=decimal, columns=columns)
     table = funnel_table(snapshot)
     out.print(table)
     if json:

@@ -28,6 +28,7 @@ from ..options import (
     SojournFamily,
     Stages,
     Strict,
+    Table,
     TargetAccept,
     Tune,
     Won,
@@ -37,10 +38,11 @@ __all__ = ["fit"]
 
 
 def fit(
-    events: Events,
     stages: Stages,
     out_dir: Annotated[Path, typer.Option(
         "--out", help="Folder to save the fitted model in (netCDF + JSON), e.g. models/q3.", show_default=False)],
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -66,7 +68,7 @@ def fit(
     from ...model.funnel_model import FunnelModel
     from ...report.render import diagnostics_panel, stage_table_rich
 
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     stage_stats(snapshot)  # says how much of the history a --history-days window keeps
     model = FunnelModel.from_snapshot(snapshot, sojourn=sojourn.value)

@@ -35,6 +35,7 @@ from ..options import (
     SegmentBy,
     Stages,
     Strict,
+    Table,
     Target,
     Tune,
     Won,
@@ -52,11 +53,12 @@ class Paper(Enum):
 
 
 def report(
-    events: Events,
     stages: Stages,
     out_path: Annotated[Path, typer.Option(
         "--out", help="Where to write the report (.html, one self-contained file).", show_default=False,
         rich_help_panel=OUTPUT)],
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -99,7 +101,7 @@ def report(
 
     browser = find_browser() if pdf else None          # a missing browser fails before the fit
     earlier = None if compare_to is None else parse_date(compare_to, "compare_to")
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     with simulating(f"Building the report of {len(snapshot.open_deals):,} open deals"):

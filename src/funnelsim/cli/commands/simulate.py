@@ -39,6 +39,7 @@ from ..options import (
     SegmentBy,
     Stages,
     Strict,
+    Table,
     Target,
     Tune,
     Won,
@@ -48,8 +49,9 @@ __all__ = ["forecast", "whatif", "bottlenecks"]
 
 
 def forecast(
-    events: Events,
     stages: Stages,
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -84,7 +86,7 @@ def forecast(
     from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
     from ...sim.forecast import forecast as run_forecast
 
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
@@ -103,10 +105,11 @@ def forecast(
 
 
 def whatif(
-    events: Events,
     stages: Stages,
     scenarios: Annotated[Path, typer.Option(
         "--scenarios", help="TOML file of [[scenario]] tables (see the README).", show_default=False)],
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -147,7 +150,7 @@ def whatif(
     if not new_deals and any(c.new_deals_factor is not None for p in plan for c in p.changes):
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
@@ -163,8 +166,9 @@ def whatif(
 
 
 def bottlenecks(
-    events: Events,
     stages: Stages,
+    events: Events = None,
+    table: Table = None,
     won: Won = "Won",
     lost: Lost = "Lost",
     as_of: AsOf = None,
@@ -201,7 +205,7 @@ def bottlenecks(
     from ...report.render import bottlenecks_rich, diagnostics_panel
     from ...sim.scenarios import bottlenecks as rank
 
-    snapshot = read_snapshot(events, stages, won, lost, as_of=as_of, segment_by=segment_by,
+    snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
