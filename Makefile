@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/funnelsim demo
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 	PYTHON=$(PYTHON) bash .ci/user_install.sh
 
 lint: $(STAMP)
