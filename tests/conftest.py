@@ -57,4 +57,4 @@ def spark_session():
     except servers.Unavailable as exc:
         pytest.skip(str(exc))
     yield session
-    session.stop()
+    servers.stop_spark(session)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["Unavailable", "Postgres", "postgres_bin", "start_postgres", "copy_frame", "java", "start_spark",
-           "spark_parquet"]
+           "stop_spark", "spark_parquet"]
 
 USER = "funnelsim"
 DATABASE = "postgres"
@@ -99,7 +99,8 @@ def start_postgres(attempts: int = 3) -> Postgres:
     if os.geteuid() == 0:       # initdb and postgres refuse root: run them as an unprivileged user
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         as_user = (runuser, "-u", "nobody", "--")
-    root = Path(tempfile.mkdtemp(prefix="funnelsim-pg-"))
+    # as root, under /tmp: the unprivileged user must reach the folder (TMPDIR may be root's own)
+    root = Path(tempfile.mkdtemp(prefix="funnelsim-pg-", dir="/tmp" if as_user and os.path.isdir("/tmp") else None))
     if as_user:
         os.chown(root, *_nobody())
     try:
@@ -172,6 +173,8 @@ def start_spark():
 
     warehouse = tempfile.mkdtemp(prefix="funnelsim-spark-")
     return (SparkSession.builder.master("local[2]").appName("funnelsim-tests")
+            .config("spark.driver.host", "127.0.0.1")        # no need for the machine's name to resolve
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
@@ -187,3 +190,11 @@ def spark_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` as Parquet Spark reads: timestamps in microseconds (Spark refuses ns)."""
     frame.to_parquet(path, index=False, coerce_timestamps="us")
     return path
+
+
+def stop_spark(session) -> None:
+    """Stop the session and remove its scratch folder."""
+    folder = session.conf.get("spark.sql.warehouse.dir", "")
+    session.stop()
+    if "funnelsim-spark-" in folder:
+        shutil.rmtree(folder.removeprefix("file:"), ignore_errors=True)

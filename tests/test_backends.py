@@ -22,7 +22,7 @@ from .servers import copy_frame, spark_parquet
 pytestmark = [pytest.mark.xdist_group("backends"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]  # pyspark 4.0 on pandas 3
 
-BACKENDS = ("postgres", "spark")
+BACKENDS = ("postgres", pytest.param("spark", marks=pytest.mark.slow))   # Spark: a JVM, a second per query
 
 
 def _sorted(frame: pd.DataFrame, keys) -> pd.DataFrame:

@@ -125,7 +125,9 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
     Parameters
     ----------
     source : str, Path, pandas.DataFrame or ibis.Table
-        A ``.csv`` / ``.parquet`` file, a DataFrame, or a table in any database Ibis reaches.
+        A ``.csv`` / ``.parquet`` file, a DataFrame, a table in any database Ibis reaches, or
+        such a table by URL: ``"postgres://user@host:5432/db?table=events"``,
+        ``"duckdb:///path/crm.duckdb?table=events"`` (see :class:`funnelsim.data._files.TableURL`).
     funnel : FunnelDefinition
         The ordered open stages and the won / lost labels.
     columns : dict, optional
