@@ -10,6 +10,14 @@ stays still open at ``as_of`` (their t is the age). The half-day offset makes a
 same-day move (0 days) a finite duration: a log of dates cannot tell 0 from a few
 hours, so every stay is measured from the middle of its first day.
 
+Short stays. An exit after less than ``short_days`` (an hour in a log with times of day, a day
+in a log of dates only) is kept in its own row, ``bin`` = :data:`SHORT_BIN` = -1: the model
+reads it as interval-censored, "left within [0, short_days)", not as a duration of exactly
+that length. A log's clock cannot time a deal an automation or a rep moved on within the
+same minute, and with t = days + 0.5 such stays would all sit at t = 0.5: a LogNormal fitted
+to a stage whose stays are all like that collapses its scale onto one point and its
+posterior becomes a funnel the sampler cannot cross (docs/short-stays.md).
+
 Binning. Bin b holds 0.5 · 2^(b/3) <= t < 0.5 · 2^((b+1)/3): three bins per doubling
 of duration (edges 0.5, 0.63, 0.79, 1.0, ... days; 40 bins reach 256 days, 50 reach
 5 years). Because each row also carries Σ log t and Σ (log t)², a LogNormal
@@ -27,17 +35,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ibis
 import numpy as np
 import pandas as pd
 
 from .events import FunnelDefinition
 from .spells import Spells, end_of_day
 
-__all__ = ["StageStats", "to_stage_stats", "OFFSET_DAYS", "BINS_PER_DOUBLING", "bin_edges", "CENSORED"]
+__all__ = ["StageStats", "to_stage_stats", "OFFSET_DAYS", "BINS_PER_DOUBLING", "bin_edges", "CENSORED",
+           "SHORT_BIN", "SHORT_DAYS", "SHORT_DAYS_DATE_ONLY"]
 
 OFFSET_DAYS = 0.5
 BINS_PER_DOUBLING = 3
 CENSORED = "censored"
+SHORT_BIN = -1                 # the row of exits shorter than the log's resolution
+SHORT_DAYS = 1.0 / 24.0        # ... in a log with times of day: under an hour
+SHORT_DAYS_DATE_ONLY = 1.0     # ... in a log of dates only: the same day
 
 
 FIXED_POINT = 2.0**32   # sums are taken in integers of 2^-32: exact, so the same in any row order
@@ -58,7 +71,8 @@ class StageStats:
     ``n``, ``sum_log_t``, ``sum_log_t2``, ``mean_log_t`` (the bin's representative log
     duration, t = days + 0.5) and ``days_low`` / ``days_high`` (the bin's edges, days).
     ``segments`` lists every segment of the spells, with stays in the history window or not;
-    ``history_days`` is the window (None: all history); ``counts`` the spells' edge cases.
+    ``history_days`` is the window (None: all history); ``counts`` the spells' edge cases;
+    ``short_days`` the resolution below which an exit is a short stay (bin :data:`SHORT_BIN`).
     """
 
     table: pd.DataFrame
@@ -68,6 +82,12 @@ class StageStats:
     segments: tuple[str, ...] = ()
     history_days: float | None = None
     counts: dict = field(default_factory=dict)
+    short_days: float = SHORT_DAYS
+
+    @property
+    def short_exits(self) -> int:
+        """Exits shorter than ``short_days`` (interval-censored in the model)."""
+        return int(self.table.loc[self.table["bin"] == SHORT_BIN, "n"].sum())
 
     @property
     def stays(self) -> int:
@@ -78,13 +98,15 @@ class StageStats:
         """Everything but the table, as plain JSON values (for a saved model)."""
         return {"as_of": str(self.as_of.date()), "funnel": self.funnel.to_dict(), "segment_by": self.segment_by,
                 "segments": list(self.segments), "history_days": self.history_days,
-                "offset_days": OFFSET_DAYS, "bins_per_doubling": BINS_PER_DOUBLING, "counts": dict(self.counts)}
+                "offset_days": OFFSET_DAYS, "bins_per_doubling": BINS_PER_DOUBLING, "counts": dict(self.counts),
+                "short_days": self.short_days}
 
     @classmethod
     def from_metadata(cls, table: pd.DataFrame, meta: dict) -> StageStats:
         """The inverse of :meth:`metadata`."""
         return cls(table, FunnelDefinition(**meta["funnel"]), pd.Timestamp(meta["as_of"]), meta.get("segment_by"),
-                   tuple(meta.get("segments") or ()), meta.get("history_days"), dict(meta.get("counts") or {}))
+                   tuple(meta.get("segments") or ()), meta.get("history_days"), dict(meta.get("counts") or {}),
+                   float(meta.get("short_days", SHORT_DAYS)))
 
 
 def bin_edges(n_bins: int) -> np.ndarray:
@@ -107,11 +129,13 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageSt
     if history_days is not None:      # the window may leave segments out: list them all first
         segments = sorted(t.select("segment").distinct().to_pandas()["segment"].astype(str))
         t = _recent(spells, t, history_days)
+    short_days = _short_days(spells)
     log_t = (t.days + OFFSET_DAYS).ln()
     bin_index = (log_t - np.log(OFFSET_DAYS)) / np.log(2.0) * BINS_PER_DOUBLING
+    short = t.destination.notnull() & (t.days < short_days)
     grouped = (
         t.mutate(destination=t.destination.fill_null(CENSORED), log_t=log_t,
-                 bin=bin_index.floor().cast("int64").clip(lower=0))
+                 bin=ibis.ifelse(short, SHORT_BIN, bin_index.floor().cast("int64").clip(lower=0)))
         .group_by(["stage", "stage_index", "segment", "destination", "move", "bin"])
         .aggregate(n=lambda s: s.count(), sum_log_t=lambda s: _fixed(s.log_t).sum(),
                    sum_log_t2=lambda s: _fixed(s.log_t * s.log_t).sum())
@@ -122,18 +146,30 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageSt
     stats = stats.sort_values(["stage_index", "segment", "destination", "bin"], ignore_index=True)
     stats["n"] = stats["n"].astype("int64")
     stats["mean_log_t"] = stats["sum_log_t"] / stats["n"]
-    edges = bin_edges(int(stats["bin"].max()) + 1 if len(stats) else 1)
-    stats["days_low"] = edges[stats["bin"].to_numpy()] - OFFSET_DAYS
-    stats["days_high"] = edges[stats["bin"].to_numpy() + 1] - OFFSET_DAYS
+    edges = bin_edges(max(int(stats["bin"].max()) + 1, 1) if len(stats) else 1)
+    b = stats["bin"].to_numpy()
+    is_short = b == SHORT_BIN
+    stats["days_low"] = np.where(is_short, 0.0, edges[np.maximum(b, 0)] - OFFSET_DAYS)
+    stats["days_high"] = np.where(is_short, short_days, edges[np.maximum(b, 0) + 1] - OFFSET_DAYS)
     return StageStats(stats, spells.funnel, spells.as_of, spells.segment_by,
                       tuple(segments or sorted(stats["segment"].astype(str).unique())),
-                      None if history_days is None else float(history_days), dict(spells.counts))
+                      None if history_days is None else float(history_days), dict(spells.counts), short_days)
+
+
+def _short_days(spells: Spells) -> float:
+    """The log's resolution for stays: a day when every stay begins and ends at midnight (a
+    log of dates only), else an hour (see the module doc)."""
+    t = spells.table
+
+    def seconds_into_day(ts):
+        return ts.hour() * 3600 + ts.minute() * 60 + ts.second()
+
+    timed = ((seconds_into_day(t.entered) != 0) | (t.left.notnull() & (seconds_into_day(t.left) != 0))).any()
+    return SHORT_DAYS if bool(timed.execute()) else SHORT_DAYS_DATE_ONLY
 
 
 def _recent(spells: Spells, table, history_days: float):
     """The stays that began in the last ``history_days`` days before the end of as-of."""
-    import ibis
-
     from .events import FunnelDataError
 
     if not np.isfinite(history_days) or history_days <= 0:

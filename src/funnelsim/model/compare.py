@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.events import FunnelDataError
-from ..data.stats import StageStats
+from ..data.stats import SHORT_BIN, StageStats
 from .likelihood import stats_hash
 from .sojourn import family as sojourn_family
 
@@ -32,19 +32,35 @@ def pointwise_loglik(stats: StageStats, data, sojourn: str, arrays: dict[str, np
     j = stats["destination"].map({x: i for i, x in enumerate(d.destinations)}).fillna(-1).to_numpy(int)
     n, s1, s2, m = (stats[c].to_numpy(float) for c in ("n", "sum_log_t", "sum_log_t2", "mean_log_t"))
     is_open = j < 0
+    # instant stays (a model fitted with them): short exits apart, the timed part truncated
+    short = ~is_open & (stats["bin"].to_numpy() == SHORT_BIN) & d.has_short
     pi = arrays["pi"]
     E = len(d.destinations) - 1
     loc, scale = (arrays[name] for name in family.params)
+    h = arrays.get("instant")                           # (D, S, E) or None
     out = np.empty((pi.shape[0], len(stats)))
-    x = ~is_open
+
+    def timed_factor(rows, lam, sig):                   # log(1 - h) - log S(r), 0 without instant stays
+        if h is None:
+            return 0.0
+        hj = h[:, s[rows], j[rows]] if lam.ndim == 2 else h[:, s[rows], :]
+        return np.log1p(-hj) - np.where(hj > 0, family.log_sf(d.short_log_t, lam, sig), 0.0)
+
+    x = ~is_open & ~short
     jx = j[x]
     lam, sig = loc[:, s[x], g[x], jx], scale[:, s[x], jx]
     choice = n[x] * np.log(np.maximum(pi[:, s[x], g[x], jx], 1e-300))
     times = family.exit_terms(np, n[x], s1[x], s2[x], m[x], lam, sig)
-    out[:, x] = choice + times
+    out[:, x] = choice + times + n[x] * timed_factor(x, lam, sig)
+    if short.any():      # instant: log pi_j + log h_j
+        k = short
+        out[:, k] = n[k] * (np.log(np.maximum(pi[:, s[k], g[k], j[k]], 1e-300)) + np.log(h[:, s[k], j[k]]))
     o = is_open
     lam, sig = loc[:, s[o], g[o], :], scale[:, s[o], :]
-    surv = family.survival(m[o][None, :, None], lam, sig)
+    if h is None:
+        surv = family.survival(m[o][None, :, None], lam, sig)
+    else:        # (1 - h) S(a) / S(r), in logs
+        surv = np.exp(family.log_sf(m[o][None, :, None], lam, sig) + timed_factor(o, lam, sig))
     mix = (pi[:, s[o], g[o], :E] * surv).sum(axis=-1) + pi[:, s[o], g[o], E]
     out[:, o] = n[o] * np.log(mix)
     return out

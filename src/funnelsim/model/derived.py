@@ -54,11 +54,18 @@ class Sojourn:
     ``shape_or_sigma`` (D, S, S+2): LogNormal log-scale sigma, or Weibull shape k.
     ``cdf``, ``sf``, ``pdf`` (t broadcastable), ``log_median`` and ``mean`` return arrays
     broadcast to (D, S, G, S+2); ``mean`` is in t (subtract OFFSET_DAYS for days).
+
+    With ``instant`` (instant stays, :mod:`funnelsim.model.likelihood`), a pair with h > 0 is the
+    mixture of an instant stay (0 days, t = OFFSET_DAYS) with probability h and the family
+    truncated to t >= ``short_t``: cdf(t) = h for OFFSET_DAYS <= t < short_t and
+    h + (1 - h) (1 - S(t) / S(short_t)) above; ``pdf`` is the density of the timed part.
     """
 
     family: str
     loc_or_scale: np.ndarray
     shape_or_sigma: np.ndarray
+    instant: np.ndarray | None = None      # (D, S, S+2) instant share h (0: none), see below
+    short_t: float = 0.0                   # the resolution r in t: instant stays have t < r
     kind: SojournFamily = field(init=False, repr=False)   # the family object of ``family``
 
     def __post_init__(self):
@@ -71,6 +78,11 @@ class Sojourn:
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "loc_or_scale", loc)
         object.__setattr__(self, "shape_or_sigma", shape)
+        if self.instant is not None:
+            instant = np.asarray(self.instant, float)
+            if instant.shape != shape.shape:
+                raise ValueError(f"Sojourn instant shares need shape {shape.shape}; got {instant.shape}")
+            object.__setattr__(self, "instant", instant if (instant > 0).any() else None)
 
     @classmethod
     def lognormal(cls, mu, sigma) -> Sojourn:
@@ -83,10 +95,17 @@ class Sojourn:
         return cls(WEIBULL.name, scale, shape)
 
     @classmethod
-    def from_posterior(cls, family, arrays: dict[str, np.ndarray]) -> Sojourn:
-        """From posterior draws by name (``arrays`` holds the family's ``params``)."""
+    def from_posterior(cls, family, arrays: dict[str, np.ndarray], short_t: float = 0.0) -> Sojourn:
+        """From posterior draws by name (``arrays`` holds the family's ``params``, and
+        ``instant`` where the model has instant stays)."""
         kind = sojourn_family(family)
-        return cls(kind.name, *kind.natural(*(arrays[name] for name in kind.params)))
+        return cls(kind.name, *kind.natural(*(arrays[name] for name in kind.params)),
+                   arrays.get("instant"), float(short_t))
+
+    def _instant(self):
+        """(h, S(r)) broadcast like loc_or_scale, for the pairs with instant stays."""
+        h = self.instant[:, :, None, :]
+        return h, self.kind.sf(self._z(self.short_t))
 
     @property
     def _shape(self) -> np.ndarray:  # (D, S, 1, S+2), broadcasts against loc_or_scale
@@ -100,16 +119,33 @@ class Sojourn:
 
     def cdf(self, t) -> np.ndarray:
         """P(T <= t), t in days + OFFSET_DAYS."""
+        if self.instant is not None:
+            return 1.0 - self.sf(t)
         return self.kind.cdf(self._z(t))
 
     def sf(self, t) -> np.ndarray:
         """P(T > t), t in days + OFFSET_DAYS."""
-        return self.kind.sf(self._z(t))
+        plain = self.kind.sf(self._z(t))
+        if self.instant is None:
+            return plain
+        h, sf_r = self._instant()
+        t = np.asarray(t, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            timed = (1.0 - h) * np.where(t >= self.short_t, np.minimum(plain / sf_r, 1.0), 1.0)
+            mixed = np.where(t >= OFFSET_DAYS, timed, 1.0)
+        return np.where(h > 0, np.nan_to_num(mixed), plain)
 
     def pdf(self, t) -> np.ndarray:
-        """Density of T at t > 0 (per day), t in days + OFFSET_DAYS."""
+        """Density of T at t > 0 (per day), t in days + OFFSET_DAYS (of the timed part where
+        there are instant stays)."""
         t = np.asarray(t, float)
-        return self.kind.pdf(t, self._z(t), self._shape)
+        plain = self.kind.pdf(t, self._z(t), self._shape)
+        if self.instant is None:
+            return plain
+        h, sf_r = self._instant()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            timed = np.where(t >= self.short_t, (1.0 - h) * plain / sf_r, 0.0)
+        return np.where(h > 0, np.nan_to_num(timed), plain)
 
     def log_median(self) -> np.ndarray:
         """log of the median of T (t in days + OFFSET_DAYS), shape (D, S, G, S+2)."""
@@ -117,7 +153,15 @@ class Sojourn:
 
     def mean(self) -> np.ndarray:
         """E[T] in days + OFFSET_DAYS, shape (D, S, G, S+2)."""
-        return self.kind.mean(self.loc_or_scale, self._shape)
+        plain = self.kind.mean(self.loc_or_scale, self._shape)
+        if self.instant is None:
+            return plain
+        h = self.instant[:, :, None, :]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            timed = self.kind.truncated_mean(self.loc_or_scale, self._shape, self.short_t)
+            mixed = h * OFFSET_DAYS + (1.0 - h) * np.where(np.isfinite(timed), np.maximum(timed, self.short_t),
+                                                            self.short_t)
+        return np.where(h > 0, mixed, plain)
 
 
 def _stages(pi) -> tuple[np.ndarray, int]:

@@ -90,7 +90,7 @@ class FunnelModel:
         self.sojourn = family.name
         self.sojourn_family = family
         self.config = merge_config(DEFAULT_CONFIG, model_config or {})
-        self.data = model_data(stats, self.funnel)
+        self.data = model_data(stats, self.funnel, bool(self.config["instant_stays"]))
         self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
         self.idata = None
         self._diagnostics: dict | None = None
@@ -121,7 +121,8 @@ class FunnelModel:
         """What fixes the compiled graph: shapes, destinations seen, priors (which cells are
         centred is data)."""
         d = self.data
-        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist()], default=str)
+        short = [d.short_log_t] if d.has_short else []       # exits shorter than the log's resolution
+        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(), *short], default=str)
 
     def build_model(self):
         """The PyMC model (a new one each call)."""
@@ -224,6 +225,13 @@ class FunnelModel:
         post = self._require_fit().posterior
         flat = {name: _stacked(post[name]) for name in post.data_vars
                 if name in ("pi", *self.sojourn_family.params)}
+        if "instant_share" in post.data_vars:      # (D, S, S+2): 0 for the pairs with no instant stays
+            share = _stacked(post["instant_share"])
+            S, E = len(self.data.stages), len(self.data.destinations) - 1
+            dense = np.zeros((share.shape[0], S, E))
+            instant = self.data.pairs[self.data.instant_pairs]
+            dense[:, instant[:, 0], instant[:, 1]] = share
+            flat["instant"] = dense
         return flat
 
     def simulation_parameters(self, draws: int | None = None, seed: int = 0):
@@ -239,13 +247,16 @@ class FunnelModel:
         loc, shape = self.sojourn_family.natural(*(arrays[name][pick] for name in self.sojourn_family.params))
         segments = self.data.segments
         ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
+        instant = arrays["instant"][pick] if "instant" in arrays else None
         return Parameters(pi=arrays["pi"][pick], family=self.sojourn, loc=loc, shape=shape,
+                          instant=instant, short_t=float(np.exp(self.data.short_log_t)),
                           ratio_mean=ratio_mean, ratio_sd=ratio_sd,
                           won_amounts=won_amount_quantiles(self.amounts, segments))
 
     def sojourn_draws(self) -> derived.Sojourn:
         """The time in stage of every posterior draw (see :class:`funnelsim.model.derived.Sojourn`)."""
-        return derived.Sojourn.from_posterior(self.sojourn_family, self.posterior_arrays())
+        return derived.Sojourn.from_posterior(self.sojourn_family, self.posterior_arrays(),
+                                              float(np.exp(self.data.short_log_t)))
 
     def quantity_draws(self) -> dict[str, np.ndarray]:
         """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel

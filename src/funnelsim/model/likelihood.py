@@ -43,7 +43,7 @@ from functools import cached_property
 import numpy as np
 
 from ..data.events import FunnelDataError, FunnelDefinition
-from ..data.stats import CENSORED, StageStats
+from ..data.stats import CENSORED, OFFSET_DAYS, SHORT_BIN, StageStats
 from .sojourn import PRIORS
 from .sojourn import family as sojourn_family
 
@@ -69,6 +69,12 @@ DEFAULT_CONFIG = {
     # each sojourn family's shape prior (funnelsim.model.sojourn): LogNormal sigma of log t
     # "log_days_sigma": HalfNormal(scale); Weibull log shape "weibull_log_shape": Normal(mu, sigma)
     **{key: dict(prior) if isinstance(prior, dict) else prior for key, prior in PRIORS.items()},
+    # instant stays (exits shorter than the log's resolution): a share per (stage, destination);
+    # "instant_stays": False reads them as ordinary durations (the model
+    # before instant stays, whose scale collapses on pass-through stages: docs/short-stays.md)
+    # logit h[s, j] ~ Normal(m_s, spread), m_s ~ Normal(mu, sigma): pooled within the stage
+    "instant_share": {"mu": 0.0, "sigma": 2.5, "spread": 1.5},
+    "instant_stays": True,
     "pooling": "auto",
     # auto pooling: a cell is centred where its data are this many times more precise than
     # the spread across segments (see centred_cells)
@@ -98,11 +104,33 @@ class ModelData:
     bin_exit_log_t: np.ndarray           # (S, G, B, E) mean log t of those exits
     open_n: np.ndarray                   # (S, G, B / 2) stays still open, by age bin
     open_log_t: np.ndarray               # (S, G, B / 2) their mean log age
+    short_n: np.ndarray | None = None    # (S, G, E) exits shorter than short_days (None: there are none)
+    short_log_t: float = 0.0             # log t at short_days: those exits left before it
+
+    @property
+    def has_short(self) -> bool:
+        return self.short_n is not None
+
+    @property
+    def instant_pairs(self) -> np.ndarray:
+        """(K,) bool: the pairs with instant stays (some exits shorter than the resolution)."""
+        if self.short_n is None:
+            return np.zeros(len(self.pairs), dtype=bool)
+        return self.short_n.sum(axis=1)[self.pairs[:, 0], self.pairs[:, 1]] > 0
+
+    @property
+    def instant_labels(self) -> list[str]:
+        return [label for label, x in zip(self.pair_labels, self.instant_pairs, strict=True) if x]
+
+    @property
+    def choice_n(self) -> np.ndarray:
+        """(S, G, E) every exit, short ones included: what the destination shares learn from."""
+        return self.exit_n if self.short_n is None else self.exit_n + self.short_n
 
     @property
     def entries(self) -> np.ndarray:
         """Stays per (stage, segment)."""
-        return self.exit_n.sum(axis=2) + self.open_n.sum(axis=2)
+        return self.choice_n.sum(axis=2) + self.open_n.sum(axis=2)
 
     @cached_property
     def open_cells(self) -> tuple[np.ndarray, ...]:
@@ -149,9 +177,13 @@ class ModelData:
         return [f"{self.stages[s]} -> {self.destinations[j]}" for s, j in self.pairs]
 
 
-def model_data(stage_stats: StageStats, funnel: FunnelDefinition) -> ModelData:
+def model_data(stage_stats: StageStats, funnel: FunnelDefinition, instant_stays: bool = True) -> ModelData:
     """Dense arrays from the statistics table. Exits summed over bins give n, Σ log t and
-    Σ (log t)² per (stage, segment, destination): exact for the LogNormal."""
+    Σ (log t)² per (stage, segment, destination): exact for the LogNormal.
+
+    Exits shorter than the log's resolution (bin SHORT_BIN) are kept apart as ``short_n``
+    (the instant stays of the model) unless ``instant_stays`` is False: they are then
+    ordinary durations in the first bin, the model before instant stays."""
     from ..data.stats import bin_edges
 
     stages = tuple(funnel.stages)
@@ -159,10 +191,12 @@ def model_data(stage_stats: StageStats, funnel: FunnelDefinition) -> ModelData:
     # every segment of the spells (some may have no stay in a history window: pooled estimate)
     stats = stage_stats.table
     segments = tuple(sorted(set(stage_stats.segments) | set(stats["segment"].astype(str))))
-    S, G, E, B = len(stages), len(segments), len(destinations) - 1, int(stats["bin"].max()) + 1
+    S, G, E, B = len(stages), len(segments), len(destinations) - 1, max(int(stats["bin"].max()), 0) + 1
     s = stats["stage"].map({x: i for i, x in enumerate(stages)}).to_numpy(int)
     g = stats["segment"].map({x: i for i, x in enumerate(segments)}).to_numpy(int)
     b = stats["bin"].to_numpy(int)
+    if not instant_stays:
+        b = np.maximum(b, 0)               # t < the resolution lies in bin 0 (t < 0.63)
     is_open = (stats["destination"] == CENSORED).to_numpy()
     j = stats["destination"].map({x: i for i, x in enumerate(destinations)}).fillna(-1).to_numpy(int)
     n, s1, s2 = (stats[c].to_numpy(float) for c in ("n", "sum_log_t", "sum_log_t2"))
@@ -176,7 +210,8 @@ def model_data(stage_stats: StageStats, funnel: FunnelDefinition) -> ModelData:
     ob = b // OPEN_BIN_MERGE
     B_open = (B + OPEN_BIN_MERGE - 1) // OPEN_BIN_MERGE
     open_n, open_s1 = np.zeros((S, G, B_open)), np.zeros((S, G, B_open))
-    x = ~is_open
+    short = ~is_open & (b == SHORT_BIN)
+    x = ~is_open & ~short
     for target, values in ((exit_n, n), (exit_s1, s1), (exit_s2, s2)):
         np.add.at(target, (s[x], g[x], j[x]), values[x])
     np.add.at(bin_n, (s[x], g[x], b[x], j[x]), n[x])
@@ -186,9 +221,14 @@ def model_data(stage_stats: StageStats, funnel: FunnelDefinition) -> ModelData:
     with np.errstate(invalid="ignore", divide="ignore"):
         bin_log_t = np.where(bin_n > 0, bin_s1 / bin_n, centre[None, None, :, None])
         open_log_t = np.where(open_n > 0, open_s1 / open_n, 0.0)
-    pairs = np.argwhere(exit_n.sum(axis=1) > 0)
+    short_n = None
+    if short.any():      # exits shorter than the log's resolution: the instant stays
+        short_n = np.zeros((S, G, E))
+        np.add.at(short_n, (s[short], g[short], j[short]), n[short])
+    pairs = np.argwhere((exit_n if short_n is None else exit_n + short_n).sum(axis=1) > 0)
     return ModelData(stages, segments, destinations, pairs, exit_n, exit_s1, exit_s2,
-                     bin_n, bin_log_t, open_n, open_log_t)
+                     bin_n, bin_log_t, open_n, open_log_t, short_n,
+                     float(np.log(stage_stats.short_days + OFFSET_DAYS)))
 
 
 def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.ndarray:
@@ -215,12 +255,13 @@ def centred_cells(data: ModelData, pooling: str, precision_ratio: float) -> np.n
         # a free spread is a funnel the sampler diverges in
         return np.zeros((2, K, G), dtype=bool)
     k_stage, k_dest = data.pairs[:, 0], data.pairs[:, 1]
-    n = data.exit_n[k_stage, :, k_dest]                                   # (K, G) exits
+    n = data.exit_n[k_stage, :, k_dest]                                   # (K, G) timed exits
+    n_all = data.choice_n[k_stage, :, k_dest]                             # (K, G) all exits
     with np.errstate(invalid="ignore", divide="ignore"):
         # logits: the spread from the log shares of the stays leaving to each destination,
         # the precision along each rotated coordinate (logit_rotation)
-        share = n / data.entries[k_stage]
-        logit_spread = _segment_spread(np.log(share), 1.0 / (n * (1.0 - share)), n, k_stage, weighted=True)
+        share = n_all / data.entries[k_stage]
+        logit_spread = _segment_spread(np.log(share), 1.0 / (n_all * (1.0 - share)), n_all, k_stage, weighted=True)
         logit_precision = _rotated_precision(data, logit_rotation(data))
         # time in stage: mean log t, with the pooled within-segment variance of each pair
         mean = data.exit_sum_log_t[k_stage, :, k_dest] / n
@@ -255,7 +296,7 @@ def _logit_information(data: ModelData, s: int, ks: np.ndarray) -> np.ndarray:
     ``ks``) in each segment: N (diag(p) - p p'), N stays, p the shares that left to each."""
     entries = data.entries[s]                                             # (G,)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.nan_to_num(data.exit_n[s][:, data.pairs[ks, 1]] / entries[:, None])
+        p = np.nan_to_num(data.choice_n[s][:, data.pairs[ks, 1]] / entries[:, None])
     return entries[:, None, None] * (p[:, :, None] * np.eye(len(ks)) - p[:, :, None] * p[:, None, :])
 
 
@@ -343,6 +384,8 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str
               "rotation": logit_rotation(data)}
     if sojourn_family(sojourn).binned:
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
+    if data.has_short:
+        inputs["short_exits"] = data.short_n
     return inputs
 
 
@@ -357,6 +400,8 @@ def _unpacked(containers, E: int, A: int) -> dict:
          "open_mask": rows[:, 2 * A:3 * A], "open_count": rows[:, 3 * A], "open_age": rows[:, 3 * A + 1]}
     if "binned" in containers:
         d["bin_exit_n"], d["bin_exit_log_t"] = containers["binned"][0], containers["binned"][1]
+    if "short_exits" in containers:
+        d["short_n"] = containers["short_exits"]
     return d
 
 
@@ -387,6 +432,8 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
     coords = {"stage": list(data.stages), "segment": list(data.segments),
               "destination": list(data.destinations), "exit": list(data.destinations[:-1]),
               "pair": data.pair_labels}
+    if data.has_short:
+        coords["instant_pair"] = data.instant_labels
     with pm.Model(coords=coords) as model:
         containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn, centred).items()}
         d = _unpacked(containers, E, data.open_index.shape[1])
@@ -427,7 +474,11 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         pm.Deterministic(family.params[1], scale, dims=("stage", "exit"))
 
         exit_ll = _exit_loglik(d, log_pi, loc, scale, family)
-        open_ll = _open_loglik(d, logits, log_stall, loc, scale, family)
+        timed = None
+        if data.has_short:
+            instant_ll, timed = _instant_loglik(data, d, config, log_pi, loc, scale, family)
+            exit_ll = exit_ll + instant_ll
+        open_ll = _open_loglik(d, logits, log_stall, loc, scale, family, timed)
         pm.Potential("loglik", exit_ll + open_ll)
     return model
 
@@ -438,7 +489,44 @@ def _exit_loglik(d, log_pi, loc, scale, family):
     return choice + family.pymc_exit_terms(d, loc, scale).sum()
 
 
-def _open_loglik(d, logits, log_stall, loc, scale, family):
+def _instant_loglik(data: ModelData, d, config, log_pi, loc, scale, family):
+    """Instant stays (docs/short-stays.md). A pair with exits shorter than the log's
+    resolution r has an instant share h (logit pooled within the stage, ``instant_share``): a stay leaving to j
+    is instant (left within r) with probability h_j, and otherwise lasts a time of the family
+    truncated to t >= r. Short exits add n log(pi_j h_j); timed exits, beside their
+    log pi_j + log f_j(t), add log(1 - h_j) - log S_j(r); an open stay's survival to age a
+    becomes (1 - h_j) S_j(a) / S_j(r). The instant share is then learnt from the short exits
+    alone (no ridge between it and the lower tail of f), and a stage whose stays are all
+    instant leaves its time parameters to their priors instead of collapsing their scale.
+
+    Returns the short exits' log-likelihood and the log factor (S, G, E) of the timed part,
+    log(1 - h) - log S(r) (0 for pairs with no instant stays)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    S, G, E = data.exit_n.shape
+    instant = data.pairs[data.instant_pairs]
+    onehot = np.zeros((len(instant), S * E))
+    onehot[np.arange(len(instant)), instant[:, 0] * E + instant[:, 1]] = 1.0
+    mask = onehot.sum(axis=0).reshape(S, E)                      # 1 for the pairs with instant stays
+    # logit h pooled within the stage, with a fixed spread (no funnel): a pair with a few dozen
+    # exits, all instant, borrows the stage's share instead of leaving room for slow exits that
+    # would compete with stalling for the stage's open stays (a ridge the sampler mixes badly in)
+    prior = config["instant_share"]
+    stage_of = instant[:, 0]
+    stages_with, stage_index = np.unique(stage_of, return_inverse=True)
+    stage_mean = pm.Normal("instant_logit_mean", prior["mu"], prior["sigma"], shape=len(stages_with))
+    logit_h = pm.Normal("instant_logit", stage_mean[stage_index], prior["spread"], dims="instant_pair")
+    pm.Deterministic("instant_share", pm.math.sigmoid(logit_h), dims="instant_pair")
+    log_h = pt.dot(-pt.softplus(-logit_h), onehot).reshape((S, E))     # log h; 0 where no instant stays
+    log_rest = pt.dot(-pt.softplus(logit_h), onehot).reshape((S, E))   # log(1 - h)
+    log_sf_r = family.pymc_log_sf(data.short_log_t, loc, scale[:, None, :]) * mask[:, None, :]
+    timed = log_rest[:, None, :] - log_sf_r                      # (S, G, E)
+    short_ll = (d["short_n"] * (log_pi + log_h[:, None, :])).sum()
+    return short_ll + (d["exit_n"] * timed).sum(), timed
+
+
+def _open_loglik(d, logits, log_stall, loc, scale, family, timed=None):
     """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)), written as
     log pi_stall + log1p(Σ_j (pi_j / pi_stall) S_j(a)): the odds against stalling are
     exp(logit) (the stall logit is 0), so nothing underflows to log(0) however old the stay, and the
@@ -452,5 +540,8 @@ def _open_loglik(d, logits, log_stall, loc, scale, family):
     odds = pt.exp(logits).reshape((-1,))[d["open_index"]] * d["open_mask"]     # (R, A)
     lam = loc.reshape((-1,))[d["open_index"]]
     sig = scale.reshape((-1,))[d["open_scale_index"]]
-    surv = family.pymc_survival(d["open_age"][:, None], lam, sig)
+    if timed is None:
+        surv = family.pymc_survival(d["open_age"][:, None], lam, sig)
+    else:      # instant stays: (1 - h) S(a) / S(r), in logs (S(r) may underflow where the timed part is a prior)
+        surv = pt.exp(family.pymc_log_sf(d["open_age"][:, None], lam, sig) + timed.reshape((-1,))[d["open_index"]])
     return (d["open_total"] * log_stall).sum() + (d["open_count"] * pt.log1p((odds * surv).sum(axis=-1))).sum()

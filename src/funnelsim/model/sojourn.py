@@ -95,6 +95,16 @@ class SojournFamily:
         """S(t) at log t, posterior parameters, as a PyMC tensor (open stays)."""
         raise NotImplementedError
 
+    def pymc_log_sf(self, log_t, loc, scale):
+        """log S(t) at log t, posterior parameters, as a PyMC tensor, accurate far into the
+        upper tail: the timed part of a pair with instant stays is truncated to t >= the log's
+        resolution (see :mod:`funnelsim.model.likelihood`)."""
+        raise NotImplementedError
+
+    def log_sf(self, log_t, loc, scale) -> np.ndarray:
+        """log S(t) at log t, posterior parameters, numpy (the pointwise likelihood)."""
+        raise NotImplementedError
+
     def survival(self, log_t, loc, scale) -> np.ndarray:
         """S(t) at log t, posterior parameters, numpy (the pointwise likelihood)."""
         raise NotImplementedError
@@ -119,6 +129,10 @@ class SojournFamily:
 
     def mean(self, loc, shape) -> np.ndarray:
         """E[T] (t = days + OFFSET_DAYS)."""
+        raise NotImplementedError
+
+    def truncated_mean(self, loc, shape, t_low) -> np.ndarray:
+        """E[T | T >= t_low] (t = days + OFFSET_DAYS)."""
         raise NotImplementedError
 
 
@@ -163,6 +177,14 @@ class LogNormalFamily(SojournFamily):
     def survival(self, log_t, loc, scale):
         return special.ndtr(-(log_t - loc) / scale)
 
+    def pymc_log_sf(self, log_t, loc, scale):
+        from pymc.distributions.dist_math import normal_lccdf
+
+        return normal_lccdf(loc, scale, log_t)
+
+    def log_sf(self, log_t, loc, scale):
+        return special.log_ndtr(-(log_t - loc) / scale)
+
     def z(self, t, loc, shape):
         return (np.log(t) - loc) / shape
 
@@ -180,6 +202,11 @@ class LogNormalFamily(SojournFamily):
 
     def mean(self, loc, shape):
         return np.exp(loc + 0.5 * shape**2)
+
+    def truncated_mean(self, loc, shape, t_low):
+        a = (np.log(t_low) - loc) / shape
+        # exp(mu + sigma^2 / 2) Phi(sigma - a) / Phi(-a), in logs: finite far into the tail
+        return np.exp(loc + 0.5 * shape**2 + special.log_ndtr(shape - a) - special.log_ndtr(-a))
 
 
 class WeibullFamily(SojournFamily):
@@ -224,6 +251,14 @@ class WeibullFamily(SojournFamily):
     def survival(self, log_t, loc, scale):
         return self._survival(np, log_t, loc, scale)
 
+    def pymc_log_sf(self, log_t, loc, scale):
+        import pytensor.tensor as pt
+
+        return -pt.exp(scale * (log_t - loc))                          # log S, S = exp(-(t/λ)^k)
+
+    def log_sf(self, log_t, loc, scale):
+        return -np.exp(scale * (log_t - loc))
+
     @staticmethod
     def _survival(xp, log_t, loc, scale):
         return xp.exp(-xp.exp(scale * (log_t - loc)))
@@ -245,6 +280,12 @@ class WeibullFamily(SojournFamily):
 
     def mean(self, loc, shape):
         return loc * special.gamma(1.0 + 1.0 / shape)
+
+    def truncated_mean(self, loc, shape, t_low):
+        # lambda Gamma(1 + 1/k) Q(1 + 1/k, x) / exp(-x), x = (t_low / lambda)^k (Q: upper regularised)
+        x = (t_low / loc) ** shape
+        a = 1.0 + 1.0 / shape
+        return loc * special.gamma(a) * special.gammaincc(a, x) * np.exp(x)
 
 
 LOGNORMAL = LogNormalFamily()

@@ -92,7 +92,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         shape=_contiguous(np.asarray(shape, np.float64).transpose(1, 2, 0)),                    # (S, S+2, D)
         first_shape=_contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0)),        # (S, S+2, D)
         h_win=_contiguous(params.p_win_from_entry().transpose(1, 2, 0)),                        # (S, G, D)
-        time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale))
+        time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale),
+        **_instant_arrays(family, params, S, G, D))
     amounts = Amounts(ratio_mean=_contiguous(params.ratio_mean), ratio_sd=_contiguous(params.ratio_sd),
                        won_amounts=np.ascontiguousarray(params.won_amounts, np.float64))
     deals = Deals(stage=pipeline.stage, segment=pipeline.segment, age=pipeline.age_days,
@@ -114,6 +115,26 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         _sum_blocks(block_totals, n, revenue[d0:d0 + n], wins[d0:d0 + n])
     return Simulation(revenue=revenue, wins=wins, p_win_horizon=sums[0] / D, expected_revenue=sums[1] / D,
                       p_win_ever=sums[2] / D, close_days=close_days, capped=int(capped))
+
+
+def _instant_arrays(family, params: Parameters, S: int, G: int, D: int) -> dict:
+    """The instant stays' arrays of :class:`Draws`: where ``params.instant`` is positive, a new
+    stay is instant (shorter than the resolution r = ``short_t``) with probability h and
+    otherwise follows the family truncated to t >= r, which the kernel draws as the survival
+    level u * S(r) / (1 - h) (a level at or above S(r), u >= 1 - h, is an instant stay); an
+    open deal's weights are pi (1 - h) S(age) / S(r). Without instant stays c = 1."""
+    h = params.instant
+    if h is None or not (h > 0).any():
+        return {"any_instant": False, "instant_pair": np.zeros((S, S + 2), np.bool_),
+                "instant_h": np.zeros((S, S + 2, 1)), "instant_c": np.ones((S, G, S + 2, 1))}
+    h = np.asarray(h, np.float64)
+    pair = (h > 0).any(axis=0)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        sf_r = family.sf(family.z(np.asarray(params.short_t, float), np.asarray(params.loc, float),
+                                  np.asarray(params.shape, float)[:, :, None, :]))
+        c = np.where(pair[None, :, None, :], np.maximum(sf_r, 1e-300) / (1.0 - h[:, :, None, :]), 1.0)
+    return {"any_instant": True, "instant_pair": pair, "instant_h": _contiguous(h.transpose(1, 2, 0)),
+            "instant_c": _contiguous(c.transpose(1, 2, 3, 0))}
 
 
 def _contiguous(array) -> np.ndarray:
@@ -158,8 +179,9 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
     Parameters (``draws``, :class:`Draws`) are in draw-last layout (``pi`` (S, G, S+3, D) and
     so on); ``first_shape`` is 1/sigma for LogNormal; ``possible`` (S, S+2) says which
     destinations any draw can take."""
-    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _ = draws
+    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _, any_instant, instant_pair, _, instant_c = draws
     S = pi_t.shape[0]
+    aged = t_age > OFFSET_DAYS                 # an open deal (a new deal's first stay is fresh)
     forward, other = scratch[0], scratch[1]          # the groups' weights, for the pick
     for k in range(n):
         keys[k] = _mix(draw_keys[k] + key_deal)
@@ -183,6 +205,14 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
                 if w > 0.0:
                     w *= np.exp(-(t_age / loc_row[k]) ** shape_row[k])
                 w_row[k] = w
+        if any_instant and instant_pair[s, j]:    # pi (1 - h) S(age) / S(r); a fresh stay: pi
+            c_row = instant_c[s, g, j, d0:d0 + n]
+            if aged:
+                for k in range(n):
+                    w_row[k] = w_row[k] / c_row[k]
+            else:
+                for k in range(n):
+                    w_row[k] = pi_row[k]
         group = forward if _is_forward(j, s, S) else other
         for k in range(n):
             group[k] += w_row[k]
@@ -259,7 +289,7 @@ def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, star
     destination's S_j(t_age) (weight / pi) and sojourn parameters are taken by selection, row
     by row (``ratio``, ``lam``, ``sig``, ``tails``: work space), so every loop runs over draws
     in order and vectorises."""
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scales = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scales, any_instant, instant_pair, _, instant_c = draws
     time_scale = time_scales[s, g]
     S = weights.shape[0] - 3
     for k in range(n):
@@ -277,6 +307,20 @@ def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, star
             ratio[k] = r if chosen else old_ratio
             lam[k] = loc_row[k] if chosen else old_lam
             sig[k] = shape_row[k] if chosen else old_sig
+    if any_instant:      # the survival level of the timed part: u S(age) (open deal) or u S(r) / (1 - h)
+        for j in range(S + 2):
+            if not (possible[s, j] and instant_pair[s, j]):
+                continue
+            c_row = instant_c[s, g, j, d0:d0 + n]
+            for k in range(n):
+                ratio[k] = ratio[k] * c_row[k] if dest[k] == j else ratio[k]
+        if family == _LOGNORMAL:
+            for k in range(n):
+                u[k] = min(u[k] * ratio[k], 1.0)      # at or above S(r): an instant stay (t <= r)
+                ratio[k] = 1.0
+        else:                                         # the Weibull draw below conditions on t_age itself
+            for k in range(n):
+                u[k] = min(u[k] * ratio[k] / np.exp(-(t_age / lam[k]) ** sig[k]), 1.0)
     if family == _LOGNORMAL:
         for k in range(n):
             u[k] *= ratio[k]
@@ -306,7 +350,7 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
     loc, shape, time scale) and ``any_possible`` (S+2,), the destinations some stage can take.
     The paths are compacted in place after each step; the rest is work space. Returns the
     number of paths stopped at MAX_STEPS moves."""
-    family, pi_f, loc_f, shape_f, scale_f, any_possible = flat
+    family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, c_f = flat
     S = weights.shape[0] - 3
     G = scale_f.size // S
     D = pi_f.size // (S * G * (S + 3))
@@ -328,6 +372,10 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
                 forward[a] += w if is_forward else 0.0
                 other[a] += 0.0 if is_forward or j == S + 2 else w
         _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
+        if any_instant:      # u S(r) / (1 - h): at or above S(r), an instant stay
+            for a in range(m):
+                s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]
+                u[a] = min(u[a] * c_f[((s * G + g) * (S + 2) + j) * D + d], 1.0)
         if family == _LOGNORMAL:
             _normal_quantiles(m, u, z, chosen)
             for a in range(m):
@@ -398,7 +446,7 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
     won deal is worth) and ``totals`` (:class:`Totals`: the outputs added to)."""
     d0, n, horizon, offset, seed, period_of_day, block_deals = run
     stage0, segment, age, log_age, amount, deal_keys, start_low, start_width, slot, cell, counts = deals
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scale = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scale, any_instant, _, _, instant_c = draws
     ratio_mean, ratio_sd, won_amounts = amounts
     sums, close_days, block_totals = totals
     N = stage0.size
@@ -411,7 +459,7 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
     # draw-last and flat: a deal's paths are in draw order, so neighbouring paths read neighbouring values
     pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
     scale_f = time_scale.reshape(time_scale.size)
-    flat = (family, pi_f, loc_f, shape_f, scale_f, any_possible)
+    flat = (family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, instant_c.reshape(instant_c.size))
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
     for k in range(n):

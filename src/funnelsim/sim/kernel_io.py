@@ -74,6 +74,9 @@ class Parameters:
     ``time_scale`` (S, G), optional: multiplies the time still to spend in each stage from
     the as-of date on (what-if scenarios; default 1). It leaves the fitted survival, and so
     which old deals look stalled, unchanged.
+    ``instant`` (D, S, S+2), optional: the instant share h of each (stage, destination), the
+    stays shorter than the log's resolution, t < ``short_t`` (days + OFFSET_DAYS); the rest of a
+    stay is the family truncated to t >= ``short_t`` (see :mod:`funnelsim.model.likelihood`).
     """
 
     pi: np.ndarray
@@ -84,6 +87,8 @@ class Parameters:
     ratio_sd: np.ndarray
     won_amounts: np.ndarray
     time_scale: np.ndarray | None = None
+    instant: np.ndarray | None = None
+    short_t: float = 0.0
 
     @property
     def draws(self) -> int:
@@ -165,6 +170,10 @@ class Draws(NamedTuple):
     first_shape: np.ndarray      # (S, S+2, D) the shape the survival at a deal's age reads
     h_win: np.ndarray            # (S, G, D) P(win | enter stage)
     time_scale: np.ndarray       # (S, G) what-if multiplier of the time still to spend
+    any_instant: bool            # some pair has instant stays (else the four below are unused)
+    instant_pair: np.ndarray     # (S, S+2) bool: the pairs with instant stays
+    instant_h: np.ndarray        # (S, S+2, D) their instant share h
+    instant_c: np.ndarray        # (S, G, S+2, D) S(r) / (1 - h): survival levels of the timed part (1 elsewhere)
 
 
 class Amounts(NamedTuple):
