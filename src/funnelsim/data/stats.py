@@ -11,12 +11,12 @@ same-day move (0 days) a finite duration: a log of dates cannot tell 0 from a fe
 hours, so every stay is measured from the middle of its first day.
 
 Short stays. An exit after less than ``short_days`` (an hour in a log with times of day, a day
-in a log of dates only) is kept in its own row, ``bin`` = :data:`SHORT_BIN` = -1: the model
-reads it as interval-censored, "left within [0, short_days)", not as a duration of exactly
-that length. A log's clock cannot time a deal an automation or a rep moved on within the
-same minute, and with t = days + 0.5 such stays would all sit at t = 0.5: a LogNormal fitted
-to a stage whose stays are all like that collapses its scale onto one point and its
-posterior becomes a funnel the sampler cannot cross (docs/short-stays.md).
+in a log of dates only) is kept in its own row, ``bin`` = :data:`SHORT_BIN` = -1, with
+``days_low`` 0 and ``days_high`` ``short_days``: the model reads it as an *instant* stay (the
+deal passed straight through: an automation, or a rep clicking it through several stages), not
+as a duration of that length. With t = days + 0.5 such stays would all sit near t = 0.5, and a
+LogNormal fitted to a stage whose stays are all like that collapses its scale onto one point:
+a posterior the sampler cannot cross (docs/short-stays.md).
 
 Binning. Bin b holds 0.5 · 2^(b/3) <= t < 0.5 · 2^((b+1)/3): three bins per doubling
 of duration (edges 0.5, 0.63, 0.79, 1.0, ... days; 40 bins reach 256 days, 50 reach
@@ -86,7 +86,7 @@ class StageStats:
 
     @property
     def short_exits(self) -> int:
-        """Exits shorter than ``short_days`` (interval-censored in the model)."""
+        """Exits shorter than ``short_days`` (the model's instant stays)."""
         return int(self.table.loc[self.table["bin"] == SHORT_BIN, "n"].sum())
 
     @property

@@ -63,6 +63,8 @@ PARAMETER_MEANINGS = {
     "log_days": "log days in stage before {pair} (stage mean)",
     "loc": "log days in stage before {pair}, segment {segment}",
     "log_days_spread": "spread of days in stage across segments at {stage}",
+    "instant_logit": "log-odds that a stay before {pair} is instant (shorter than the log's resolution)",
+    "instant_logit_mean": "log-odds of an instant stay at {stage} (stage mean)",
     # each sojourn family's shape
     **{f.shape_variable: f.shape_meaning for f in FAMILIES.values()},
 }
@@ -83,11 +85,12 @@ def worst_parameters(idata, n: int = 3) -> list[dict]:
         coords = {dim: r_hat[name][dim].values for dim in r_hat[name].dims}
         for index in np.ndindex(r_hat[name].shape):
             at = {dim: str(coords[dim][i]) for dim, i in zip(r_hat[name].dims, index, strict=True)}
-            stage, _, destination = at.get("pair", at.get("stage", "")).partition(" -> ")
+            pair = at.get("pair", at.get("mixed_pair", at.get("instant_pair")))
+            stage, _, destination = (pair or at.get("stage", at.get("instant_stage", ""))).partition(" -> ")
             rows.append({"parameter": name, "stage": stage, "destination": destination or None,
                          "segment": at.get("segment"), "r_hat": float(r_hat[name].values[index]),
                          "ess_bulk": float(ess[name].values[index]),
-                         "meaning": PARAMETER_MEANINGS[name].format(pair=at.get("pair"), stage=stage,
+                         "meaning": PARAMETER_MEANINGS[name].format(pair=pair, stage=stage,
                                                                      segment=at.get("segment"))})
     rows.sort(key=lambda r: (-np.nan_to_num(r["r_hat"], nan=np.inf), np.nan_to_num(r["ess_bulk"], nan=-1.0)))
     return rows[:n]
@@ -95,7 +98,7 @@ def worst_parameters(idata, n: int = 3) -> list[dict]:
 
 def _is_free(name: str, posterior) -> bool:
     """Free parameters (not deterministic transforms) of the posterior."""
-    return name in ("alpha", "alpha_spread", "log_days", "log_days_spread",
+    return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "instant_logit", "instant_logit_mean",
                     *(f.shape_variable for f in FAMILIES.values())) or name.endswith("_raw")
 
 

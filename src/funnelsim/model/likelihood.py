@@ -52,6 +52,7 @@ __all__ = ["DEFAULT_CONFIG", "ModelData", "model_data", "model_inputs", "centred
 
 STALL = "stall"
 OPEN_BIN_MERGE = 2   # statistics bins per model age bin for open stays
+NO_TIMED_PART = -1e4  # log(1 - h) of a pass-through pair (h = 1): exp() of it is exactly 0
 # auto pooling centres no cell of a stage whose segments do not differ significantly at this
 # level: on 4,000-deal logs whose segments share one speed, a spread estimated positive by
 # chance centred a few locations, and the sampler diverged (25-48 times) as the spread went to 0
@@ -117,6 +118,12 @@ class ModelData:
         if self.short_n is None:
             return np.zeros(len(self.pairs), dtype=bool)
         return self.short_n.sum(axis=1)[self.pairs[:, 0], self.pairs[:, 1]] > 0
+
+    @property
+    def passing_pairs(self) -> np.ndarray:
+        """(K,) bool: the pass-through pairs, whose exits are all instant (none timed)."""
+        timed = self.exit_n.sum(axis=1)[self.pairs[:, 0], self.pairs[:, 1]]
+        return self.instant_pairs & (timed == 0)
 
     @property
     def instant_labels(self) -> list[str]:
@@ -434,6 +441,9 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
               "pair": data.pair_labels}
     if data.has_short:
         coords["instant_pair"] = data.instant_labels
+        mixed = data.instant_pairs & ~data.passing_pairs
+        coords["mixed_pair"] = [label for label, x in zip(data.pair_labels, mixed, strict=True) if x]
+        coords["instant_stage"] = [data.stages[i] for i in np.unique(data.pairs[mixed, 0])]
     with pm.Model(coords=coords) as model:
         containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn, centred).items()}
         d = _unpacked(containers, E, data.open_index.shape[1])
@@ -506,23 +516,36 @@ def _instant_loglik(data: ModelData, d, config, log_pi, loc, scale, family):
 
     S, G, E = data.exit_n.shape
     instant = data.pairs[data.instant_pairs]
-    onehot = np.zeros((len(instant), S * E))
-    onehot[np.arange(len(instant)), instant[:, 0] * E + instant[:, 1]] = 1.0
-    mask = onehot.sum(axis=0).reshape(S, E)                      # 1 for the pairs with instant stays
-    # logit h pooled within the stage, with a fixed spread (no funnel): a pair with a few dozen
-    # exits, all instant, borrows the stage's share instead of leaving room for slow exits that
-    # would compete with stalling for the stage's open stays (a ridge the sampler mixes badly in)
-    prior = config["instant_share"]
-    stage_of = instant[:, 0]
-    stages_with, stage_index = np.unique(stage_of, return_inverse=True)
-    stage_mean = pm.Normal("instant_logit_mean", prior["mu"], prior["sigma"], shape=len(stages_with))
-    logit_h = pm.Normal("instant_logit", stage_mean[stage_index], prior["spread"], dims="instant_pair")
-    pm.Deterministic("instant_share", pm.math.sigmoid(logit_h), dims="instant_pair")
-    log_h = pt.dot(-pt.softplus(-logit_h), onehot).reshape((S, E))     # log h; 0 where no instant stays
-    log_rest = pt.dot(-pt.softplus(logit_h), onehot).reshape((S, E))   # log(1 - h)
+    passing = data.passing_pairs[data.instant_pairs]           # of those, the ones with no timed exit
+
+    def spread(rows):                                          # (rows, S * E) one-hot of instant pairs
+        out = np.zeros((len(rows), S * E))
+        out[np.arange(len(rows)), rows[:, 0] * E + rows[:, 1]] = 1.0
+        return out
+
+    mask = spread(instant).sum(axis=0).reshape(S, E)           # 1 for the pairs with instant stays
+    mixed_onehot = spread(instant[~passing])
+    through = spread(instant[passing]).sum(axis=0).reshape(S, E)   # 1 for the pass-through pairs
+    # pass-through pairs (every exit instant, none timed: nothing to learn a time from) have h = 1;
+    # the others logit h pooled within the stage, with a fixed spread (no funnel): a pair with few
+    # exits borrows the stage's share instead of leaving room for slow exits that would compete
+    # with stalling for the stage's open stays (a ridge the sampler mixes badly in)
+    log_h = 0.0
+    log_rest = through * NO_TIMED_PART                         # log(1 - h): "never" for pass-through pairs
+    shares = pt.as_tensor_variable(passing.astype(float))
+    if (~passing).any():
+        prior = config["instant_share"]
+        _, stage_index = np.unique(instant[~passing, 0], return_inverse=True)
+        stage_mean = pm.Normal("instant_logit_mean", prior["mu"], prior["sigma"], dims="instant_stage")
+        logit_h = pm.Normal("instant_logit", stage_mean[stage_index], prior["spread"], dims="mixed_pair")
+        log_h = pt.dot(-pt.softplus(-logit_h), mixed_onehot).reshape((S, E))     # log h; 0 elsewhere
+        log_rest = log_rest + pt.dot(-pt.softplus(logit_h), mixed_onehot).reshape((S, E))
+        shares = pt.set_subtensor(shares[np.flatnonzero(~passing)], pm.math.sigmoid(logit_h))
+        log_h = log_h[:, None, :]
+    pm.Deterministic("instant_share", shares, dims="instant_pair")
     log_sf_r = family.pymc_log_sf(data.short_log_t, loc, scale[:, None, :]) * mask[:, None, :]
     timed = log_rest[:, None, :] - log_sf_r                      # (S, G, E)
-    short_ll = (d["short_n"] * (log_pi + log_h[:, None, :])).sum()
+    short_ll = (d["short_n"] * (log_pi + log_h)).sum()
     return short_ll + (d["exit_n"] * timed).sum(), timed
 
 

@@ -132,7 +132,8 @@ def _instant_arrays(family, params: Parameters, S: int, G: int, D: int) -> dict:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         sf_r = family.sf(family.z(np.asarray(params.short_t, float), np.asarray(params.loc, float),
                                   np.asarray(params.shape, float)[:, :, None, :]))
-        c = np.where(pair[None, :, None, :], np.maximum(sf_r, 1e-300) / (1.0 - h[:, :, None, :]), 1.0)
+        # h = 1 (a pass-through pair): every fresh stay is instant, an open deal can no longer take it
+        c = np.where(pair[None, :, None, :], np.minimum(np.maximum(sf_r, 1e-300) / (1.0 - h[:, :, None, :]), 1e300), 1.0)
     return {"any_instant": True, "instant_pair": pair, "instant_h": _contiguous(h.transpose(1, 2, 0)),
             "instant_c": _contiguous(c.transpose(1, 2, 3, 0))}
 
