@@ -39,6 +39,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from ._portable import rounded
 from .events import FunnelDefinition
 from .spells import Spells, end_of_day
 
@@ -59,7 +60,7 @@ FIXED_POINT = 2.0**32   # sums are taken in integers of 2^-32: exact, so the sam
 def _fixed(value):
     """``value`` as an integer count of 2^-32 (error < 1.2e-10): integer sums do not depend on
     the order a parallel database adds rows in, so the same data always give the same bits."""
-    return (value * FIXED_POINT).round().cast("int64")
+    return rounded(value * FIXED_POINT).cast("int64")
 
 
 @dataclass(frozen=True, eq=False)
