@@ -54,3 +54,23 @@ def test_ratio_draws_recover_a_known_ratio_and_fall_back_to_the_prior():
     assert abs(mean[:, 1].mean()) < 0.01 and 0.05 < sd[:, 1].mean() < 0.3      # prior: ratio ~1
     table = won_amount_quantiles(stats, ["A", "B"])
     np.testing.assert_allclose(table[1], table[0], rtol=1e-12)                   # B borrows A's amounts
+
+
+@pytest.mark.parametrize("won", [26, 51, 101])
+def test_won_amount_quantiles_where_the_position_lands_next_to_an_integer(funnel, won):
+    """(n - 1) q in floating point can land just past an integer (25 x 0.28 = 7.000000000000001)
+    while the database computes it exactly: the quantiles still come back, equal to numpy's."""
+    rows = []
+    for i in range(won):
+        deal = f"w{i}"
+        rows += [{"deal_id": deal, "stage": funnel.stages[0], "timestamp": pd.Timestamp("2024-01-01") + pd.Timedelta(hours=i),
+                  "amount": 100.0 + 7.0 * i, "region": "EU"},
+                 {"deal_id": deal, "stage": funnel.won[0], "timestamp": pd.Timestamp("2024-02-01") + pd.Timedelta(hours=i),
+                  "amount": 100.0 + 7.0 * i + (i % 5), "region": "EU"}]
+    log = read_events(pd.DataFrame(rows), funnel)
+    spells = to_spells(log, as_of="2024-03-01", segment_by="region")
+    quantiles = amount_stats(log, spells).set_index("segment").loc["EU", "won_amounts"]
+    realised = np.array([100.0 + 7.0 * i + (i % 5) for i in range(won)])
+    from funnelsim.data.deals import AMOUNT_QUANTILES
+
+    np.testing.assert_allclose(quantiles, np.quantile(realised, AMOUNT_QUANTILES), rtol=1e-12)

@@ -114,8 +114,10 @@ def _quantiles(values: ibis.Table) -> dict[str, list[float]]:
     by_segment = ibis.window(group_by="segment", order_by="realised")
     ranked = known.mutate(_rank=ibis.row_number().over(by_segment),
                           _n=known.realised.count().over(ibis.window(group_by="segment")))
-    ranks = [((ranked._n - 1) * float(q)).floor() for q in AMOUNT_QUANTILES]
-    ranks += [((ranked._n - 1) * float(q)).ceil() for q in AMOUNT_QUANTILES]
+    # the database's (n - 1) q may round to the other side of an integer than Python's float
+    # (DuckDB reads the literal as a decimal): fetch a rank either side of the two that are used
+    floors = [((ranked._n - 1) * float(q)).floor() for q in AMOUNT_QUANTILES]
+    ranks = [rank + shift for rank in floors for shift in (-1, 0, 1, 2)]
     needed = ranked.filter(ibis.or_(*[ranked._rank == rank for rank in ranks]))
     rows = needed.select("segment", "realised", "_rank", "_n").to_pandas()
     result = {}
