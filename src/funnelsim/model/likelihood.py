@@ -15,7 +15,10 @@ stage, an earlier stage, won, lost) or **stalls** (goes dark and never moves aga
 - likelihood, from the statistics of :mod:`funnelsim.data.stats`: n exits to j with Σ log t and
   Σ (log t)² add ``n log pi_j + Σ log f_j(t)`` (exact for the LogNormal; per duration bin for
   the Weibull); n stays still open at age a add ``n log(pi_stall + Σ_j pi_j S_j(a))``. Counts
-  are weights, so the cost follows the number of groups, not of deals.
+  are weights, so the cost follows the number of groups, not of deals;
+- instant stays (exits shorter than the log's resolution r, see :func:`_instant_loglik` and
+  docs/short-stays.md): a (stage, destination) that has them has an instant share h, and its
+  time in stage given a timed exit is the family truncated to t >= r.
 
 The destination logits of each (stage, segment) are sampled in rotated coordinates, the
 eigenbasis of the stage's Fisher information (:func:`logit_rotation`): the data pin down
