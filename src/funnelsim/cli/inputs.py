@@ -12,13 +12,13 @@ import typer
 from ..errors import FunnelDataError
 from ..model.funnel_model import DEFAULT_TARGET_ACCEPT
 from .console import err, out, reading
-from .options import parse_columns
+from .options import parse_columns, parse_date
 
 if TYPE_CHECKING:
     from ..data.snapshot import Snapshot
     from ..model.funnel_model import FunnelModel
 
-__all__ = ["event_source", "read_snapshot", "stage_stats", "fit_model", "model_for", "new_deal_inflow", "print_losses"]
+__all__ = ["event_source", "read_snapshot", "refuse_as_of_outside_log", "stage_stats", "fit_model", "model_for", "new_deal_inflow", "print_losses"]
 
 
 def event_source(events: Path | None, table: str | None):
@@ -46,16 +46,37 @@ def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None
     """Read the log (the file ``events`` or the ``table`` URL, with the reading options as given)
     and stand on ``as_of``; its stays are built here, so a log that cannot be read fails before
     anything is fitted."""
-    from ..data.events import FunnelDefinition
+    from ..data.events import FunnelDefinition, read_events
     from ..data.snapshot import Snapshot
 
     funnel = FunnelDefinition(stages, won, lost)
     source = event_source(events, table)
+    day = None if as_of is None else parse_date(as_of, "--as-of", dayfirst=dayfirst)
     with reading():
-        snapshot = Snapshot.read(source, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
-                                 columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal)
+        log = read_events(source, funnel, columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal)
+        if day is not None:
+            refuse_as_of_outside_log(log, day, as_of)
+        snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days)
         snapshot.spells  # noqa: B018 - built now, under the spinner
     return snapshot
+
+
+def refuse_as_of_outside_log(log, day, given: str) -> None:
+    """An as-of after the log's last event would age every open deal past what the log
+    knows (they all turn "dark"), one before its first event sees nothing: refuse both,
+    saying the days the log covers."""
+    import pandas as pd
+
+    span = log.table.aggregate(first=log.table.timestamp.min(), last=log.table.timestamp.max()).to_pandas().iloc[0]
+    first, last = (pd.Timestamp(span[k]).normalize() for k in ("first", "last"))
+    shown = f"{given.strip()!r}" + ("" if given.strip() == str(day.date()) else f" ({day.date()})")
+    if day > last:
+        raise FunnelDataError(f"{shown} is after the log's last event ({last.date()}), so every open deal "
+                              "would be aged past what the log knows", source="option --as-of",
+                              hint=f"Give --as-of {last.date()} or earlier (or leave it out: the last event's day).")
+    if day < first:
+        raise FunnelDataError(f"{shown} is before the log's first event ({first.date()}): no deal is visible",
+                              source="option --as-of", hint=f"Give a day from {first.date()} to {last.date()}.")
 
 
 def stage_stats(snapshot: Snapshot):

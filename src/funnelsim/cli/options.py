@@ -9,6 +9,7 @@ usage error (exit 2) that names them; commands pass ``.value`` on to the library
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -76,13 +77,14 @@ Won = Annotated[str, typer.Option("--won", help="Label(s) meaning won, comma-sep
 Lost = Annotated[str, typer.Option(
     "--lost", help="Label(s) meaning lost, comma-separated (may be empty).")]
 AsOf = Annotated[str | None, typer.Option(
-    "--as-of", help="See the CRM as it was at the end of this day (YYYY-MM-DD); later events are hidden. "
-                    "Default: the last event's day.", show_default=False)]
+    "--as-of", help="See the CRM as it was at the end of this day (YYYY-MM-DD; 2025Q3 or 2025-09 mean the "
+                    "period's last day); later events are hidden. Default: the last event's day.",
+    show_default=False)]
 SegmentBy = Annotated[str | None, typer.Option(
     "--segment-by", help="Attribute column that splits deals into segments (region, source...).",
     show_default=False)]
 Dayfirst = Annotated[bool, typer.Option(
-    "--dayfirst", help="Text dates are day-first (31-01-2024).")]
+    "--dayfirst", help="Text dates are day-first (31-01-2024), in the log and in date options (--as-of 31/01/2024).")]
 Decimal = Annotated[str, typer.Option(
     "--decimal", help="Decimal mark of amounts: '.' or ',' (1234,50; with ',' a dot or space may group "
                       "thousands: 1.234,50).")]
@@ -156,12 +158,48 @@ def parse_columns(spec: str | None) -> dict[str, str] | None:
     return mapping
 
 
-def parse_date(text: str, column: str):
-    """An ISO date given to option ``column``, as a midnight timestamp."""
+# The forms a date option takes, besides YYYY-MM-DD: a named period stands for its last day
+# (what an analyst means by "as of 2025Q3"); day-first dates only under --dayfirst.
+_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+_QUARTER = re.compile(r"(\d{4})-?Q([1-4])", re.IGNORECASE)
+_MONTH = re.compile(r"(\d{4})-(\d{1,2})")
+_DAYFIRST = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2(\d{4})")
+DATE_FORMS = "YYYY-MM-DD (2025-09-30), a quarter (2025Q3: its last day) or a month (2025-09: its last day)"
+
+
+def parse_date(text: str, option: str = "--as-of", *, dayfirst: bool = False):
+    """The day a date option (``--as-of``, ``--compare-to``, ``--start``...) names, as a
+    midnight timestamp: an ISO date, a quarter (``2025Q3``) or month (``2025-09``) read as its
+    last day, or with ``dayfirst`` a day-first date (``30/09/2025``, ``30.09.2025``). Any other
+    form (``09/30/2025``, ``Sep 30 2025``, a time of day) is refused, never guessed."""
     import pandas as pd
 
+    given = str(text).strip()
+    forms = DATE_FORMS + (", or day-first: 30/09/2025" if dayfirst else
+                          "; or pass --dayfirst to write day-first dates (30/09/2025)")
+
+    def refuse(why: str) -> FunnelDataError:
+        return FunnelDataError(f"cannot read {given!r} as a date{why}", source=f"option {option}",
+                               hint=f"Write {forms}.")
+
+    day = None
+    if m := _ISO.fullmatch(given):
+        year, month, day = (int(g) for g in m.groups())
+    elif m := _QUARTER.fullmatch(given):
+        year, month = int(m[1]), 3 * int(m[2])
+    elif m := _MONTH.fullmatch(given):
+        year, month = int(m[1]), int(m[2])
+    elif dayfirst and (m := _DAYFIRST.fullmatch(given)):
+        day, month, year = int(m[1]), int(m[3]), int(m[4])
+    elif _DAYFIRST.fullmatch(given):
+        raise refuse(": the day and the month could be either way round")
+    else:
+        raise refuse("")
+    if not 1 <= month <= 12:
+        raise refuse(f": there is no month {month}")
+    if day is None:
+        return pd.Period(year=year, month=month, freq="M").to_timestamp(how="end").normalize()
     try:
-        return pd.Timestamp(text.strip()).normalize()
-    except (ValueError, TypeError):
-        raise FunnelDataError(f"cannot read {text!r} as a date", column=column, value=text,
-                              hint="Use ISO dates: 2024-03-31.") from None
+        return pd.Timestamp(year=year, month=month, day=day)
+    except ValueError:
+        raise refuse(f": {year}-{month:02d} has no day {day}") from None

@@ -100,9 +100,10 @@ def backtest(
     if every:
         if not (start and end):
             raise FunnelDataError("--every needs --start and --end", column="every", hint="Add --start DATE --end DATE.")
-        dates = origin_dates(every, parse_date(start, "start"), parse_date(end, "end"))
+        dates = origin_dates(every, parse_date(start, "--start", dayfirst=dayfirst),
+                             parse_date(end, "--end", dayfirst=dayfirst))
     else:
-        dates = [parse_date(text, "origins") for text in origins.split(",") if text.strip()]
+        dates = [parse_date(text, "--origins", dayfirst=dayfirst) for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                 seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)

@@ -100,7 +100,7 @@ def report(
     from ...report.html import find_browser, forecast_report
 
     browser = find_browser() if pdf else None          # a missing browser fails before the fit
-    earlier = None if compare_to is None else parse_date(compare_to, "compare_to")
+    earlier = None if compare_to is None else parse_date(compare_to, "--compare-to", dayfirst=dayfirst)
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
