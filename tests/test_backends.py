@@ -39,7 +39,8 @@ def results(source, funnel, spells=True, **snapshot):
     snap = fs.Snapshot.read(source, funnel, **snapshot)
     return {"stats": snap.stage_stats.table, "funnel": funnel_table(snap).table, "amounts": snap.amounts,
             "open": snap.open_deals, "spells": snap.spells.to_pandas() if spells else None,
-            "counts": snap.spells.counts, "notes": snap.notes, "realised": snap.realised(30)}
+            "counts": snap.spells.counts, "notes": snap.notes, "realised": snap.realised(30),
+            "short_days": snap.stage_stats.short_days}
 
 
 KEYS = {"stats": ("stage_index", "segment", "destination", "bin"), "funnel": ("stage", "segment"),
@@ -49,7 +50,7 @@ KEYS = {"stats": ("stage_index", "segment", "destination", "bin"), "funnel": ("s
 def assert_same_results(expected: dict, got: dict, parts=tuple(KEYS)) -> None:
     for part in parts:
         assert_same(expected[part], got[part], KEYS[part])
-    for part in ("counts", "notes", "realised"):
+    for part in ("counts", "notes", "realised", "short_days"):
         assert expected[part] == got[part], part
 
 
@@ -63,14 +64,19 @@ def table_in(backend: str, frame: pd.DataFrame, name: str, request, tmp_path) ->
     return ibis.pyspark.connect(spark).read_parquet(spark_parquet(frame, tmp_path / f"{name}.parquet"))
 
 
+@pytest.mark.parametrize("dates_only", [False, True], ids=["times", "dates_only"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_small_log_with_every_edge_case_reads_the_same(backend, small_log, funnel, request, tmp_path):
+def test_small_log_with_every_edge_case_reads_the_same(backend, dates_only, small_log, funnel, request, tmp_path):
     """Skip, back, repeated stage, created won, zero-length stay, blank segment, missing amounts and
-    text timestamps parsed by the database: the same stays and statistics as DuckDB."""
+    text timestamps parsed by the database: the same stays and statistics as DuckDB. Without any
+    time of day the log's resolution is a day (same-day exits are short stays, bin -1)."""
+    if dates_only:
+        small_log = small_log.assign(timestamp=small_log["timestamp"].str[:10])
     expected = results(small_log, funnel, as_of="2024-02-15", segment_by="region")
     got = results(table_in(backend, small_log, "small_log", request, tmp_path), funnel, as_of="2024-02-15",
                   segment_by="region")
     assert_same_results(expected, got)
+    assert got["short_days"] == (1.0 if dates_only else 1 / 24)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -137,8 +143,8 @@ def test_a_million_events_give_the_same_funnel_and_statistics(backend, million, 
     _, _, funnel, segment = million
     got = results(million_table(backend), funnel, spells=False, segment_by=segment)
     assert_same_results(million_duckdb, got, parts=("stats", "funnel", "amounts", "open"))
-    assert got["counts"] == million_duckdb["counts"]
-    assert got["realised"] == million_duckdb["realised"]
+    for part in ("counts", "realised", "short_days"):
+        assert got[part] == million_duckdb[part], part
 
 
 # --------------------------------------------------------------------------- the CLI's --table URL
