@@ -191,3 +191,25 @@ def test_as_of_equals_log_cut_at_that_day(converted, log, as_of):
     cut = to_spells(cut_log, as_of=as_of, segment_by="origin")
     pd.testing.assert_frame_equal(full.to_pandas(), cut.to_pandas())
     assert full.counts == cut.counts
+
+
+@pytest.mark.slow
+def test_the_default_fit_converges_at_the_last_month_end_by_origin(converted):
+    """Real data keep converging with the default settings (issue 18): Olist as of 2018-08-31,
+    by origin, 4 chains x 1,000 draws. Its MQL stays that end within the hour (a won date on
+    the first contact's day, just past midnight, and the early win moved to its contact date)
+    are instant stays."""
+    import warnings
+
+    from funnelsim.data.snapshot import Snapshot
+    from funnelsim.model.funnel_model import FunnelModel
+
+    snapshot = Snapshot.read(converted[0], FUNNEL, as_of="2018-08-31", segment_by="origin", dayfirst=True)
+    model = FunnelModel.from_snapshot(snapshot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(random_seed=1)
+    assert model.diagnostics["converged"], model.diagnostics
+    print("\nOlist 2018-08-31 by origin:", {k: model.diagnostics[k] for k in
+          ("r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences")},
+          "instant exits:", snapshot.stage_stats.short_exits)
