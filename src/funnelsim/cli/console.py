@@ -3,13 +3,27 @@ stderr (``err``), with a spinner or a progress bar only on a terminal."""
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
 
-__all__ = ["out", "err", "reading", "simulating", "progress", "wrote"]
+__all__ = ["out", "err", "reading", "simulating", "progress", "wrote", "output_width"]
 
-out = Console(width=None if Console().is_terminal else 160)  # files and pipes get the whole table
+FILE_WIDTH = 160  # the width of output to a file or pipe when $COLUMNS does not say
+
+
+def output_width(environ=os.environ, terminal: bool | None = None) -> int | None:
+    """The width results are laid out to: ``$COLUMNS`` when set (a terminal, a file or a
+    pipe alike), else the terminal's own (None), else :data:`FILE_WIDTH`."""
+    columns = environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    terminal = Console().is_terminal if terminal is None else terminal
+    return None if terminal else FILE_WIDTH
+
+
+out = Console(width=output_width())  # tables never cut a cell at any width (report/_tables.py)
 err = Console(stderr=True)
 
 

@@ -413,17 +413,17 @@ class FunnelTable:
         return body[:cut] + caption + body[cut:] + (f"<ul>{notes}</ul>" if notes else "")
 
     def __rich__(self):
-        from rich.table import Table
+        from ._tables import FitTable
 
         shown = self._display()
-        table = Table(
+        table = FitTable(
             title=f"Funnel as of {self.as_of:%Y-%m-%d}",
             caption="\n".join(self.notes) or None,
             caption_justify="left",
         )
         for col in shown.columns:
             left = col in ("stage", "segment")
-            table.add_column(SHORT_HEADERS.get(col, col), justify="left" if left else "right")
+            table.add_column(SHORT_HEADERS.get(col, col), justify="left" if left else "right", key=left)
         segments = self.table["segment"].tolist()
         for i, values in enumerate(shown.itertuples(index=False)):
             last = i + 1 == len(shown) or segments[i + 1] != segments[i]

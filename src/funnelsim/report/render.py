@@ -1,10 +1,15 @@
-"""Terminal rendering of model results with Rich: the stage table and the diagnostics block."""
+"""Terminal rendering of model results with Rich: the stage table and the diagnostics block.
+
+Every table is a :class:`funnelsim.report._tables.FitTable`: at any console width no number and
+no name is cut; a table too wide for the console is split into parts that repeat its key
+columns, or stacked."""
 
 from __future__ import annotations
 
 import pandas as pd
 from rich.panel import Panel
-from rich.table import Table
+
+from ._tables import FitTable
 
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
            "bottlenecks_rich", "backtest_rich"]
@@ -31,13 +36,13 @@ def _cell(row, name) -> str:
     return f"{mean:.1f} [dim]{low:.1f}–{high:.1f}[/]"
 
 
-def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior mean, then 90% interval") -> Table:
+def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior mean, then 90% interval") -> FitTable:
     """A Rich table of :meth:`funnelsim.model.funnel_model.FunnelModel.stage_table`."""
     segmented = table["segment"].notna().any()
-    out = Table(title=title)
-    out.add_column("stage")
+    out = FitTable(title=title)
+    out.add_column("stage", key=True)
     if segmented:
-        out.add_column("segment")
+        out.add_column("segment", key=True)
     out.add_column("stays", justify="right")
     for name in (*PERCENT, *DAYS):
         out.add_column(HEADERS[name], justify="right")
@@ -68,14 +73,14 @@ def diagnostics_panel(diagnostics: dict) -> Panel:
     return Panel(body, title="diagnostics: FAILED", border_style="bold red")
 
 
-def periods_rich(forecast) -> Table:
+def periods_rich(forecast) -> FitTable:
     """Revenue per period and cumulative, P10 / P50 / P90 and mean, with the horizon total."""
     r = forecast.pipeline_revenue()
-    out = Table(title=f"Revenue from the open pipeline, as of {forecast.as_of} (log currency)",
+    out = FitTable(title=f"Revenue from the open pipeline, as of {forecast.as_of} (log currency)",
                 caption=f"next {forecast.horizon_days} days: mean {r['mean']:,.0f}, "
                         f"80% band {r['p10']:,.0f} – {r['p90']:,.0f}, median {r['p50']:,.0f}")
     for name in ("period", "from", "to", "wins", "mean", "P10", "P50", "P90", "cumulative P50"):
-        out.add_column(name, justify="left" if name in ("period", "from", "to") else "right")
+        out.add_column(name, justify="left" if name in ("period", "from", "to") else "right", key=name == "period")
     new = forecast.has_new_deals
     if new:
         t = forecast.total_revenue()
@@ -90,12 +95,13 @@ def periods_rich(forecast) -> Table:
     return out
 
 
-def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expected revenue in the horizon") -> Table:
+def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expected revenue in the horizon") -> FitTable:
     """Per-deal odds: stage, age, amount, P(win in horizon), P(win ever), expected revenue."""
-    out = Table(title=title)
+    out = FitTable(title=title)
     for name in ("deal", "stage", "segment", "age (days)", "amount", "P(win, horizon)", "P(win, ever)",
                  "expected revenue", "median close"):
-        out.add_column(name, justify="left" if name in ("deal", "stage", "segment", "median close") else "right")
+        out.add_column(name, justify="left" if name in ("deal", "stage", "segment", "median close") else "right",
+                       key=name == "deal")
     for r in deals.to_dict(orient="records"):
         close = "—" if pd.isna(r["median_close_date"]) else str(pd.Timestamp(r["median_close_date"]).date())
         amount = "—" if pd.isna(r["amount"]) else f"{r['amount']:,.0f}"
@@ -104,16 +110,16 @@ def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expecte
     return out
 
 
-def comparison_rich(table, horizon_days: int) -> Table:
+def comparison_rich(table, horizon_days: int) -> FitTable:
     """What-if scenarios (a :class:`funnelsim.sim.scenarios.WhatIf` or its table): revenue
     band, paired difference from the baseline, P(better)."""
     table = getattr(table, "table", table)
     targeted = "p_hit" in table.columns
-    out = Table(title=f"What-if scenarios: revenue in the next {horizon_days} days (currency of the log)",
+    out = FitTable(title=f"What-if scenarios: revenue in the next {horizon_days} days (currency of the log)",
                 caption="difference = scenario minus baseline in each draw (same random numbers)")
     for name in ("scenario", "mean", "P10 – P90", "difference (mean)", "difference P10 – P90", "P(better)",
                  *(["P(hit target)", "baseline P(hit)"] if targeted else [])):
-        out.add_column(name, justify="left" if name == "scenario" else "right")
+        out.add_column(name, justify="left" if name == "scenario" else "right", key=name == "scenario")
     for r in table.to_dict(orient="records"):
         out.add_row(str(r["scenario"]), f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
                     f"{r['delta_mean']:+,.0f}", f"{r['delta_p10']:+,.0f} – {r['delta_p90']:+,.0f}",
@@ -121,25 +127,26 @@ def comparison_rich(table, horizon_days: int) -> Table:
     return out
 
 
-def bottlenecks_rich(table: pd.DataFrame, horizon_days: int) -> Table:
+def bottlenecks_rich(table: pd.DataFrame, horizon_days: int) -> FitTable:
     """The bottleneck ranking: revenue gained per lever, stage and segment."""
     segmented = table["segment"].notna().any()
-    out = Table(title=f"Where to focus: revenue gained in the next {horizon_days} days",
+    out = FitTable(title=f"Where to focus: revenue gained in the next {horizon_days} days",
                 caption="paired with the baseline (same random numbers); 80% interval")
     for name in ("rank", "stage", *(["segment"] if segmented else []), "lever", "gain (mean)", "gain P10 – P90",
                  "P(gain)"):
-        out.add_column(name, justify="left" if name in ("stage", "segment", "lever") else "right")
+        out.add_column(name, justify="left" if name in ("stage", "segment", "lever") else "right",
+                       key=name in ("rank", "stage", "segment"))
     for r in table.to_dict(orient="records"):
         out.add_row(str(r["rank"]), str(r["stage"]), *([_segment(r["segment"])] if segmented else []), str(r["lever"]),
                     f"{r['gain_mean']:+,.0f}", f"{r['gain_p10']:+,.0f} – {r['gain_p90']:+,.0f}", f"{r['p_gain']:.0%}")
     return out
 
 
-def backtest_rich(backtest) -> Table:
+def backtest_rich(backtest) -> FitTable:
     """One row per origin: actual against the band, scores and the baselines; the summary
     in the caption."""
     t, s = backtest.table, backtest.summary
-    out = Table(title=f"Backtest: revenue in the {backtest.settings.horizon_days} days after each origin",
+    out = FitTable(title=f"Backtest: revenue in the {backtest.settings.horizon_days} days after each origin",
                 caption=(f"80% band held {s['coverage80']:.0%} of actuals (50%: {s['coverage50']:.0%}, 90%: "
                          f"{s['coverage90']:.0%}); mean error of the median {s['mean_ape_median']:.1%} vs weighted "
                          f"pipeline {s['mean_ape_weighted']:.1%}, coverage {s['mean_ape_coverage']:.1%}, last period "
@@ -147,7 +154,7 @@ def backtest_rich(backtest) -> Table:
                          f"PIT uniformity (KS) p = {s['pit_ks_p']:.2f}; converged fits {s['converged_fits']}/{s['origins']}"))
     for name in ("origin", "open deals", "actual", "P10", "P50", "P90", "in 80%", "CRPS / actual", "PIT",
                  "weighted", "coverage", "last period"):
-        out.add_column(name, justify="left" if name == "origin" else "right")
+        out.add_column(name, justify="left" if name == "origin" else "right", key=name == "origin")
     total = "total_actual" in t
     if total:
         for name in ("total actual", "total P10", "total P90", "run rate"):
