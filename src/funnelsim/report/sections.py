@@ -11,6 +11,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from ..data.spells import end_of_day
 from ..model.funnel_model import QUANTITIES
 from .changes import dark_thresholds, pipeline_changes
 
@@ -22,7 +23,7 @@ TOP = 15          # rows of the deal tables
 
 def current_period_start(as_of: pd.Timestamp) -> pd.Timestamp:
     """The first day of the calendar quarter the forecast starts in (the day after as-of)."""
-    return pd.Period(as_of + pd.Timedelta(days=1), "Q").start_time
+    return pd.Period(end_of_day(as_of), "Q").start_time
 
 
 def won_between(snapshot, start: pd.Timestamp, deal_value: float | None = None) -> tuple[float, int]:

@@ -38,7 +38,18 @@ from ..model.sojourn import family as sojourn_family
 from ._fastmath import _GOLDEN, _K_DEAL, _exp, _mix, _normal_quantiles, _normal_sf, _uniforms
 
 # the simulator's inputs and outputs, importable from here as they always were
-from .kernel_io import Amounts, Deals, Draws, Parameters, Pipeline, Run, Simulation, Totals
+from .kernel_io import (
+    Amounts,
+    Deals,
+    Draws,
+    Parameters,
+    Pipeline,
+    Run,
+    Simulation,
+    Totals,
+    check_inputs,
+    instant_arrays,
+)
 
 __all__ = ["Pipeline", "Parameters", "Simulation", "simulate", "MAX_STEPS"]
 
@@ -72,7 +83,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         raise ValueError(f"period_of_day needs one entry per day of the horizon ({horizon})")
     D, S, G = params.pi.shape[:3]
     N = len(pipeline)
-    _check(params, pipeline, S, G)
+    check_inputs(params, pipeline, S, G)
     counts = np.zeros((D, 1), np.int64) if counts is None else np.ascontiguousarray(counts, np.int64)
     if counts.shape[0] != D or (len(pipeline) and (pipeline.slot >= 0).any() and pipeline.cell.max() >= counts.shape[1]):
         raise ValueError(f"counts needs one row per draw ({D}) and a column per new-deal cell")
@@ -93,7 +104,7 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         first_shape=_contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0)),        # (S, S+2, D)
         h_win=_contiguous(params.p_win_from_entry().transpose(1, 2, 0)),                        # (S, G, D)
         time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale),
-        **_instant_arrays(family, params, S, G, D))
+        **instant_arrays(family, params, S, G, D))
     amounts = Amounts(ratio_mean=_contiguous(params.ratio_mean), ratio_sd=_contiguous(params.ratio_sd),
                        won_amounts=np.ascontiguousarray(params.won_amounts, np.float64))
     deals = Deals(stage=pipeline.stage, segment=pipeline.segment, age=pipeline.age_days,
@@ -117,47 +128,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
                       p_win_ever=sums[2] / D, close_days=close_days, capped=int(capped))
 
 
-def _instant_arrays(family, params: Parameters, S: int, G: int, D: int) -> dict:
-    """The instant stays' arrays of :class:`Draws`: where ``params.instant`` is positive, a new
-    stay is instant (shorter than the resolution r = ``short_t``) with probability h and
-    otherwise follows the family truncated to t >= r, which the kernel draws as the survival
-    level u * S(r) / (1 - h) (a level at or above S(r), u >= 1 - h, is an instant stay); an
-    open deal's weights are pi (1 - h) S(age) / S(r). Without instant stays c = 1."""
-    h = params.instant
-    if h is None or not (h > 0).any():
-        return {"any_instant": False, "instant_pair": np.zeros((S, S + 2), np.bool_),
-                "instant_h": np.zeros((S, S + 2, 1)), "instant_c": np.ones((S, G, S + 2, 1))}
-    h = np.asarray(h, np.float64)
-    pair = (h > 0).any(axis=0)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        sf_r = family.sf(family.z(np.asarray(params.short_t, float), np.asarray(params.loc, float),
-                                  np.asarray(params.shape, float)[:, :, None, :]))
-        # h = 1 (a pass-through pair): every fresh stay is instant, an open deal can no longer take it
-        c = np.where(pair[None, :, None, :], np.minimum(np.maximum(sf_r, 1e-300) / (1.0 - h[:, :, None, :]), 1e300), 1.0)
-    return {"any_instant": True, "instant_pair": pair, "instant_h": _contiguous(h.transpose(1, 2, 0)),
-            "instant_c": _contiguous(c.transpose(1, 2, 3, 0))}
-
-
 def _contiguous(array) -> np.ndarray:
     return np.ascontiguousarray(array, np.float64)
-
-
-def _check(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
-    D = params.pi.shape[0]
-    expected = {"pi": (D, S, G, S + 3), "loc": (D, S, G, S + 2), "shape": (D, S, S + 2),
-                "ratio_mean": (D, G), "ratio_sd": (D, G)}
-    for name, shape in expected.items():
-        if getattr(params, name).shape != shape:
-            raise ValueError(f"Parameters.{name} needs shape {shape}; got {getattr(params, name).shape}")
-    if params.time_scale is not None and np.shape(params.time_scale) != (S, G):
-        raise ValueError(f"Parameters.time_scale needs shape ({S}, {G})")
-    if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
-        raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
-    sojourn_family(params.family)             # FunnelDataError (a ValueError) for an unknown one
-    if len(pipeline) and (pipeline.stage.min() < 0 or pipeline.stage.max() >= S):
-        raise ValueError(f"Pipeline stage indices must be in 0..{S - 1}")
-    if len(pipeline) and (pipeline.segment.min() < 0 or pipeline.segment.max() >= G):
-        raise ValueError(f"Pipeline segment indices must be in 0..{G - 1}")
 
 
 # --------------------------------------------------------------------------- kernels

@@ -12,7 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Pipeline", "Parameters", "Simulation", "Run", "Deals", "Draws", "Amounts", "Totals"]
+from ..model.sojourn import family as sojourn_family
+
+__all__ = ["Pipeline", "Parameters", "Simulation", "Run", "Deals", "Draws", "Amounts", "Totals", "check_inputs",
+           "instant_arrays"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,47 @@ class Totals(NamedTuple):
     sums: np.ndarray             # (3, N): won in horizon, revenue, P(win ever), summed over draws
     close_days: np.ndarray       # (N, H) int: draws winning each deal on each day
     block_totals: np.ndarray     # (blocks, 2, draws per chunk, P): each block's revenue and wins
+
+
+# --------------------------------------------------------------------------- preparing the arguments
+
+def check_inputs(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None:
+    """A ValueError naming the array whose shape does not fit (D draws, S stages, G segments)."""
+    D = params.pi.shape[0]
+    expected = {"pi": (D, S, G, S + 3), "loc": (D, S, G, S + 2), "shape": (D, S, S + 2),
+                "ratio_mean": (D, G), "ratio_sd": (D, G)}
+    for name, shape in expected.items():
+        if getattr(params, name).shape != shape:
+            raise ValueError(f"Parameters.{name} needs shape {shape}; got {getattr(params, name).shape}")
+    if params.time_scale is not None and np.shape(params.time_scale) != (S, G):
+        raise ValueError(f"Parameters.time_scale needs shape ({S}, {G})")
+    if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
+        raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
+    if params.instant is not None and np.shape(params.instant) != (D, S, S + 2):
+        raise ValueError(f"Parameters.instant needs shape {(D, S, S + 2)}; got {np.shape(params.instant)}")
+    sojourn_family(params.family)             # FunnelDataError (a ValueError) for an unknown one
+    if len(pipeline) and (pipeline.stage.min() < 0 or pipeline.stage.max() >= S):
+        raise ValueError(f"Pipeline stage indices must be in 0..{S - 1}")
+    if len(pipeline) and (pipeline.segment.min() < 0 or pipeline.segment.max() >= G):
+        raise ValueError(f"Pipeline segment indices must be in 0..{G - 1}")
+
+
+def instant_arrays(family, params: Parameters, S: int, G: int, D: int) -> dict:
+    """The instant stays' arrays of :class:`Draws`: where ``params.instant`` is positive, a new
+    stay is instant (shorter than the resolution r = ``short_t``) with probability h and
+    otherwise follows the family truncated to t >= r, which the kernel draws as the survival
+    level u * S(r) / (1 - h) (a level at or above S(r), u >= 1 - h, is an instant stay); an
+    open deal's weights are pi (1 - h) S(age) / S(r). Without instant stays c = 1."""
+    h = params.instant
+    if h is None or not (h > 0).any():
+        return {"any_instant": False, "instant_pair": np.zeros((S, S + 2), np.bool_),
+                "instant_h": np.zeros((S, S + 2, 1)), "instant_c": np.ones((S, G, S + 2, 1))}
+    h = np.asarray(h, np.float64)
+    pair = (h > 0).any(axis=0)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        sf_r = family.sf(family.z(np.asarray(params.short_t, float), np.asarray(params.loc, float),
+                                  np.asarray(params.shape, float)[:, :, None, :]))
+        # h = 1 (a pass-through pair): every fresh stay is instant, an open deal can no longer take it
+        c = np.where(pair[None, :, None, :], np.minimum(np.maximum(sf_r, 1e-300) / (1.0 - h[:, :, None, :]), 1e300), 1.0)
+    return {"any_instant": True, "instant_pair": pair, "instant_h": np.ascontiguousarray(h.transpose(1, 2, 0)),
+            "instant_c": np.ascontiguousarray(c.transpose(1, 2, 3, 0))}
