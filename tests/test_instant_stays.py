@@ -245,15 +245,18 @@ def test_an_open_deal_has_passed_its_chance_of_an_instant_stay():
 # --------------------------------------------------------------------------- convergence (slow)
 
 SEEDS = (1, 2, 3, 4, 5)
+# at 4,000 deals the 90% intervals held 78 of 100 cells, every miss an underestimate (the
+# segments' shrinkage towards each other, mostly Enterprise); at 20,000, 17 of 20 on one seed
+DEALS = 13_000
 
 
 def _awkward_snapshot(seed):
-    """A 4,000-deal year with a pass-through stage (every Qualified stay lasts seconds) and 10% of
-    forward moves clicked through at once: the shape of the real funnel of issue 18."""
+    """A 13,000-deal year with a pass-through stage (every Qualified stay lasts seconds) and 10%
+    of forward moves clicked through at once: the size and shape of the real funnel of issue 18."""
     from funnelsim.data.snapshot import Snapshot
 
     config = synth.SynthConfig(weeks=52, pass_through={"Qualified": 1.0}, p_same_day_jump=0.1)
-    events, truth = synth.generate(4000, seed=seed, config=config)
+    events, truth = synth.generate(DEALS, seed=seed, config=config)
     funnel = FunnelDefinition(truth["stages"], won=truth["won"], lost=truth["lost"])
     return Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"]), truth
 
