@@ -5,6 +5,10 @@ peak_mb, converged (and the diagnostics). Default: 5 stages x 20 segments, 4 cha
 1000 draws after the model's default tuning steps, nutpie. Each size runs in a fresh process.
 
     python benchmarks/bench_fit.py [--sizes 100000,1000000] [--draws 1000] [--chains 4]
+
+``--short-stays`` writes the log of issue 18's real funnel shape instead: Qualified a
+pass-through (every stay lasts seconds) and 10% of forward moves clicked through at once, so
+the fit includes the instant shares (docs/short-stays.md).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import warnings
 
 
-def config(segments: int):
+def config(segments: int, short_stays: bool = False):
     import numpy as np
 
     from funnelsim.data import synth
@@ -33,15 +37,16 @@ def config(segments: int):
         segment_logit_shift={n: tuple(rng.normal(0, 0.3, 2).round(3)) for n in names},
         segment_speed={n: float(np.exp(rng.normal(0, 0.2)).round(3)) for n in names},
         amount_median={n: 20000.0 for n in names},
+        **({"pass_through": {"Qualified": 1.0}, "p_same_day_jump": 0.1} if short_stays else {}),
     )
 
 
-def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> dict:
+def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short_stays: bool) -> dict:
     import funnelsim as fs
     from funnelsim.data import synth
     from funnelsim.model.funnel_model import DEFAULT_TUNE
 
-    cfg = config(segments)
+    cfg = config(segments, short_stays)
     events, _ = synth.generate(deals, seed=deals, config=cfg)
     funnel = fs.FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
     start = time.perf_counter()
@@ -59,7 +64,8 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int) -> di
             "converged": diag["converged"], "r_hat_max": round(diag["r_hat_max"], 4),
             "ess_bulk_min": round(diag["ess_bulk_min"]), "divergences": diag["divergences"],
             "stats_rows": len(stats.table), "segments": segments, "chains": chains, "draws": draws,
-            "tune": tune or DEFAULT_TUNE}
+            "tune": tune or DEFAULT_TUNE, "short_stays": short_stays,
+            "short_exits": int(stats.table.loc[stats.table["bin"] < 0, "n"].sum())}
 
 
 def main() -> None:
@@ -69,15 +75,18 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=None, help="default: the model's")
     parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--short-stays", action="store_true",
+                        help="a pass-through stage and same-day jumps (instant stays)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains)), flush=True)
+        print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains, args.short_stays)), flush=True)
         return
     for deals in (int(s) for s in args.sizes.split(",")):
         subprocess.run([sys.executable, __file__, "--one", str(deals), "--segments", str(args.segments),
                         "--draws", str(args.draws), "--chains", str(args.chains),
-                        *(["--tune", str(args.tune)] if args.tune else [])],
+                        *(["--tune", str(args.tune)] if args.tune else []),
+                        *(["--short-stays"] if args.short_stays else [])],
                        check=True)
 
 
