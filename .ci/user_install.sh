@@ -62,6 +62,10 @@ run whatif whatif crm.csv "${FUNNEL[@]}" --as-of "$AS_OF" --model model --horizo
 check_json whatif.json baseline scenarios
 run bottlenecks bottlenecks crm.csv "${FUNNEL[@]}" --as-of "$AS_OF" --model model --horizon 60 --json bottlenecks.json
 "$PY" -c 'import json; json.load(open("bottlenecks.json"))' && echo "    bottlenecks.json parses"
+COMPARE="$("$PY" -c 'import pandas as pd; print((pd.Timestamp("'"$AS_OF"'") - pd.Timedelta(days=30)).date())')"
+run report report crm.csv "${FUNNEL[@]}" --as-of "$AS_OF" --model model --horizon 60 --target 1000000 --compare-to "$COMPARE" --out report.html --json report.json
+check_json report.json as_of pipeline_revenue deals stages diagnostics segments
+"$PY" -c 'import sys; t = open("report.html", encoding="utf-8").read(); sys.exit(0 if t.lstrip().lower().startswith("<!doctype html") and "<svg" in t and "http" not in t.split("<body", 1)[1].replace("http://www.w3.org", "") else 1)' && echo "    report.html: one self-contained page with its charts"
 ORIGINS="$("$PY" -c 'import pandas as pd; a = pd.Timestamp("'"$AS_OF"'"); print(",".join(str((a - pd.Timedelta(days=d)).date()) for d in (60, 30)))')"
 run backtest backtest crm.csv "${FUNNEL[@]}" --origins "$ORIGINS" --horizon 30 "${FIT[@]}" --workers 2 --json backtest.json
 check_json backtest.json origins summary
