@@ -242,6 +242,15 @@ def test_an_open_deal_has_passed_its_chance_of_an_instant_stay():
     assert sim.p_win_ever[0] == pytest.approx(expected, rel=1e-4)
 
 
+
+def test_instant_shares_of_the_wrong_shape_are_refused():
+    """Instant shares per (draw, stage, destination): another shape is a ValueError naming the
+    array, not an index error (or silently wrong shares) deep in the kernel."""
+    params = _two_stages(0.6, 0.3, draws=2)
+    pipeline = Pipeline(stage=np.zeros(1, int), segment=np.zeros(1, int), age_days=np.zeros(1), amount=np.ones(1))
+    with pytest.raises(ValueError, match=r"Parameters.instant needs shape \(2, 2, 4\)"):
+        simulate(dataclasses.replace(params, instant=params.instant[:, :, :3]), pipeline, 10, seed=1)
+
 # --------------------------------------------------------------------------- convergence (slow)
 
 SEEDS = (1, 2, 3, 4, 5)
