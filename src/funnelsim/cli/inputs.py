@@ -101,6 +101,15 @@ def fit_model(model: FunnelModel, draws: int, tune: int, chains: int, seed: int,
         warnings.simplefilter("ignore")
         model.fit(draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=seed,
                   target_accept=target_accept, progressbar=err.is_terminal)
+    print_absent(model)
+
+
+def print_absent(model: FunnelModel) -> None:
+    """A note per destination the model treats as impossible in a segment (ModelData.absent)."""
+    for cell in model.data.absent_cells:
+        err.print(f"Note: {cell['stage']} -> {cell['destination']} is treated as impossible in segment "
+                  f"{cell['segment']!r}: none of its {cell['exits']:,} exits from {cell['stage']} went there, "
+                  f"against {cell['expected']:.0f} expected from the other segments.", highlight=False)
 
 
 def model_for(snapshot: Snapshot, model_dir: Path | None, *, draws: int, tune: int, chains: int, seed: int,

@@ -90,7 +90,8 @@ class FunnelModel:
         self.sojourn = family.name
         self.sojourn_family = family
         self.config = merge_config(DEFAULT_CONFIG, model_config or {})
-        self.data = model_data(stats, self.funnel, bool(self.config["instant_stays"]))
+        self.data = model_data(stats, self.funnel, bool(self.config["instant_stays"]),
+                               float(self.config["absent_expected_exits"]))
         self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
         self.idata = None
         self._diagnostics: dict | None = None
@@ -322,14 +323,15 @@ class FunnelModel:
         return list(enumerate(self.data.segments))
 
     def to_dict(self, prob: float = 0.9) -> dict:
-        """``{"stages": [...], "diagnostics": {...}}`` as in DESIGN.md's JSON contract."""
+        """``{"stages": [...], "absent_destinations": [...], "diagnostics": {...}}`` as in
+        docs/json.md (the absent destinations: :attr:`ModelData.absent_cells`)."""
         table = self.stage_table(prob)
         keys = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
         stages = [{"stage": r["stage"], "segment": r["segment"], "stays": r["stays"],
                    **{k: {"mean": r[k], "low": r[f"{k}_low"], "high": r[f"{k}_high"]} for k in keys}}
                   for r in table.to_dict(orient="records")]
         diag = self.diagnostics
-        return {"stages": stages, "diagnostics": {k: diag[k] for k in
+        return {"stages": stages, "absent_destinations": self.data.absent_cells, "diagnostics": {k: diag[k] for k in
                 ("r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences", "sampler", "converged", "problems")}}
 
     # ------------------------------------------------------------------ save / load
