@@ -54,7 +54,7 @@ __all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_
 # minimum ESS above 1,500 of 4,000 draws, and 3,000-deal logs above 800; 500 did no better
 DEFAULT_TUNE = 300
 QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
-_COMPILED: dict[str, object] = {}   # model signature -> compiled nutpie model
+_COMPILED: dict[str, tuple] = {}   # model signature -> (the PyMC model, its compiled nutpie model)
 
 
 class FunnelModel:
@@ -157,21 +157,30 @@ class FunnelModel:
 
     def _fit_nutpie(self, draws, tune, chains, seed, target_accept, progressbar):
         import nutpie
+        import pymc as pm
         import pytensor
 
         from ._nutpie import compile_model
 
         t0 = time.perf_counter()
-        compiled = _COMPILED.get(self.signature)
-        if compiled is None:
+        cached = _COMPILED.get(self.signature)
+        if cached is None:
             # strict IEEE arithmetic: with fast-math, code compiled afresh and code loaded from
             # PyTensor's disk cache round differently, so the same seed gave other draws on a
             # machine's first fit than on later ones
+            model = self.build_model()
             with pytensor.config.change_flags(numba__fastmath=False):
-                compiled = compile_model(self.build_model())
-            _COMPILED[self.signature] = compiled
+                compiled = compile_model(model)
+            _COMPILED[self.signature] = (model, compiled)
         else:
-            compiled = compiled.with_data(**model_inputs(self.data, self.sojourn, self.centred))
+            model, compiled = cached
+            inputs = model_inputs(self.data, self.sojourn, self.centred)
+            compiled = compiled.with_data(**inputs)
+            # the sampler starts from the PyMC model's initial point, which reads the model's own
+            # data containers: without this a refit started where the first dataset's would, and
+            # gave other draws than a fresh fit with the same seed
+            with model:
+                pm.set_data(inputs)
         self.timings["compile_s"] = time.perf_counter() - t0
         # not blocking: nutpie's blocking sample() catches a KeyboardInterrupt (Ctrl-C, a Jupyter
         # interrupt) and returns the draws made so far, which would then be checked, saved and
