@@ -313,6 +313,34 @@ def test_default_fits_converge_on_pass_through_stages_and_recover_p_win():
 
 
 @pytest.mark.slow
+def test_default_fits_converge_on_a_log_of_dates_with_same_day_jumps():
+    """A date-only log (no time of day) with 20% of forward moves on the same day: every such stay
+    lasts 0 days. At 13,000 deals the default fit converges at each seed and holds P(win from
+    entry) in its 90% interval in at least 80% of the cells (measured over seeds 1-5: 91 of 100;
+    at 4,000 deals seeds 2 and 3 fall short, R-hat 1.023 and 1.014: docs/short-stays.md)."""
+    import warnings
+
+    from funnelsim.data.snapshot import Snapshot
+    from funnelsim.model.funnel_model import FunnelModel
+
+    hits = cells = 0
+    for seed in SEEDS[:3]:
+        config = synth.SynthConfig(weeks=52, date_only=True, p_same_day_jump=0.2)
+        events, truth = synth.generate(DEALS, seed=seed, config=config)
+        funnel = FunnelDefinition(truth["stages"], won=truth["won"], lost=truth["lost"])
+        snapshot = Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"])
+        assert snapshot.stage_stats.short_days == SHORT_DAYS_DATE_ONLY
+        model = FunnelModel.from_snapshot(snapshot)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(random_seed=seed)
+        assert model.diagnostics["converged"], (seed, model.diagnostics["worst"])
+        hit, total = _covered(model, truth)
+        hits, cells = hits + hit, cells + total
+    assert hits >= 0.8 * cells, (hits, cells)
+
+
+@pytest.mark.slow
 def test_the_model_without_instant_stays_fails_on_the_same_logs():
     """The model before instant stays (they read as durations of about 0 days) fails its checks on
     the same logs: its scale at the pass-through collapses (two of the seeds, at the defaults)."""

@@ -74,16 +74,16 @@ def test_an_absent_destination_has_probability_zero_in_the_model(rare):
 
 @pytest.mark.slow
 def test_fits_converge_with_rare_and_segment_only_destinations():
-    """Over 3 seeds the default fit passes its checks, gives the absent cell P = 0 and holds
-    P(win from entry) within its 90% interval in at least 80% of the cells (measured: 54 of
-    60). The control: keeping every destination in every segment fails the checks on seed 2
+    """Over 5 seeds the default fit passes its checks, gives the absent cell P = 0 and holds
+    P(win from entry) within its 90% interval in at least 80% of the cells (measured: 93 of
+    100). The control: keeping every destination in every segment fails the checks on seed 2
     (R-hat 1.055, bulk ESS 108 when measured)."""
     from funnelsim.model.funnel_model import FunnelModel
     from tests.test_instant_stays import _covered
 
     hits = cells = 0
     table = []
-    for seed in (1, 2, 3):
+    for seed in (1, 2, 3, 4, 5):
         snapshot, truth = _snapshot(seed)
         model = FunnelModel.from_snapshot(snapshot)
         with warnings.catch_warnings():

@@ -122,7 +122,10 @@ class FunnelModel:
         """What fixes the compiled graph: shapes, destinations seen, priors (which cells are
         centred is data)."""
         d = self.data
-        short = [d.short_log_t] if d.has_short else []       # exits shorter than the log's resolution
+        # exits shorter than the log's resolution: which pairs have them, and which pass straight
+        # through, shape the graph (two logs with the same pairs but other instant pairs reused one
+        # compiled graph and failed on its instant shares' shape)
+        short = [d.short_log_t, d.instant_pairs.tolist(), d.passing_pairs.tolist()] if d.has_short else []
         return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(), *short], default=str)
 
     def build_model(self):
