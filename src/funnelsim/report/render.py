@@ -12,7 +12,7 @@ from rich.panel import Panel
 from ._tables import FitTable
 
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
-           "bottlenecks_rich", "backtest_rich"]
+           "bottlenecks_rich", "backtest_rich", "track_record_rich"]
 
 PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -166,4 +166,18 @@ def backtest_rich(backtest) -> FitTable:
         out.add_row(r["origin"], f"{r['open_deals']:,}", *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
                     "yes" if r["covered80"] else "[red]no[/]", f"{r['crps_rel']:.3f}", f"{r['pit']:.2f}",
                     *(f"{r[k]:,.0f}" for k in ("weighted", "coverage", "last_period")), *extra)
+    return out
+
+
+def track_record_rich(record) -> FitTable:
+    """The forecast's track record (:class:`funnelsim.sim.track_record.TrackRecord`): one row
+    per past origin, its band against what happened."""
+    out = FitTable(title=f"Track record: the same forecast at past origins ({record.scored} revenue in the "
+                         f"{record.horizon_days} days after each)",
+                   caption=f"80% band held at {record.held} of {record.checked}")
+    for name in ("origin", "actual", "P10", "P50", "P90", "in 80%", "PIT", "converged"):
+        out.add_column(name, justify="left" if name == "origin" else "right", key=name == "origin")
+    for r in record.origins.to_dict(orient="records"):
+        out.add_row(r["origin"], *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
+                    "yes" if r["covered"] else "[red]no[/]", f"{r['pit']:.2f}", "yes" if r["converged"] else "[red]no[/]")
     return out

@@ -155,6 +155,27 @@ class Forecast:
         self.model = model
         self._rerun: _Rerun | None = None            # set by forecast(); needed by segment_revenue()
         self._segment_revenue: xr.DataArray | None = None
+        self.track_record = None      # a funnelsim.sim.track_record.TrackRecord, set by forecast --check
+        self.calibrate = False        # with a track record: also report the band it calibrates
+
+    @property
+    def headline_samples(self) -> np.ndarray:
+        """The draws of the revenue the forecast headlines: the total with new deals, else the
+        open pipeline's (what a track record scores)."""
+        return self.dataset["total_revenue" if self.has_new_deals else "pipeline_revenue"].values
+
+    def calibrated_summary(self, target: float | None = None) -> str:
+        """A sentence on the band the track record calibrates (``track_record.calibrated``)."""
+        c = self.track_record.calibrated(self.headline_samples, target)
+        what = "total revenue" if self.has_new_deals else "revenue from the open pipeline"
+        text = (f"Calibrated by the track record, {what} is {c['p50']:,.0f} at the median with an 80% band of "
+                f"{c['p10']:,.0f} to {c['p90']:,.0f} (the model's band widened x{c['factor']:.2f} on the log scale)")
+        if target is not None:
+            text += f"; the chance of reaching {target:,.0f} is {c['p_hit']:.0%}"
+        text += "."
+        if c["rough"]:
+            text += f" Rough: {self.track_record.checked} past origin(s); 4 or more give the 80% guarantee."
+        return text
 
     @property
     def as_of(self) -> str:
@@ -312,6 +333,9 @@ class Forecast:
             result["target"] = {"amount": float(target), "p_hit": self.p_hit(target)}
             if self.has_new_deals:
                 result["target"]["p_hit_total"] = self.p_hit(target, total=True)
+        if self.track_record is not None:
+            result["track_record"] = self.track_record.to_dict(self.headline_samples if self.calibrate else None,
+                                                               target)
         return json_safe(result)
 
     def to_json(self, path=None, target: float | None = None) -> str:

@@ -47,6 +47,17 @@ from ..options import (
 
 __all__ = ["forecast", "whatif", "bottlenecks"]
 
+CHECKING = "Track record"
+Check = Annotated[int, typer.Option(
+    "--check", min=0, metavar="N",
+    help="Also replay this forecast at the N past origins one horizon apart before --as-of (one more fit each, "
+         "with these settings) and report how often its 80% band held and the PIT values: its track record on "
+         "this log.", rich_help_panel=CHECKING)]
+Calibrate = Annotated[bool, typer.Option(
+    "--calibrate", help="Widen the band by the --check track record (split conformal on the log scale; never "
+                        "narrower) and report the calibrated band and chance of the target beside the model's.",
+    rich_help_panel=CHECKING)]
+
 
 def forecast(
     stages: Stages,
@@ -71,6 +82,8 @@ def forecast(
     target: Target = None,
     deal_value: DealValue = None,
     new_deals: NewDeals = True,
+    check: Check = 0,
+    calibrate: Calibrate = False,
     json: Json = None,
 ) -> None:
     """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
@@ -81,11 +94,18 @@ def forecast(
     and reported as total revenue (--no-new-deals: the open pipeline only). Revenue is in the
     currency of the log's amount column.
 
-    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --json forecast.json
+    --check N replays the same forecast at N past dates one horizon apart and says how often
+    its 80% band held (a plain warning when it has been too narrow); --calibrate widens the
+    band by that record and reports the calibrated band beside the model's.
+
+    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --check 4 --json forecast.json
     """
-    from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich
+    from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich, track_record_rich
     from ...sim.forecast import forecast as run_forecast
 
+    if calibrate and not check:
+        raise FunnelDataError("--calibrate widens the band by the forecast's track record, and there is none",
+                              source="--calibrate", hint="Pass --check N too (4 or more past origins).")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
@@ -99,9 +119,38 @@ def forecast(
     out.print(deals_rich(result.deals().head(10)))
     out.print(diagnostics_panel(model.diagnostics))
     out.print(result.summary(target), highlight=False)
+    if check:
+        from ...sim.backtest import BacktestSettings
+
+        settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
+                                    seed=seed, deal_value=deal_value, new_deals=result.has_new_deals,
+                                    history_days=history_days)
+        result.track_record = checked_record(events, table, stages, won, lost, snapshot.as_of, check, settings,
+                                             columns=columns, dayfirst=dayfirst, decimal=decimal)
+        out.print(track_record_rich(result.track_record), highlight=False)
+        out.print(result.track_record.summary(), highlight=False)
+        if calibrate:
+            result.calibrate = True
+            out.print(result.calibrated_summary(target), highlight=False)
     if json:
         result.to_json(json, target=target)
         wrote(json)
+
+
+def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal):
+    """The forecast's track record at the ``n`` origins before ``as_of`` (sim.track_record),
+    with a progress bar over the past origins' fits."""
+    from ...data.events import FunnelDefinition
+    from ...sim.track_record import track_record
+    from ..console import err, progress
+    from ..inputs import event_source
+    from ..options import parse_columns
+
+    err.print(f"Checking the forecast at {n} past origin(s), {settings.horizon_days} days apart (one fit each)...",
+              highlight=False)
+    with progress("past origins", n) as advance:
+        return track_record(event_source(events, table), FunnelDefinition(stages, won, lost), as_of, n, settings,
+                            columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, progress=advance)
 
 
 def whatif(
