@@ -71,6 +71,17 @@ def test_widening_keeps_the_median_and_the_order_of_draws():
     assert (zeros == 0).all()
 
 
+def test_a_zero_width_band_that_missed_cannot_be_calibrated():
+    """Olist's early origins forecast 0 wins with P10 = P90 = 0 and saw some: no factor covers that."""
+    table = pd.DataFrame([{"actual": 5.0, "p10": 0.0, "p50": 0.0, "p90": 0.0}] + [
+        {"actual": 100.0, "p10": 90.0, "p50": 100.0, "p90": 110.0}] * 4)
+    assert widening_factor(table) == np.inf
+    record = TrackRecord(table.assign(origin="2024-01-31", covered=False, pit=1.0, converged=True), "pipeline", 30, 5)
+    samples = np.linspace(50, 150, 101)
+    calibrated = record.calibrated(samples)
+    assert calibrated["calibrated"] is False and calibrated["p90"] == pytest.approx(np.quantile(samples, 0.9))
+
+
 def test_origins_are_one_horizon_apart_and_need_some_log_before_them():
     origins = check_origins("2024-06-30", 30, 5, "2024-03-01")
     assert [str(o.date()) for o in origins] == ["2024-05-31", "2024-05-01", "2024-04-01"]

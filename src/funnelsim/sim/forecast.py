@@ -168,6 +168,10 @@ class Forecast:
         """A sentence on the band the track record calibrates (``track_record.calibrated``)."""
         c = self.track_record.calibrated(self.headline_samples, target)
         what = "total revenue" if self.has_new_deals else "revenue from the open pipeline"
+        if not np.isfinite(c["factor"]):
+            return ("The band cannot be calibrated by this track record: at a past origin it had no width "
+                    "(P10 = P90) and missed the actual, so no widening would have covered it; the model's band "
+                    "stands, uncalibrated. Check fewer origins, or later ones.")
         text = (f"Calibrated by the track record, {what} is {c['p50']:,.0f} at the median with an 80% band of "
                 f"{c['p10']:,.0f} to {c['p90']:,.0f} (the model's band widened x{c['factor']:.2f} on the log scale)")
         if target is not None:

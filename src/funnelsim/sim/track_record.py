@@ -140,9 +140,9 @@ class TrackRecord:
     def calibrated(self, samples: np.ndarray, target: float | None = None) -> dict:
         """Today's draws widened by the record: mean, P10, P50, P90, the factor and, with a
         ``target``, the chance of reaching it."""
-        wide = widen(samples, self.factor)
+        wide = widen(samples, self.factor)     # an infinite factor (a zero-width band that missed): unchanged
         p10, p50, p90 = np.quantile(wide, [0.1, 0.5, 0.9])
-        out = {"factor": self.factor, "mean": float(wide.mean()), "p10": float(p10), "p50": float(p50),
+        out = {"factor": self.factor, "calibrated": bool(np.isfinite(self.factor)), "mean": float(wide.mean()), "p10": float(p10), "p50": float(p50),
                "p90": float(p90), "rough": self.checked < MIN_CONFORMAL}
         if target is not None:
             out["p_hit"] = float((wide >= target).mean())
