@@ -291,7 +291,7 @@ model = fm.FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won,
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     model.fit(draws=100, tune=100, chains=1, random_seed=3)
-(compiled,) = fm._COMPILED.values()
+((_, compiled),) = fm._COMPILED.values()   # (the PyMC model, its compiled sampler)
 print(compiled.compiled_logp_func.cache_hits, compiled.compiled_expand_func.cache_hits,
       hashlib.sha256(model.idata.posterior["pi"].values.tobytes()).hexdigest())
 """
