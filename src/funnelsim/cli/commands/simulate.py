@@ -26,6 +26,7 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Horizon,
@@ -37,6 +38,9 @@ from ..options import (
     ReportPeriod,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Stages,
     Strict,
     Table,
@@ -60,6 +64,9 @@ def forecast(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -87,7 +94,8 @@ def forecast(
     from ...sim.forecast import forecast as run_forecast
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -118,6 +126,9 @@ def whatif(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -151,7 +162,8 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -177,6 +189,9 @@ def bottlenecks(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -206,7 +221,8 @@ def bottlenecks(
     from ...sim.scenarios import bottlenecks as rank
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
