@@ -26,6 +26,7 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Horizon,
@@ -37,6 +38,9 @@ from ..options import (
     ReportPeriod,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Stages,
     Strict,
     Table,
@@ -71,6 +75,9 @@ def forecast(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -107,7 +114,8 @@ def forecast(
         raise FunnelDataError("--calibrate widens the band by the forecast's track record, and there is none",
                               source="--calibrate", hint="Pass --check N too (4 or more past origins).")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -167,6 +175,9 @@ def whatif(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -200,7 +211,8 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -226,6 +238,9 @@ def bottlenecks(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -255,7 +270,8 @@ def bottlenecks(
     from ...sim.scenarios import bottlenecks as rank
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
