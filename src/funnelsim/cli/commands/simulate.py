@@ -134,7 +134,8 @@ def forecast(
                                     seed=seed, deal_value=deal_value, new_deals=result.has_new_deals,
                                     history_days=history_days)
         result.track_record = checked_record(events, table, stages, won, lost, snapshot.as_of, check, settings,
-                                             columns=columns, dayfirst=dayfirst, decimal=decimal)
+                                             columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                                             sheet=sheet, segment_from=segment_from.value)
         out.print(track_record_rich(result.track_record), highlight=False)
         out.print(result.track_record.summary(), highlight=False)
         if calibrate:
@@ -145,7 +146,8 @@ def forecast(
         wrote(json)
 
 
-def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal):
+def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal, encoding=None,
+                   sheet=None, segment_from="first"):
     """The forecast's track record at the ``n`` origins before ``as_of`` (sim.track_record),
     with a progress bar over the past origins' fits."""
     from ...data.events import FunnelDefinition
@@ -158,7 +160,8 @@ def checked_record(events, table, stages, won, lost, as_of, n, settings, *, colu
               highlight=False)
     with progress("past origins", n) as advance:
         return track_record(event_source(events, table), FunnelDefinition(stages, won, lost), as_of, n, settings,
-                            columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, progress=advance)
+                            columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                            sheet=sheet, segment_from=segment_from, progress=advance)
 
 
 def whatif(
