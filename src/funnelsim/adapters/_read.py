@@ -5,7 +5,7 @@ of the first thing they cannot read.
 Shared by every ``from_<format>`` adapter; the functions here keep their signatures.
 
 - :func:`read_frame`: the export as a DataFrame (CSV cells as text; only an empty cell is
-  missing) with :data:`ROW`, the row as a spreadsheet numbers it (CSV: the header is row 1, so
+  missing) with :data:`ROW`, the row as a spreadsheet numbers it (CSV and .xlsx: the header is row 1, so
   the first record is row 2; DataFrame and Parquet: the first record is row 1).
 - :func:`require`: the columns an export must have, or a missing-column error with a guess.
 - :func:`parse_datetime`, :func:`parse_number`, :func:`parse_flag`, :func:`parse_text`: typed
@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data._files import missing_column_error
+from ..data._files import ROW as FILE_ROW
+from ..data._files import _check_file, missing_column_error, read_file
 from ..errors import FunnelDataError
 
 __all__ = ["ROW", "read_frame", "require", "raise_at", "parse_datetime", "parse_number", "parse_flag",
            "parse_text", "outcome_of_label", "flow_order", "canonical"]
 
-ROW = "_row"  # the record's row as a spreadsheet numbers it
+ROW = FILE_ROW  # "_row": the record's row as a spreadsheet numbers it
 
 TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f", ""}
@@ -40,7 +41,7 @@ FALSE = {"false", "0", "no", "n", "f", ""}
 def read_frame(source, expected: tuple[str, ...] = ()) -> tuple[str, pd.DataFrame]:
     """(a name for messages, the export as a DataFrame with a :data:`ROW` column).
 
-    ``source`` is a .csv / .parquet path or a DataFrame. A CSV's delimiter (comma, semicolon,
+    ``source`` is a .csv / .xlsx / .parquet path or a DataFrame (a workbook: its first sheet). A CSV's delimiter (comma, semicolon,
     tab) is detected from its header, guided by the ``expected`` column names; all its cells are
     text. An empty export is an error."""
     if isinstance(source, pd.DataFrame):
@@ -48,25 +49,21 @@ def read_frame(source, expected: tuple[str, ...] = ()) -> tuple[str, pd.DataFram
     else:
         path = Path(os.fspath(source))
         name = str(source)
-        if not path.exists():
-            raise FunnelDataError("file not found", source=name, hint="Check the path and the current directory.")
-        if path.is_dir() or path.stat().st_size == 0:
-            raise FunnelDataError("this is a folder, not a file" if path.is_dir() else "the file is empty",
-                                  source=name, hint="Export the table with a header row.")
+        _check_file(path, name, "Export the table with a header row.")
         if path.suffix.lower() in (".parquet", ".pq"):
             try:
                 frame = pd.read_parquet(path)
             except Exception as exc:  # any reader failure is a bad file
                 raise FunnelDataError(f"cannot read Parquet: {str(exc).splitlines()[0]}", source=name) from None
             first = 1
-        else:
-            from ..data._files import _read_csv
-
-            frame, first = _read_csv(path, name, tuple(expected)).to_pandas(), 2
+        else:  # a CSV (all cells text) or a workbook's first sheet, numbered as the spreadsheet shows it
+            name, arrow = read_file(path, name, tuple(expected))
+            frame, first = arrow.to_pandas(), None
     if frame.empty:
         raise FunnelDataError("the export has a header but no rows", source=name, hint="Export at least one record.")
+    rows = frame.pop(ROW).to_numpy(dtype=np.int64) if first is None else None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame[ROW] = np.arange(first, first + len(frame), dtype=np.int64)
+    frame[ROW] = np.arange(first, first + len(frame), dtype=np.int64) if rows is None else rows
     return name, frame
 
 

@@ -42,22 +42,32 @@ def event_source(events: Path | None, table: str | None):
 
 def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None = None, as_of: str | None = None,
                   segment_by: str | None = None, history_days: float | None = None, dayfirst: bool = False,
-                  decimal: str = ".", columns: str | None = None) -> Snapshot:
+                  decimal: str = ".", columns: str | None = None, encoding: str | None = None,
+                  sheet: str | None = None, segment_from: str = "first") -> Snapshot:
     """Read the log (the file ``events`` or the ``table`` URL, with the reading options as given)
     and stand on ``as_of``; its stays are built here, so a log that cannot be read fails before
-    anything is fitted."""
+    anything is fitted. What the user must know about how the file was read (which sheet, deals
+    whose segment is filled only after their first row) is printed on stderr."""
+    from ..data._files import SHEET_NOTE
     from ..data.events import FunnelDefinition, read_events
     from ..data.snapshot import Snapshot
+    from ..data.spells import segment_note
 
     funnel = FunnelDefinition(stages, won, lost)
     source = event_source(events, table)
     day = None if as_of is None else parse_date(as_of, "--as-of", dayfirst=dayfirst)
     with reading():
-        log = read_events(source, funnel, columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal)
+        log = read_events(source, funnel, columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal,
+                          encoding=encoding, sheet=sheet, segment_from=segment_from)
         if day is not None:
             refuse_as_of_outside_log(log, day, as_of)
         snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days)
         snapshot.spells  # noqa: B018 - built now, under the spinner
+    told = [n for n in log.notes if n.startswith(SHEET_NOTE)]
+    if snapshot.spells.filled_later:
+        told.append(segment_note(snapshot.spells.filled_later, segment_by))
+    for note in told:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     return snapshot
 
 

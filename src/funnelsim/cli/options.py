@@ -20,8 +20,9 @@ from ..data.events import FunnelDataError
 
 __all__ = [
     "FITTING", "SIMULATING", "OUTPUT",
-    "Period", "Sojourn", "Sampler",
-    "Events", "Table", "Stages", "Won", "Lost", "AsOf", "SegmentBy", "Dayfirst", "Decimal", "Columns", "HistoryDays",
+    "Period", "Sojourn", "Sampler", "SegmentRow",
+    "Events", "Table", "Stages", "Won", "Lost", "AsOf", "SegmentBy", "SegmentFrom", "Dayfirst", "Decimal", "Columns",
+    "Encoding", "Sheet", "HistoryDays",
     "Draws", "Tune", "Chains", "Seed", "Strict", "SojournFamily", "SamplerName", "TargetAccept", "ModelDir",
     "Horizon", "ReportPeriod", "DealValue", "NewDeals", "Target",
     "Json",
@@ -59,10 +60,17 @@ class Sampler(Enum):
     numpyro = "numpyro"
 
 
+class SegmentRow(Enum):
+    """Which of a deal's rows its segment is read from."""
+
+    first = "first"
+    last = "last"
+
+
 # --------------------------------------------------------------------------- reading the log
 
 Events = Annotated[Path | None, typer.Argument(
-    metavar="EVENTS", help="Event log: a .csv or .parquet file (or read a database table with --table).",
+    metavar="EVENTS", help="Event log: a .csv, .xlsx or .parquet file (or read a database table with --table).",
     show_default=False)]
 Table = Annotated[str | None, typer.Option(
     "--table", metavar="URL",
@@ -83,6 +91,9 @@ AsOf = Annotated[str | None, typer.Option(
 SegmentBy = Annotated[str | None, typer.Option(
     "--segment-by", help="Attribute column that splits deals into segments (region, source...).",
     show_default=False)]
+SegmentFrom = Annotated[SegmentRow, typer.Option(
+    "--segment-from", help="Read a deal's --segment-by value from its first row, or from its latest row with a "
+                           "value (for a CRM that fills the column later, e.g. only on won rows).")]
 Dayfirst = Annotated[bool, typer.Option(
     "--dayfirst", help="Text dates are day-first (31-01-2024), in the log and in date options (--as-of 31/01/2024).")]
 Decimal = Annotated[str, typer.Option(
@@ -91,6 +102,13 @@ Decimal = Annotated[str, typer.Option(
 Columns = Annotated[str | None, typer.Option(
     "--columns", help="Rename the log's columns: 'Opportunity=deal_id,Stage=stage,Date=timestamp'.",
     show_default=False)]
+Encoding = Annotated[str | None, typer.Option(
+    "--encoding", help="Text encoding of a CSV log: latin-1, cp1252 (Excel on Windows), cp1251, utf-16... "
+                       "Default: UTF-8 (with or without a byte-order mark); another is an error saying which to pass.",
+    show_default=False)]
+Sheet = Annotated[str | None, typer.Option(
+    "--sheet", metavar="NAME|N", help="The sheet of a .xlsx log to read, by name or position (1 = the first). "
+                                      "Default: the first sheet.", show_default=False)]
 HistoryDays = Annotated[float | None, typer.Option(
     "--history-days", min=1, help="Learn conversion and time in stage only from stays that began in the last "
                                   "DAYS days before --as-of (a funnel that changes over time). Default: all history.",

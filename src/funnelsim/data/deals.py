@@ -37,7 +37,7 @@ def _visible_deals(log: EventLog, spells: Spells) -> ibis.Table:
                               hint="Build both from the same FunnelDefinition.")
     table = log.table
     visible = table.filter(table.timestamp < ibis.timestamp(spells.cutoff))
-    segment = deal_segment(visible, spells.segment_by)
+    segment = deal_segment(visible, spells.segment_by, spells.segment_from)
     outcomes = list(log.funnel.won) + list(log.funnel.lost)
     is_open_row = ~visible.stage.isin(outcomes)
     is_won = visible.stage.isin(list(log.funnel.won))

@@ -12,7 +12,7 @@ amount     no        deal value known at that event (currency of the log)
 others     no        deal attributes usable as segments (region, source, ...)
 =========  ========  =======================================================
 
-:func:`read_events` accepts a CSV or Parquet path, a pandas DataFrame or an Ibis
+:func:`read_events` accepts a CSV, Excel (.xlsx) or Parquet path, a pandas DataFrame or an Ibis
 table, renames columns, parses timestamps and amounts, and checks the log. Every
 problem raises :class:`FunnelDataError`, which names the source, the row as a
 spreadsheet shows it (the header is row 1), the column, the bad value, and what to
@@ -104,6 +104,7 @@ class EventLog:
     source: str
     attributes: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    segment_from: str = "first"  # a deal's attributes (its segment) are read from its first or last row
 
     def to_pandas(self) -> pd.DataFrame:
         """The events as a DataFrame ordered by deal and time (small logs only)."""
@@ -118,14 +119,18 @@ class EventLog:
 
 # --------------------------------------------------------------------------- loading
 
+SEGMENT_FROM = ("first", "last")
+
+
 def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | None = None,
-                dayfirst: bool = False, decimal: str = ".") -> EventLog:
+                dayfirst: bool = False, decimal: str = ".", encoding: str | None = None,
+                sheet: str | int | None = None, segment_from: str = "first") -> EventLog:
     """Read, clean and validate an event log.
 
     Parameters
     ----------
     source : str, Path, pandas.DataFrame or ibis.Table
-        A ``.csv`` / ``.parquet`` file, a DataFrame, a table in any database Ibis reaches, or
+        A ``.csv`` / ``.xlsx`` / ``.parquet`` file, a DataFrame, a table in any database Ibis reaches, or
         such a table by URL: ``"postgres://user@host:5432/db?table=events"``,
         ``"duckdb:///path/crm.duckdb?table=events"`` (see :class:`funnelsim.data._files.TableURL`).
     funnel : FunnelDefinition
@@ -141,6 +146,18 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
         reads as 1234.5, and thousands may be grouped by a dot, a space or a non-breaking
         space (``1.234,50``, ``1 234,50``); a dot anywhere else (``1234.50``) is an error
         rather than a silent factor of 100.
+    encoding : str, optional
+        A CSV's text encoding (``"latin-1"``, ``"cp1252"``...). Default: UTF-8, with or without
+        a byte-order mark (UTF-16 with its byte-order mark is recognised too); a file that is not
+        valid UTF-8 is an error naming the row and the byte and suggesting the encoding to pass.
+    sheet : str or int, optional
+        A workbook's sheet, by name or by position counting from 1. Default: the first sheet
+        (with a note when the workbook has others). Rows are numbered as Excel shows them.
+    segment_from : ``"first"`` or ``"last"``
+        Which of a deal's rows its attribute columns (its segment, with ``segment_by``) are read
+        from: its first row (the default), or its latest row with a value (a CRM that fills a
+        column only later, e.g. Olist's ``business_segment`` on won rows). Only rows visible at
+        the as-of day count, so nothing leaks from after it.
 
     A CSV's delimiter (comma, semicolon or tab) is detected from its header line. Stage
     labels that differ from the funnel's only by case or surrounding spaces (``" won"``)
@@ -158,15 +175,19 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
     if decimal not in (".", ","):
         raise FunnelDataError("the decimal mark must be '.' or ','", column="decimal", value=decimal,
                               hint="Pass --decimal , for amounts written 1234,50.")
+    if segment_from not in SEGMENT_FROM:
+        raise FunnelDataError("a deal's segment is read from its first or its last row", column="segment_from",
+                              value=str(segment_from), hint="Pass --segment-from first or --segment-from last.")
     columns = columns or {}
-    name, raw = load_source(source, (*REQUIRED_COLUMNS, "amount", *columns))
+    notes: list[str] = []
+    name, raw = load_source(source, (*REQUIRED_COLUMNS, "amount", *columns), encoding=encoding, sheet=sheet,
+                            notes=notes)
     raw = rename_columns(raw, columns, name)
     typed, checks = _typed(raw, funnel, dayfirst, decimal)
     table = _materialise(typed)
     scan = _scan(table)
     if scan["problems"]:
         _raise_first_problem(table, checks, funnel, name)
-    notes = []
     if scan["relabelled"]:
         notes.append(f"{scan['relabelled']} row(s) had a stage label differing from the funnel's only by case "
                      f"or surrounding spaces; read as the funnel's label")
@@ -177,7 +198,7 @@ def read_events(source, funnel: FunnelDefinition, *, columns: dict[str, str] | N
         notes.append(f"dropped {scan['rows'] - scan['distinct']} exact duplicate row(s) from {name}")
     _check_outcomes(table, funnel, name)
     attributes = tuple(c for c in table.columns if c not in (*REQUIRED_COLUMNS, "amount", ROW, ORDER))
-    return EventLog(table, funnel, name, attributes, notes)
+    return EventLog(table, funnel, name, attributes, notes, segment_from)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class Snapshot:
         The day to stand on. Default: the day of the log's last event (an error if that is
         after today).
     segment_by : str, optional
-        Attribute column whose value on a deal's first event names its segment.
+        Attribute column whose value on a deal's first event (or latest with a value, when the
+        log was read with ``segment_from="last"``) names its segment.
     history_days : float, optional
         Learn conversion and time in stage only from stays that began in these days before
         the cut-off (a funnel that changes over time). Default: all history.
@@ -85,11 +86,13 @@ class Snapshot:
     @classmethod
     def read(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
              history_days: float | None = None, columns: dict[str, str] | None = None, dayfirst: bool = False,
-             decimal: str = ".") -> Snapshot:
+             decimal: str = ".", encoding: str | None = None, sheet: str | int | None = None,
+             segment_from: str = "first") -> Snapshot:
         """Read an event log (path, DataFrame or Ibis table; see
-        :func:`funnelsim.data.events.read_events` for ``columns``, ``dayfirst`` and
-        ``decimal``) and stand on ``as_of``."""
-        log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal)
+        :func:`funnelsim.data.events.read_events` for ``columns``, ``dayfirst``, ``decimal``,
+        ``encoding``, ``sheet`` and ``segment_from``) and stand on ``as_of``."""
+        log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                          sheet=sheet, segment_from=segment_from)
         return cls(log, as_of, segment_by=segment_by, history_days=history_days)
 
     def at(self, as_of) -> Snapshot:

@@ -35,7 +35,8 @@ import pandas as pd
 from ._portable import as_int, rounded
 from .events import EventLog, FunnelDefinition, _materialise, event_order
 
-__all__ = ["Spells", "to_spells", "resolve_as_of", "end_of_day", "deal_segment", "MOVES", "NO_SEGMENT"]
+__all__ = ["Spells", "to_spells", "resolve_as_of", "end_of_day", "deal_segment", "segment_note", "MOVES",
+           "NO_SEGMENT"]
 
 MOVES = ("next", "skip", "back", "won", "lost", "censored")
 NO_SEGMENT = "all"
@@ -58,6 +59,8 @@ class Spells:
     segment_by: str | None
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    segment_from: str = "first"  # the deal's row its segment is read from (EventLog.segment_from)
+    filled_later: int = 0        # deals whose segment is blank on their first row but not on a later one
 
     @property
     def cutoff(self) -> pd.Timestamp:
@@ -118,8 +121,11 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
         Hide every event after this day; open stays are aged to its end. Default:
         the day of the last event in the log (a FunnelDataError if that is after today).
     segment_by : str, optional
-        Attribute column whose value on a deal's first event names its segment
-        (blank values become ``"(blank)"``). Without it every deal is in ``"all"``.
+        Attribute column whose value on a deal's first event (or latest with a value, with the
+        log's ``segment_from="last"``) names its segment (blank values become ``"(blank)"``).
+        Without it every deal is in ``"all"``. Reading from the first row, the deals whose
+        first row is blank but a later visible row is not are counted (``filled_later``) and
+        named in a note suggesting ``segment_from="last"``.
     """
     log.check_segment(segment_by)
     as_of = resolve_as_of(log, as_of)
@@ -134,7 +140,8 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
                               column="as_of", hint=f"The log starts on {first.date()}; choose a later date.")
 
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
-    events = visible.mutate(segment=deal_segment(visible, segment_by), _previous=visible.stage.lag().over(by_deal),
+    segment_from = log.segment_from
+    events = visible.mutate(segment=deal_segment(visible, segment_by, segment_from), _previous=visible.stage.lag().over(by_deal),
                             _position=ibis.row_number().over(by_deal))
     kept = events.filter(events._previous.isnull() | (events._previous != events.stage))
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
@@ -142,20 +149,50 @@ def to_spells(log: EventLog, as_of=None, segment_by: str | None = None) -> Spell
     kept = _materialise(kept.select("deal_id", "segment", "stage", "timestamp", "_position", "_next", "left"))
 
     stays = _classify(kept.filter(kept.stage.isin(list(funnel.stages))), funnel, cutoff)
-    spells = Spells(stays, funnel, as_of, segment_by)
+    spells = Spells(stays, funnel, as_of, segment_by, segment_from=segment_from)
     spells.counts = _edge_counts(visible, kept, stays, funnel)
     spells.notes = _notes(spells.counts)
+    if segment_by and segment_from == "first":
+        spells.filled_later = _filled_later(events, segment_by)
+        if spells.filled_later:
+            spells.notes.append(segment_note(spells.filled_later, segment_by))
     return spells
 
 
-def deal_segment(events: ibis.Table, segment_by: str | None) -> ibis.Value:
-    """Each event's deal segment: the ``segment_by`` value on the deal's first event (blank:
-    ``"(blank)"``), or ``"all"`` without ``segment_by``. Every module names segments this way."""
+def deal_segment(events: ibis.Table, segment_by: str | None, segment_from: str = "first") -> ibis.Value:
+    """Each event's deal segment: the ``segment_by`` value on the deal's first event, or with
+    ``segment_from="last"`` its latest non-blank value among ``events`` (blank: ``"(blank)"``),
+    or ``"all"`` without ``segment_by``. Every module names segments this way."""
     if not segment_by:
         return ibis.literal(NO_SEGMENT)
+    if segment_from == "last":  # non-blank rows first, the latest of them first: a window, in any database
+        value = _segment_value(events, segment_by)
+        order = [as_int(value.isnull()), *(ibis.desc(events[key]) for key in event_order())]
+        return value.first().over(ibis.window(group_by="deal_id", order_by=order)).fill_null(BLANK_SEGMENT)
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
     first_value = events[segment_by].cast("string").first().over(by_deal)
     return first_value.strip().nullif("").fill_null(BLANK_SEGMENT)
+
+
+def _segment_value(events: ibis.Table, segment_by: str) -> ibis.StringValue:
+    """The segment column of each event as text, null when blank."""
+    return events[segment_by].cast("string").strip().nullif("")
+
+
+def _filled_later(events: ibis.Table, segment_by: str) -> int:
+    """Deals whose segment (read from the first row) is blank though a later row has a value."""
+    filled = as_int(_segment_value(events, segment_by).notnull())
+    deals = events.group_by("deal_id").aggregate(blank=as_int(events.segment == BLANK_SEGMENT).min(),
+                                                 filled=filled.max())
+    found = deals.aggregate(n=as_int((deals.blank == 1) & (deals.filled == 1)).sum()).to_pandas()["n"].iloc[0]
+    return int(0 if pd.isna(found) else found)
+
+
+def segment_note(deals: int, segment_by: str) -> str:
+    """The note for deals whose ``segment_by`` is blank on their first row but filled later."""
+    return (f"{deals:,} deal(s) have no {segment_by!r} on their first row but do on a later one; their segment "
+            f"is '{BLANK_SEGMENT}'. To read it from a deal's latest row with a value, pass --segment-from last "
+            "(segment_from='last')")
 
 
 def _classify(stays: ibis.Table, funnel: FunnelDefinition, cutoff) -> ibis.Table:

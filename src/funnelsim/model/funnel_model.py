@@ -106,13 +106,16 @@ class FunnelModel:
     @classmethod
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
                     dayfirst: bool = False, decimal: str = ".", history_days: float | None = None,
+                    encoding: str | None = None, sheet: str | int | None = None, segment_from: str = "first",
                     **kwargs) -> FunnelModel:
         """Read an event log (path, DataFrame or Ibis table) and build the model of the CRM as
-        of ``as_of`` (see :class:`funnelsim.Snapshot`)."""
+        of ``as_of`` (see :class:`funnelsim.Snapshot`; the reading options as for
+        :func:`funnelsim.read_events`)."""
         from ..data.snapshot import Snapshot
 
         snapshot = Snapshot.read(events, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
-                                 dayfirst=dayfirst, decimal=decimal)
+                                 dayfirst=dayfirst, decimal=decimal, encoding=encoding, sheet=sheet,
+                                 segment_from=segment_from)
         return cls.from_snapshot(snapshot, **kwargs)
 
     # ------------------------------------------------------------------ fitting

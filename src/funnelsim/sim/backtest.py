@@ -273,12 +273,11 @@ class Backtest:
 _WORKER_LOG = None
 
 
-def _init_worker(source, funnel_dict, columns, dayfirst, decimal="."):
+def _init_worker(source, funnel_dict, reading: dict):
     global _WORKER_LOG
     from ..data.events import read_events
 
-    _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), columns=columns, dayfirst=dayfirst,
-                              decimal=decimal)
+    _WORKER_LOG = read_events(source, FunnelDefinition(**funnel_dict), **reading)
 
 
 def _worker_origin(origin, settings):
@@ -301,11 +300,14 @@ def _stop_workers(pool) -> None:
 
 
 def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettings | None = None, *,
-             columns: dict | None = None, dayfirst: bool = False, decimal: str = ".", workers: int | None = None,
+             columns: dict | None = None, dayfirst: bool = False, decimal: str = ".", encoding: str | None = None,
+             sheet: str | int | None = None, segment_from: str = "first", workers: int | None = None,
              progress=None) -> Backtest:
     """Run the forecast at every origin and score it (see module doc).
 
-    ``events``: a path or DataFrame (read once per worker process). ``workers``: processes
+    ``events``: a path or DataFrame (read once per worker process; ``columns``, ``dayfirst``,
+    ``decimal``, ``encoding``, ``sheet`` and ``segment_from`` as for
+    :func:`funnelsim.data.events.read_events`). ``workers``: processes
     running origins in parallel (default: the number of cores, at most the origins); each
     compiles the model once and reuses it. ``progress``: called with (done, total) after
     each origin.
@@ -314,7 +316,9 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
 
     settings = settings or BacktestSettings()
     origins = sorted(pd.Timestamp(o).normalize() for o in origins)
-    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal)   # bad input fails here, once
+    reading = dict(columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding, sheet=sheet,
+                   segment_from=segment_from)
+    log = read_events(events, funnel, **reading)   # bad input fails here, once
     first = pd.Timestamp(log.table.timestamp.min().execute()).normalize()
     early = [o for o in origins if o < first]
     if early:
@@ -333,7 +337,7 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
 
         source = events if not hasattr(events, "to_pandas") else events.to_pandas()
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(source, funnel.to_dict(), columns, dayfirst, decimal)) as pool:
+                                 initargs=(source, funnel.to_dict(), reading)) as pool:
             try:
                 with sigint_blocked():      # the workers start now, and keep SIGINT blocked
                     futures = [pool.submit(_worker_origin, origin, settings) for origin in origins]

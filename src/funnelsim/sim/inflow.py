@@ -146,7 +146,7 @@ def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
     end = spells.cutoff
     visible = table.filter(table.timestamp < ibis.timestamp(end))
     by_deal = ibis.window(group_by="deal_id", order_by=event_order())
-    events = visible.mutate(segment=deal_segment(visible, spells.segment_by),
+    events = visible.mutate(segment=deal_segment(visible, spells.segment_by, spells.segment_from),
                             _first=visible.stage.first().over(by_deal))
     deals = events.group_by("deal_id").aggregate(
         segment=events.segment.min(), first=events._first.min(),  # one value per deal (min: any database)

@@ -176,6 +176,7 @@ class TrackRecord:
 
 def track_record(events, funnel: FunnelDefinition, as_of, n: int, settings: BacktestSettings, *,
                  columns: dict | None = None, dayfirst: bool = False, decimal: str = ".",
+                 encoding: str | None = None, sheet: str | int | None = None, segment_from: str = "first",
                  workers: int | None = None, progress=None) -> TrackRecord:
     """Replay the forecast ``settings`` describe at the :func:`check_origins` before
     ``as_of`` and score it (module doc)."""
@@ -184,7 +185,8 @@ def track_record(events, funnel: FunnelDefinition, as_of, n: int, settings: Back
     if int(n) < 1:
         raise FunnelDataError(f"--check needs a number of past origins, not {n}", column="check", value=str(n),
                               hint="Pass --check 4 or more (each is one more fit).")
-    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal)
+    log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                      sheet=sheet)
     first = log.table.timestamp.min().execute()
     origins = check_origins(as_of, settings.horizon_days, n, first)
     scored = "total" if settings.new_deals else "pipeline"
@@ -192,7 +194,7 @@ def track_record(events, funnel: FunnelDefinition, as_of, n: int, settings: Back
     if not origins:
         return TrackRecord(pd.DataFrame(columns=columns_out), scored, settings.horizon_days, int(n))
     result = backtest(events, funnel, origins, settings, columns=columns, dayfirst=dayfirst, decimal=decimal,
-                      workers=workers, progress=progress)
+                      encoding=encoding, sheet=sheet, segment_from=segment_from, workers=workers, progress=progress)
     t = result.table
     prefix = "total_" if settings.new_deals else ""
     table = pd.DataFrame({"origin": t["origin"], **{k: t[f"{prefix}{k}"] for k in ("actual", "p10", "p50", "p90")},

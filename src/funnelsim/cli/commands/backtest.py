@@ -21,6 +21,7 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Horizon,
@@ -28,6 +29,9 @@ from ..options import (
     Lost,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Stages,
     Table,
     Tune,
@@ -52,6 +56,9 @@ def backtest(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     origins: Annotated[str | None, typer.Option(
         "--origins", help="Origin dates, comma-separated (YYYY-MM-DD,...).", show_default=False,
         rich_help_panel=ORIGINS)] = None,
@@ -109,7 +116,8 @@ def backtest(
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
         result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,
-                              columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, workers=workers,
+                              columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                              sheet=sheet, segment_from=segment_from.value, workers=workers,
                               progress=advance)
     out.print(backtest_rich(result))
     if plot:

@@ -9,7 +9,23 @@ import typer
 
 from ..console import out, wrote
 from ..inputs import print_losses, read_snapshot
-from ..options import AsOf, Columns, Dayfirst, Decimal, Events, Json, Lost, SegmentBy, Stages, Table, Won
+from ..options import (
+    AsOf,
+    Columns,
+    Dayfirst,
+    Decimal,
+    Encoding,
+    Events,
+    Json,
+    Lost,
+    SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
+    Stages,
+    Table,
+    Won,
+)
 
 __all__ = ["funnel", "stages"]
 
@@ -25,6 +41,9 @@ def funnel(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     json: Json = None,
 ) -> None:
     """Funnel table: per stage, how many deals entered, advanced, skipped ahead, went back,
@@ -38,7 +57,8 @@ def funnel(
     from ...report.funnel import funnel_table
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     table = funnel_table(snapshot)
     out.print(table)
     if json:

@@ -17,6 +17,7 @@ from ..options import (
     Dayfirst,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Lost,
@@ -24,6 +25,9 @@ from ..options import (
     SamplerName,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Sojourn,
     SojournFamily,
     Stages,
@@ -51,6 +55,9 @@ def fit(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
@@ -69,7 +76,8 @@ def fit(
     from ...report.render import diagnostics_panel, stage_table_rich
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     stage_stats(snapshot)  # says how much of the history a --history-days window keeps
     model = FunnelModel.from_snapshot(snapshot, sojourn=sojourn.value)
     fit_model(model, draws, tune, chains, seed, sampler.value, target_accept)

@@ -22,6 +22,7 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Horizon,
@@ -33,6 +34,9 @@ from ..options import (
     ReportPeriod,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Stages,
     Strict,
     Table,
@@ -67,6 +71,9 @@ def report(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -102,7 +109,8 @@ def report(
     browser = find_browser() if pdf else None          # a missing browser fails before the fit
     earlier = None if compare_to is None else parse_date(compare_to, "--compare-to", dayfirst=dayfirst)
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     with simulating(f"Building the report of {len(snapshot.open_deals):,} open deals"):
         result = forecast_report(model, snapshot, horizon_days=horizon, target=target, compare_to=earlier,

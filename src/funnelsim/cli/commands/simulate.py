@@ -26,6 +26,7 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Encoding,
     Events,
     HistoryDays,
     Horizon,
@@ -37,6 +38,9 @@ from ..options import (
     ReportPeriod,
     Seed,
     SegmentBy,
+    SegmentFrom,
+    SegmentRow,
+    Sheet,
     Stages,
     Strict,
     Table,
@@ -71,6 +75,9 @@ def forecast(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -107,7 +114,8 @@ def forecast(
         raise FunnelDataError("--calibrate widens the band by the forecast's track record, and there is none",
                               source="--calibrate", hint="Pass --check N too (4 or more past origins).")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -126,7 +134,8 @@ def forecast(
                                     seed=seed, deal_value=deal_value, new_deals=result.has_new_deals,
                                     history_days=history_days)
         result.track_record = checked_record(events, table, stages, won, lost, snapshot.as_of, check, settings,
-                                             columns=columns, dayfirst=dayfirst, decimal=decimal)
+                                             columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                                             sheet=sheet, segment_from=segment_from.value)
         out.print(track_record_rich(result.track_record), highlight=False)
         out.print(result.track_record.summary(), highlight=False)
         if calibrate:
@@ -137,7 +146,8 @@ def forecast(
         wrote(json)
 
 
-def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal):
+def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal, encoding=None,
+                   sheet=None, segment_from="first"):
     """The forecast's track record at the ``n`` origins before ``as_of`` (sim.track_record),
     with a progress bar over the past origins' fits."""
     from ...data.events import FunnelDefinition
@@ -150,7 +160,8 @@ def checked_record(events, table, stages, won, lost, as_of, n, settings, *, colu
               highlight=False)
     with progress("past origins", n) as advance:
         return track_record(event_source(events, table), FunnelDefinition(stages, won, lost), as_of, n, settings,
-                            columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, progress=advance)
+                            columns=parse_columns(columns), dayfirst=dayfirst, decimal=decimal, encoding=encoding,
+                            sheet=sheet, segment_from=segment_from, progress=advance)
 
 
 def whatif(
@@ -167,6 +178,9 @@ def whatif(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -200,7 +214,8 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -226,6 +241,9 @@ def bottlenecks(
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
     draws: Draws = 1000,
     tune: Tune = DEFAULT_TUNE,
@@ -255,7 +273,8 @@ def bottlenecks(
     from ...sim.scenarios import bottlenecks as rank
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns)
+                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
