@@ -173,6 +173,38 @@ def run(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+def _stats(events, as_of, *, stages=CONFIG.stages, segment_by="segment", history_days=None):
+    log = read_events(events, FunnelDefinition(stages=tuple(stages), won=CONFIG.won, lost=CONFIG.lost))
+    return to_stage_stats(to_spells(log, as_of=as_of, segment_by=segment_by), history_days=history_days)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"stages": [CONFIG.stages[1], CONFIG.stages[0], *CONFIG.stages[2:]]},
+     f"fitted with --stages {','.join(CONFIG.stages)}, not {CONFIG.stages[1]},{CONFIG.stages[0]},"),
+    ({"segment_by": None}, "fitted with --segment-by segment, not none"),
+    ({"history_days": 90.0}, "fitted with --history-days none, not 90"),
+    ({"as_of": -7}, "fitted with --as-of "),
+])
+def test_a_saved_model_used_on_other_settings_names_the_setting(small_crm, tmp_path, setting, message):
+    events, as_of, model, _ = small_crm
+    model.save(tmp_path / "model")
+    FunnelModel.load(tmp_path / "model", _stats(events, as_of))          # the same settings: accepted
+    day = as_of + pd.Timedelta(days=setting.pop("as_of", 0))
+    with pytest.raises(FunnelDataError, match="Pass --") as error:
+        FunnelModel.load(tmp_path / "model", _stats(events, day, **setting))
+    assert message in str(error.value)
+    if "stages" in setting:
+        assert "the same stages in another order" in str(error.value)
+
+
+def test_a_saved_model_used_on_another_log_says_the_data_differ(small_crm, tmp_path):
+    events, as_of, model, _ = small_crm
+    model.save(tmp_path / "model")
+    fewer = events[events.deal_id != events.deal_id.iloc[0]]
+    with pytest.raises(FunnelDataError, match="same settings, other stays"):
+        FunnelModel.load(tmp_path / "model", _stats(fewer, as_of))
+
+
 @pytest.mark.slow
 def test_cli_forecast_writes_the_contract_and_refuses_bad_input(small_crm, tmp_path):
     events, as_of, model, _ = small_crm

@@ -314,3 +314,25 @@ def test_cli_whatif_and_bottlenecks(fitted_crm, tmp_path):
     assert result.returncode == 2 and "Valid stages" in result.stderr and "Traceback" not in result.stderr
     assert "scenarios.toml" in result.stderr
     assert not (tmp_path / "no.json").exists()
+
+
+@pytest.mark.parametrize("scenario, segment_by, message", [
+    ('[[scenario]]\nname = "smb"\nsegment = "SMB"\n', None, "Pass --segment-by COLUMN"),
+    ('[[scenario]]\nname = "x"\n[[scenario.change]]\nsegment = "SMB"\nconversion_points = 5\n', None,
+     "Pass --segment-by COLUMN"),
+    ('[[scenario]]\nname = "x"\nsegment = "Nowhere"\n', "segment", "unknown segment 'Nowhere'"),
+    ('[[scenario]]\nname = "x"\nremove = ["no-such-deal"]\n', "segment", "not open at the as-of date"),
+    ('[[scenario]]\nname = "x"\n[[scenario.add]]\ndeal_id = "n1"\nstage = "Proposal"\namount = 1000\n', "segment",
+     "needs a segment"),
+])
+def test_whatif_checks_its_scenarios_against_the_log_before_fitting(tmp_path, scenario, segment_by, message):
+    """Each of these failed only after a fit (about 30 s) before; now before any: exit 2,
+    the message says what to pass, and nothing is fitted."""
+    events, _ = synth.generate(300, seed=3, config=CONFIG)
+    log = tmp_path / "crm.csv"
+    events.to_csv(log, index=False)
+    args = [log, "--stages", ",".join(CONFIG.stages), "--scenarios", write(tmp_path, scenario), "--draws", 50]
+    result = run("whatif", *args, *(["--segment-by", segment_by] if segment_by else []))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "scenarios.toml" in result.stderr
+    assert "Fitting" not in result.stderr and "Traceback" not in result.stderr

@@ -100,11 +100,8 @@ def load_model(cls, folder: Path, stats: StageStats | None = None):
     if stats_hash(saved) != meta["stats_hash"]:
         raise FunnelDataError("posterior.nc and model.json do not belong together (statistics hash differs)",
                               source=str(folder), hint="Refit and save the model again.")
-    if stats is not None and stats_hash(stats) != meta["stats_hash"]:
-        raise FunnelDataError("the model was fitted on different data than the statistics given",
-                              source=str(folder),
-                              hint="Refit on this log (same --as-of, --segment-by and --history-days), or load "
-                                   "without data.")
+    if stats is not None:
+        _check_fits(folder, saved.metadata(), stats.metadata(), same_stays=stats_hash(stats) == meta["stats_hash"])
     amounts = None if meta.get("amounts") is None else pd.DataFrame(meta["amounts"])
     model = cls(saved, amounts=amounts, sojourn=meta["sojourn"], model_config=meta["config"])
     model.idata = xr.DataTree.from_dict({name: tree[name].to_dataset() for name in ("posterior", "sample_stats")
@@ -112,3 +109,38 @@ def load_model(cls, folder: Path, stats: StageStats | None = None):
     model.idata.attrs = dict(tree.attrs)
     model.timings = meta.get("timings", {})
     return model
+
+
+# the settings a model is fitted with, as the options that set them
+_SETTINGS = (("stages", "--stages"), ("won", "--won"), ("lost", "--lost"), ("segment_by", "--segment-by"),
+             ("history_days", "--history-days"), ("as_of", "--as-of"))
+
+
+def _check_fits(folder: Path, saved: dict, given: dict, *, same_stays: bool) -> None:
+    """Refuse a saved model for statistics of other settings or other stays, naming the first
+    setting that differs (saved value against given value). The stage order counts although
+    the stays' counts do not depend on it: it decides which moves are forward."""
+    def value(meta, key):
+        return meta["funnel"][key] if key in meta["funnel"] else meta.get(key)
+
+    def shown(v):
+        if isinstance(v, list):
+            return ",".join(v)
+        return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    for key, option in _SETTINGS:
+        was, now = value(saved, key), value(given, key)
+        if was != now:
+            also = " (the same stages in another order)" if key == "stages" and sorted(was) == sorted(now) else ""
+            raise FunnelDataError(f"the model was fitted with {option} {shown(was)}, not {shown(now)}{also}",
+                                  source=str(folder), value=shown(now),
+                                  hint=f"Pass {option} {shown(was)} to use this model, or refit it on these settings "
+                                       "(drop --model).")
+    if saved.get("segments") != given.get("segments"):
+        raise FunnelDataError(f"the model was fitted on segments {shown(saved.get('segments'))}; this log has "
+                              f"{shown(given.get('segments'))}", source=str(folder),
+                              hint="Refit on this log (drop --model), or pass the log the model was fitted on.")
+    if not same_stays:
+        raise FunnelDataError("the model was fitted on other data (same settings, other stays: another log, or the "
+                              "log has changed since)", source=str(folder),
+                              hint="Refit on this log (drop --model), or pass the log the model was fitted on.")

@@ -40,7 +40,8 @@ import pandas as pd
 
 from ..data.events import FunnelDataError
 
-__all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "apply_changes", "check_names", "scenario_deals"]
+__all__ = ["Change", "NewDeal", "Scenario", "read_scenarios", "apply_changes", "check_names", "check_segmented",
+           "scenario_deals"]
 
 LIMIT = 1e-4        # probabilities edited by points stay within [LIMIT, 1 - LIMIT]
 _LEVERS = ("conversion_points", "conversion_odds", "stall_points", "time_factor", "amount_factor", "new_deals_factor")
@@ -170,6 +171,26 @@ def check_names(scenarios, stages, segments=None, deals: pd.DataFrame | None = N
         _check_names(scenario, list(stages), segments, deals, source)
 
 
+def named_segments(scenario: Scenario) -> list[str]:
+    """The segments ``scenario`` names: its own, its changes' and its added deals'."""
+    named = [scenario.segment, *(c.segment for c in scenario.changes), *(d.segment for d in scenario.add)]
+    return [g for g in named if g is not None]
+
+
+def check_segmented(scenarios, segment_by: str | None, source: str | None = None) -> None:
+    """A scenario that names a segment needs the log split by segment (``--segment-by``):
+    refuse it before anything is read or fitted, saying what to pass."""
+    if segment_by is not None:
+        return
+    for scenario in scenarios:
+        named = named_segments(scenario)
+        if named:
+            raise FunnelDataError(f"scenario {scenario.name!r} names segment {named[0]!r}, but the log is not split "
+                                  "by segment", source=source, column="segment", value=named[0],
+                                  hint=f"Pass --segment-by COLUMN, the event log's column that holds {named[0]!r} "
+                                       "(for example --segment-by region), or drop segment = ... from the scenario.")
+
+
 def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame | None, source: str | None = None) -> None:
     def known(kind, value, valid):
         if valid is not None and value is not None and value not in valid:
@@ -188,6 +209,10 @@ def _check_names(scenario: Scenario, stages, segments, deals: pd.DataFrame | Non
     for deal in scenario.add:
         known("stage", deal.stage, stages)
         known("segment", deal.segment, segments)
+        if deal.segment is None and segments is not None and len(segments) > 1:
+            raise FunnelDataError(f"scenario {scenario.name!r}: added deal {deal.deal_id!r} needs a segment (the log "
+                                  "has several)", source=source, column="segment",
+                                  hint=f"Add segment = ... to the deal; valid segments: {', '.join(segments)}.")
     if deals is None:
         return
     missing = sorted(set(scenario.remove) - set(deals["deal_id"]))

@@ -206,18 +206,22 @@ def whatif(
     from ..._io import write_json
     from ...data.events import FunnelDefinition
     from ...report.render import comparison_rich, diagnostics_panel
+    from ...sim.changes import check_segmented
     from ...sim.scenarios import check_names, compare, comparison_json, read_scenarios
 
-    plan = read_scenarios(scenarios)          # bad scenarios fail before the fit
+    plan = read_scenarios(scenarios)          # bad scenarios fail before the log is read, and before the fit
     check_names(plan, FunnelDefinition(stages, won, lost).stages, source=str(scenarios))
+    check_segmented(plan, segment_by, source=str(scenarios))
     if not new_deals and any(c.new_deals_factor is not None for p in plan for c in p.changes):
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
+    check_names(plan, FunnelDefinition(stages, won, lost).stages, snapshot.stage_stats.segments, deals,
+                source=str(scenarios))
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     inflow = new_deal_inflow(snapshot) if new_deals else None
     with simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)"):
         table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
