@@ -47,8 +47,10 @@ def kernel_env(tmp_path, monkeypatch):
     }
     for folder in scratch.values():
         folder.mkdir()
+    # the notebooks find the data by $FUNNELSIM_OLIST_DIR or beside the working folder; a clone
+    # elsewhere (CI) is told where the tests found it
     return {**os.environ, **{k: str(v) for k, v in scratch.items()},
-            "PYTHONDONTWRITEBYTECODE": "1"}
+            "PYTHONDONTWRITEBYTECODE": "1", ENV_VAR: str(olist_data_path())}
 
 
 def run(nb, cwd: Path, env: dict):

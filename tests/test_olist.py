@@ -1,7 +1,7 @@
 """The Olist marketing funnel (real data) end to end: conversion, loading, spells, table.
 
 Every expected number is computed here from the raw CSVs with plain pandas, never with
-funnelsim or the conversion helper in tests/olist.py. The data lives outside the repo
+funnelsim or the conversion in funnelsim.data.olist. The data lives outside the repo
 (see /work/shared/data/olist/README.md); the tests skip when it is absent.
 """
 
@@ -162,7 +162,7 @@ def test_aalen_johansen_conversion_at_least_naive(table):
 
 def test_earlier_as_of_sees_fewer_wins_and_ages_to_end_of_day(raw, log, spells, table):
     cut = pd.Timestamp(EARLIER) + DAY  # end of the as_of day
-    # the one early win is dated at its first contact (see tests/olist.py)
+    # the one early win is dated at its first contact (see funnelsim.data.olist)
     won_at = raw["won"].where(~(raw["won"] < raw["contact"]), raw["contact"])
     seen = raw[raw["contact"] < cut]
     n_won = int((won_at[seen.index] < cut).sum())

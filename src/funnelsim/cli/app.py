@@ -36,6 +36,7 @@ app = typer.Typer(
 # the commands in the order --help lists them, each with its line there (its docstring is its own --help)
 COMMANDS = (
     (convert.convert, "Convert a CRM export (Salesforce, HubSpot, Pipedrive, ...) to the event log."),
+    (describe.inspect, "A first look at a log: columns, stage labels, dates, the options to read it."),
     (describe.funnel, "Funnel table of the log: conversion, days in stage, going-dark deals."),
     (fit.fit, "Fit the Bayesian funnel model and save it."),
     (describe.stages, "A saved model's stage table and diagnostics."),

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from ._tables import FitTable
 
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
-           "bottlenecks_rich", "backtest_rich", "track_record_rich"]
+           "bottlenecks_rich", "backtest_rich", "track_record_rich", "overview_rich"]
 
 PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -181,3 +181,27 @@ def track_record_rich(record) -> FitTable:
         out.add_row(r["origin"], *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
                     "yes" if r["covered"] else "[red]no[/]", f"{r['pit']:.2f}", "yes" if r["converged"] else "[red]no[/]")
     return out
+
+
+def overview_rich(found) -> list[FitTable]:
+    """The tables of ``funnelsim inspect`` (:class:`funnelsim.data.overview.LogOverview`): the
+    columns with examples, then the stage labels with their counts and guessed roles. Every
+    value from the log is escaped (a label "[red]" prints as written)."""
+    from rich.markup import escape
+
+    columns = FitTable(title=f"Columns of {escape(found.source)}")
+    for name in ("column", "rows filled", "distinct", "most frequent values"):
+        columns.add_column(name, justify="right" if name in ("rows filled", "distinct") else "left",
+                           key=name == "column")
+    for r in found.columns.to_dict(orient="records"):
+        shown = ", ".join(escape(str(v)) for v in r["examples"])
+        columns.add_row(escape(r["column"]), f"{r['filled']:,}", f"{r['distinct']:,}", shown)
+    stages = FitTable(title="Stage labels, in the order deals first enter them",
+                      caption="order: mean position of the label in its deals' order of first entry (1 = first); "
+                              "ends: share of its deals whose last label it is; read as: guessed from the name")
+    for name in ("label", "rows", "deals", "order", "ends %", "read as"):
+        stages.add_column(name, justify="left" if name in ("label", "read as") else "right", key=name == "label")
+    for r in found.stages.to_dict(orient="records"):
+        stages.add_row(escape(r["label"]) or "(blank)", f"{r['rows']:,}", f"{r['deals']:,}", f"{r['position']:.2f}",
+                       f"{100 * r['ends_deals']:.0f}", {"open": "open stage"}.get(r["kind"], r["kind"]))
+    return [columns, stages]

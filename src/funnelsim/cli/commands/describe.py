@@ -1,4 +1,5 @@
-"""``funnel`` and ``stages``: describe the log's funnel, or a saved model's stages."""
+"""``inspect``, ``funnel`` and ``stages``: a first look at a log, the log's funnel, or a saved
+model's stages."""
 
 from __future__ import annotations
 
@@ -27,7 +28,56 @@ from ..options import (
     Won,
 )
 
-__all__ = ["funnel", "stages"]
+__all__ = ["inspect", "funnel", "stages"]
+
+
+def inspect(
+    events: Events = None,
+    table: Table = None,
+    dayfirst: Dayfirst = False,
+    columns: Columns = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    json: Json = None,
+) -> None:
+    """A first look at an event log, before naming its stages: its columns (rows filled,
+    distinct values, the most frequent ones), the days it covers, every stage label with its
+    rows and deals in the order deals first enter them, and the --stages, --won and --lost
+    options that would read it (guessed from the names and that order: check them), with
+    the columns --segment-by could split by.
+
+    Example: funnelsim inspect crm.csv
+    """
+    from ..._io import json_safe, write_json
+    from ...data.overview import overview
+    from ...report.render import overview_rich
+    from ..console import err, reading
+    from ..inputs import event_source
+    from ..options import parse_columns
+
+    with reading():
+        found = overview(event_source(events, table), columns=parse_columns(columns), dayfirst=dayfirst,
+                         encoding=encoding, sheet=sheet)
+    span = "no readable timestamp" if found.first_event is None else \
+        f"events from {found.first_event.date()} to {found.last_event.date()}"
+    out.print(f"{found.source}: {found.rows:,} rows, {found.deals:,} deals, {span}", highlight=False, markup=False)
+    if found.unreadable_timestamps:
+        err.print(f"note: {found.unreadable_timestamps:,} row(s) have a timestamp that does not read as a date"
+                  + ("" if dayfirst else " (day-first dates such as 31/01/2024 need --dayfirst)"), highlight=False)
+    for part in overview_rich(found):
+        out.print(part)
+    suggested = found.suggested
+    if not suggested["won"]:
+        err.print("note: no label reads as won by its name: name the one that means a won deal with --won.",
+                  highlight=False)
+    if not suggested["lost"]:
+        err.print('note: no label reads as lost by its name: pass the one that means lost with --lost, or --lost "" '
+                  "when deals are never marked lost (they stay open or go dark).", highlight=False)
+    options = found.options().replace('--lost ...', '--lost ""')
+    out.print(f"Suggested options (check the stage order): {options}", highlight=False, markup=False, soft_wrap=True)
+    if json:
+        write_json(json, json_safe(found.to_dict()))
+        wrote(json)
 
 
 def funnel(

@@ -58,6 +58,8 @@ def synth(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out.print(f"wrote {out_path} ({deals} deals, as of {truth['as_of']}) and its truth JSON", highlight=False)
+    out.print(f"Read it with: --stages {','.join(config.stages)} --won {config.won} "
+              f"--lost {config.lost} --segment-by {config.segment_column}", highlight=False, soft_wrap=True)
 
 
 def demo(
