@@ -50,6 +50,11 @@ EOF
 run synth synth crm.csv --deals 1500 --seed 3 --weeks 40
 AS_OF="$("$PY" -c 'import json, pandas as pd; print((pd.Timestamp(json.load(open("crm.truth.json"))["as_of"]) - pd.Timedelta(days=60)).date())')"
 check_json crm.truth.json as_of cells
+run inspect inspect crm.csv --json inspect.json
+check_json inspect.json rows deals first_event last_event columns stages suggested
+grep -q -- "--stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --segment-by segment" inspect.out \
+    && echo "    inspect suggests the options that read the log"
+"$PY" -c 'from funnelsim.data.olist import olist_events' && echo "    funnelsim.data.olist imports (the Olist notebooks need no tests/)"
 run funnel funnel crm.csv "${FUNNEL[@]}" --as-of "$AS_OF" --json funnel.json
 check_json funnel.json as_of stages notes
 run fit fit crm.csv "${FUNNEL[@]}" --as-of "$AS_OF" "${FIT[@]}" --out model

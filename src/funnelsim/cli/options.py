@@ -79,7 +79,7 @@ Table = Annotated[str | None, typer.Option(
          "(table=schema.NAME for another schema). Checks and statistics run in the database.",
     show_default=False)]
 Stages = Annotated[str, typer.Option(
-    "--stages", help="Open stages in funnel order, comma-separated: Lead,Qualified,Proposal.",
+    "--stages", help="Open stages in funnel order, comma-separated: Prospecting,Qualified,Proposal (`funnelsim inspect EVENTS` suggests them).",
     show_default=False)]
 Won = Annotated[str, typer.Option("--won", help="Label(s) meaning won, comma-separated.")]
 Lost = Annotated[str, typer.Option(

@@ -93,7 +93,7 @@ def backtest(
     (weighted pipeline, pipeline coverage, last period's revenue). With --new-deals, the
     total (pipeline plus deals created in the horizon) is scored too.
 
-    Example: funnelsim backtest crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
+    Example: funnelsim backtest crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
     """
     from ...data.events import FunnelDefinition
     from ...report.render import backtest_rich

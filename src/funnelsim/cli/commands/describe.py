@@ -102,7 +102,7 @@ def funnel(
     in stage (Kaplan-Meier); and open deals older than 90% of those that advanced
     (going-dark candidates).
 
-    Example: funnelsim funnel crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region
+    Example: funnelsim funnel crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --segment-by segment
     """
     from ...report.funnel import funnel_table
 

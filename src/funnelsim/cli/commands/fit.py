@@ -70,7 +70,7 @@ def fit(
     """Fit the Bayesian funnel model (conversion and time in stage per stage and segment,
     open deals censored, stalled deals modelled) and save it.
 
-    Example: funnelsim fit crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --segment-by region --out models/crm
+    Example: funnelsim fit crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --segment-by segment --out models/crm
     """
     from ...model.funnel_model import FunnelModel
     from ...report.render import diagnostics_panel, stage_table_rich

@@ -102,7 +102,7 @@ def report(
     deals going dark, the top deals and the fit's diagnostics. --pdf prints it with headless
     Chromium; --json writes the forecast JSON with its segment roll-up.
 
-    Example: funnelsim report crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --segment-by region --target 500000 --compare-to 2024-05-31 --out report.html --pdf report.pdf
+    Example: funnelsim report crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --segment-by segment --target 500000 --compare-to 2024-05-31 --out report.html --pdf report.pdf
     """
     from ...report.html import find_browser, forecast_report
 

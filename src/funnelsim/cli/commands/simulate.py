@@ -105,7 +105,7 @@ def forecast(
     its 80% band held (a plain warning when it has been too narrow); --calibrate widens the
     band by that record and reports the calibrated band beside the model's.
 
-    Example: funnelsim forecast crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --check 4 --json forecast.json
+    Example: funnelsim forecast crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --horizon 90 --target 500000 --check 4 --json forecast.json
     """
     from ...report.render import deals_rich, diagnostics_panel, periods_rich, stage_table_rich, track_record_rich
     from ...sim.forecast import forecast as run_forecast
@@ -201,7 +201,7 @@ def whatif(
     Prints revenue (mean, P10, P50, P90), the difference from the baseline with its own
     interval, P(better than baseline) and, with --target, the chance of reaching it.
 
-    Example: funnelsim whatif crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
+    Example: funnelsim whatif crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
     """
     from ..._io import write_json
     from ...data.events import FunnelDefinition
@@ -270,7 +270,7 @@ def bottlenecks(
     created during the horizon go through the changed funnel too (--no-new-deals: the open
     pipeline only).
 
-    Example: funnelsim bottlenecks crm.csv --stages Lead,Qualified,Proposal --won Won --lost Lost --as-of 2024-06-30 --segment-by region
+    Example: funnelsim bottlenecks crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --segment-by segment
     """
     from ..._io import json_safe, write_json
     from ...report.render import bottlenecks_rich, diagnostics_panel
