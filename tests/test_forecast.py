@@ -173,6 +173,20 @@ def run(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+def test_advance_back_lost_and_stall_add_up_to_every_deal(small_crm):
+    """The stage table's shares cover every destination (issue 23: without moves back they
+    did not reach 100%); deals in the synthetic CRM do go back."""
+    _, _, model, _ = small_crm
+    draws = model.quantity_draws()
+    for level in ("segment", "whole"):
+        total = sum(draws[level][k] for k in ("p_advance", "p_back", "p_lost", "p_stall"))
+        np.testing.assert_allclose(total, 1.0, atol=1e-9)
+    assert draws["whole"]["p_back"][:, 0].max() == 0 and draws["whole"]["p_back"][:, 1:].mean() > 0.005
+    table = model.stage_table()
+    assert {"p_back", "p_back_low", "p_back_high"} <= set(table.columns)
+    assert model.to_dict()["stages"][1]["p_back"]["mean"] == pytest.approx(table.loc[1, "p_back"])
+
+
 def _stats(events, as_of, *, stages=CONFIG.stages, segment_by="segment", history_days=None):
     log = read_events(events, FunnelDefinition(stages=tuple(stages), won=CONFIG.won, lost=CONFIG.lost))
     return to_stage_stats(to_spells(log, as_of=as_of, segment_by=segment_by), history_days=history_days)

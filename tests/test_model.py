@@ -206,7 +206,7 @@ def test_olist_fit_converges_and_respects_the_data():
     # the one stage's destinations cover every outcome, in every draw
     draws = model.quantity_draws()
     for level in ("segment", "whole"):
-        total = sum(draws[level][name] for name in ("p_advance", "p_lost", "p_stall"))
+        total = sum(draws[level][name] for name in ("p_advance", "p_back", "p_lost", "p_stall"))
         np.testing.assert_allclose(total, 1.0, atol=1e-9)
     np.testing.assert_allclose(draws["whole"]["p_advance"], draws["whole"]["p_win_from_entry"], atol=1e-9)
 

@@ -89,7 +89,7 @@ def test_model_tables_keep_every_number_and_name(width):
     stage_text = _text(render.stage_table_rich(_stage_table()), width)
     _check(stage_text, width, [*STAGES, *SEGMENTS, "1,234,567", "45.7 12.3–98.8", "1234.5 123.4–12345.6"])
     periods = _text(render.periods_rich(_forecast()), width)
-    _check(periods, width, ["12,591,235", "37,773,704", "2024-09-30", "1,234.5", "new deals, mean", "total P50"])
+    _check(periods, width, ["12,591,235", "37,773,704", "2024-09-30", "1,234.5", "new-deal revenue, mean", "total revenue P50", "pipeline wins, mean"])
     backtest = _text(render.backtest_rich(_backtest()), width)
     _check(backtest, width, ["2024-02-29", "125,912,346", "234,567", "total actual", "run rate"])
     deals = _text(render.deals_rich(_deals()), width)
@@ -98,7 +98,7 @@ def test_model_tables_keep_every_number_and_name(width):
 
 def test_a_table_that_fits_is_one_table_and_a_narrow_one_is_split_with_its_keys():
     table = render.stage_table_rich(_stage_table())
-    wide, narrow = _text(table, 250), _text(table, 120)
+    wide, narrow = _text(table, 250), _text(table, 140)
     assert wide.count("Stage table") == 1 and wide.count("┃ stage ") == 1
     assert narrow.count("Stage table") == 1 and narrow.count("┃ stage ") == 2     # one title, two parts
     assert narrow.count("Prospecting") == 2 * wide.count("Prospecting")   # key columns repeat in every part

@@ -336,3 +336,33 @@ def test_whatif_checks_its_scenarios_against_the_log_before_fitting(tmp_path, sc
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "scenarios.toml" in result.stderr
     assert "Fitting" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_one_segment_scenario_has_its_own_baseline_and_no_whole_funnel_target(fitted_crm):
+    """Issue 23: a scenario of SMB's deals was printed beside the whole funnel's baseline. Its
+    baseline is a forecast of SMB's deals alone (same seed, same streams), written and shown
+    with it; the whole funnel's target is not applied to it; a baseline row shows "—"."""
+    from funnelsim.report.render import comparison_rich
+
+    from .test_render_widths import _text
+
+    _, _, model, deals = fitted_crm
+    plan = [Scenario("baseline"), Scenario("SMB +5", (Change("Negotiation", conversion_points=5),), segment="SMB")]
+    result = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6)
+    alone = compare(model, deals[deals["segment"].eq("SMB")], [Scenario("SMB alone")], horizon_days=HORIZON, seed=1)
+    smb = result.table.set_index("scenario").loc["SMB +5"]
+    assert smb["baseline_mean"] == pytest.approx(alone.table.loc[0, "revenue_mean"], rel=1e-12)
+    assert smb["baseline_mean"] < result.table.loc[0, "baseline_mean"] and np.isnan(smb["p_hit"])
+    data = result.to_dict()
+    assert data["scenarios"][1]["segment"] == "SMB" and data["scenarios"][0]["segment"] is None
+    assert data["scenarios"][1]["baseline"]["mean"] == pytest.approx(smb["baseline_mean"])
+    assert data["scenarios"][1]["p_hit"] is None and data["baseline"]["mean"] == result.table.loc[0, "baseline_mean"]
+    text = _text(comparison_rich(result, HORIZON), 250)
+    base_line = next(line for line in text.splitlines() if line.startswith("│ baseline"))
+    smb_line = next(line for line in text.splitlines() if line.startswith("│ SMB +5"))
+    header = next(line for line in text.splitlines() if "P(better)" in line)
+    better = [c.strip() for c in header.split("┃")].index("P(better)")
+    assert [c.strip() for c in base_line.split("│")][better] == "—"            # not "P(better) 0%"
+    assert base_line.count("—") == 3                                           # nor a difference of +0
+    assert f"{smb['baseline_mean']:,.0f}" in smb_line and "—" in smb_line      # its own baseline, no target odds

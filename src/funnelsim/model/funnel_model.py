@@ -53,7 +53,8 @@ __all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_
 # of likelihood.centred_cells, 300 (nutpie's own default) gives the 20-segment benchmark a
 # minimum ESS above 1,500 of 4,000 draws, and 3,000-deal logs above 800; 500 did no better
 DEFAULT_TUNE = 300
-QUANTITIES = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
+# p_advance + p_back + p_lost + p_stall = 1 (advance: a later stage or won; back: an earlier stage)
+QUANTITIES = ("p_advance", "p_back", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
 _COMPILED: dict[str, tuple] = {}   # model signature -> (the PyMC model, its compiled nutpie model)
 
 
@@ -282,8 +283,9 @@ class FunnelModel:
         S = len(self.funnel.stages)
         later = np.triu(np.ones((S, S)), k=1)                      # [s, s'] = 1 if s' after s
         advance = np.einsum("dsgj,sj->dsg", pi[..., :S], later) + pi[..., S]
+        back = np.einsum("dsgj,sj->dsg", pi[..., :S], later.T)
         per_segment = {
-            "p_advance": advance, "p_lost": pi[..., S + 1], "p_stall": pi[..., S + 2],
+            "p_advance": advance, "p_back": back, "p_lost": pi[..., S + 1], "p_stall": pi[..., S + 2],
             "p_win_from_entry": derived.p_win_from_entry(pi),
             "median_days": derived.median_days(pi, sojourn),
             "expected_days_to_close": derived.expected_days_to_close(pi, sojourn),
@@ -341,9 +343,8 @@ class FunnelModel:
         """``{"stages": [...], "absent_destinations": [...], "diagnostics": {...}}`` as in
         docs/json.md (the absent destinations: :attr:`ModelData.absent_cells`)."""
         table = self.stage_table(prob)
-        keys = ("p_advance", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
         stages = [{"stage": r["stage"], "segment": r["segment"], "stays": r["stays"],
-                   **{k: {"mean": r[k], "low": r[f"{k}_low"], "high": r[f"{k}_high"]} for k in keys}}
+                   **{k: {"mean": r[k], "low": r[f"{k}_low"], "high": r[f"{k}_high"]} for k in QUANTITIES}}
                   for r in table.to_dict(orient="records")]
         diag = self.diagnostics
         return {"stages": stages, "absent_destinations": self.data.absent_cells, "diagnostics": {k: diag[k] for k in

@@ -45,9 +45,11 @@ SHORT_HEADERS = {
     "through_conversion": "through",
     "through_conversion_naive": "through naive",
     "p_lost": "p lost",
-    "median_days": "median days",
+    "median_days": "KM median days",
     "dark_candidates": "dark",
 }  # terminal headers; JSON and DataFrame keep the full names
+KM_NOTE = ("KM median days: Kaplan-Meier median of the days deals spent in the stage, from the log (open stays count "
+           "as open); the model's stage table has its own estimate")
 DARK_QUANTILE = 0.9  # open stays older than this quantile of forward exit times are "dark"
 UNRESOLVED_NOTE = 0.10  # note a stage when more than this share of stays is unresolved
 
@@ -418,7 +420,7 @@ class FunnelTable:
         shown = self._display()
         table = FitTable(
             title=f"Funnel as of {self.as_of:%Y-%m-%d}",
-            caption="\n".join(self.notes) or None,
+            caption="\n".join([*self.notes, KM_NOTE]),
             caption_justify="left",
         )
         for col in shown.columns:

@@ -14,11 +14,16 @@ from ._tables import FitTable
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
            "bottlenecks_rich", "backtest_rich", "track_record_rich", "overview_rich"]
 
-PERCENT = ("p_advance", "p_lost", "p_stall", "p_win_from_entry")
+PERCENT = ("p_advance", "p_back", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
-HEADERS = {"p_advance": "advance %", "p_lost": "lost %", "p_stall": "stall %",
-           "p_win_from_entry": "win from entry %", "median_days": "median days",
+HEADERS = {"p_advance": "advance %", "p_back": "back %", "p_lost": "lost %", "p_stall": "stall %",
+           "p_win_from_entry": "win from entry %", "median_days": "model median days",
            "expected_days_to_close": "days to close"}
+STAGE_TABLE_NOTE = ("advance + back + lost + stall = 100% of the deals entering the stage (advance: to a later stage "
+                    "or won; back: to an earlier stage; stall: never leaves). model median days: the model's median "
+                    "time in the stage of deals that leave it (the funnel table's median days is Kaplan-Meier on the "
+                    "observed stays). days to close: expected days from entering the stage to won or lost, for deals "
+                    "that close. win from entry: P(won, eventually) from entering the stage.")
 
 
 def _segment(value) -> str:
@@ -39,7 +44,7 @@ def _cell(row, name) -> str:
 def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior mean, then 90% interval") -> FitTable:
     """A Rich table of :meth:`funnelsim.model.funnel_model.FunnelModel.stage_table`."""
     segmented = table["segment"].notna().any()
-    out = FitTable(title=title)
+    out = FitTable(title=title, caption=STAGE_TABLE_NOTE, caption_justify="left")
     out.add_column("stage", key=True)
     if segmented:
         out.add_column("segment", key=True)
@@ -79,13 +84,14 @@ def periods_rich(forecast) -> FitTable:
     out = FitTable(title=f"Revenue from the open pipeline, as of {forecast.as_of} (log currency)",
                 caption=f"next {forecast.horizon_days} days: mean {r['mean']:,.0f}, "
                         f"80% band {r['p10']:,.0f} – {r['p90']:,.0f}, median {r['p50']:,.0f}")
-    for name in ("period", "from", "to", "wins", "mean", "P10", "P50", "P90", "cumulative P50"):
+    for name in ("period", "from", "to", "pipeline wins, mean", "revenue mean", "P10", "P50", "P90",
+                 "cumulative P50"):
         out.add_column(name, justify="left" if name in ("period", "from", "to") else "right", key=name == "period")
     new = forecast.has_new_deals
     if new:
         t = forecast.total_revenue()
-        out.add_column("new deals, mean", justify="right")
-        out.add_column("total P50", justify="right")
+        out.add_column("new-deal revenue, mean", justify="right")
+        out.add_column("total revenue P50", justify="right")
         out.caption += (f"; with new deals: mean {t['mean']:,.0f}, 80% band {t['p10']:,.0f} – {t['p90']:,.0f}")
     for row in forecast.by_period().to_dict(orient="records"):
         extra = (f"{row['new_revenue_mean']:,.0f}", f"{row['total_revenue_p50']:,.0f}") if new else ()
@@ -112,18 +118,29 @@ def deals_rich(deals: pd.DataFrame, title: str = "Deals with the largest expecte
 
 def comparison_rich(table, horizon_days: int) -> FitTable:
     """What-if scenarios (a :class:`funnelsim.sim.scenarios.WhatIf` or its table): revenue
-    band, paired difference from the baseline, P(better)."""
+    band, the baseline it is compared with (its own segment's for a one-segment scenario),
+    paired difference, P(better); "—" where a number does not apply (a baseline row's
+    difference, a one-segment scenario's chance of the whole funnel's target)."""
     table = getattr(table, "table", table)
     targeted = "p_hit" in table.columns
     out = FitTable(title=f"What-if scenarios: revenue in the next {horizon_days} days (currency of the log)",
-                caption="difference = scenario minus baseline in each draw (same random numbers)")
-    for name in ("scenario", "mean", "P10 – P90", "difference (mean)", "difference P10 – P90", "P(better)",
-                 *(["P(hit target)", "baseline P(hit)"] if targeted else [])):
-        out.add_column(name, justify="left" if name == "scenario" else "right", key=name == "scenario")
+                   caption="difference = scenario minus its baseline in each draw (same random numbers); a scenario "
+                           "of one segment is compared with that segment's own baseline, and P(hit target) is "
+                           "given only for the whole funnel")
+    for name in ("scenario", "segment", "revenue mean", "revenue P10 – P90", "baseline mean", "difference (mean)",
+                 "difference P10 – P90", "P(better)", *(["P(hit target)", "baseline P(hit)"] if targeted else [])):
+        out.add_column(name, justify="left" if name in ("scenario", "segment") else "right", key=name == "scenario")
+    dash = "—"
     for r in table.to_dict(orient="records"):
-        out.add_row(str(r["scenario"]), f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
-                    f"{r['delta_mean']:+,.0f}", f"{r['delta_p10']:+,.0f} – {r['delta_p90']:+,.0f}",
-                    f"{r['p_better']:.0%}", *([f"{r['p_hit']:.0%}", f"{r['baseline_p_hit']:.0%}"] if targeted else []))
+        segment = r.get("segment")
+        own = r.get("is_baseline", False)
+        hit = [dash, dash] if not targeted or pd.isna(r["p_hit"]) else [f"{r['p_hit']:.0%}", f"{r['baseline_p_hit']:.0%}"]
+        out.add_row(str(r["scenario"]), "(all)" if segment is None or pd.isna(segment) else str(segment),
+                    f"{r['revenue_mean']:,.0f}", f"{r['revenue_p10']:,.0f} – {r['revenue_p90']:,.0f}",
+                    f"{r['baseline_mean']:,.0f}",
+                    dash if own else f"{r['delta_mean']:+,.0f}",
+                    dash if own else f"{r['delta_p10']:+,.0f} – {r['delta_p90']:+,.0f}",
+                    dash if own else f"{r['p_better']:.0%}", *(hit if targeted else []))
     return out
 
 

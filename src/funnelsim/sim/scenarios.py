@@ -190,14 +190,20 @@ def compare(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS, draws:
     during the horizon."""
     paired = paired_revenue(model, deals, scenarios, horizon_days=horizon_days, draws=draws, seed=seed,
                             deal_value=deal_value, new_deals=new_deals)
+    by_name = {scenario.name: scenario for scenario in scenarios}
     rows = []
     for name, (base, revenue) in paired.items():
-        row = {"scenario": name, **{f"revenue_{k}": v for k, v in _band(revenue).items()},
+        scenario = by_name[name]
+        row = {"scenario": name, "segment": scenario.segment, "is_baseline": scenario.is_baseline,
+               **{f"revenue_{k}": v for k, v in _band(revenue).items()},
                **{f"delta_{k}": v for k, v in _band(revenue - base).items()},
                **{f"baseline_{k}": v for k, v in _band(base).items()},
                "p_better": float((revenue > base).mean())}
         if target is not None:
-            row |= {"p_hit": float((revenue >= target).mean()), "baseline_p_hit": float((base >= target).mean())}
+            # the target is the whole funnel's: a scenario of one segment's deals is not held to it
+            whole = scenario.segment is None
+            row |= {"p_hit": float((revenue >= target).mean()) if whole else np.nan,
+                    "baseline_p_hit": float((base >= target).mean()) if whole else np.nan}
         rows.append(row)
     return WhatIf(pd.DataFrame(rows), paired, int(horizon_days), target)
 
@@ -206,17 +212,24 @@ def comparison_json(table, target: float | None = None) -> dict:
     """The ``whatif`` JSON contract (docs/architecture.md): ``{"baseline": {...}, "scenarios":
     [...]}`` from a :class:`WhatIf` or its table."""
     table = getattr(table, "table", table)
-    first = table.iloc[0] if len(table) else None
-    baseline = {} if first is None else {k: first[f"baseline_{k}"] for k in ("mean", "p10", "p50", "p90")}
-    if target is not None and first is not None:
-        baseline["p_hit"] = first["baseline_p_hit"]
+    band = ("mean", "p10", "p50", "p90")
+
+    def baseline_of(r):
+        own = {k: r[f"baseline_{k}"] for k in band}
+        return own | ({"p_hit": r["baseline_p_hit"]} if target is not None else {})
+
+    records = table.to_dict(orient="records")
+    # the whole funnel's baseline (the first scenario's when every scenario has a segment)
+    whole = next((r for r in records if pd.isna(r.get("segment"))), records[0] if records else None)
     scenarios = []
-    for r in table.to_dict(orient="records"):
-        entry = {"name": r["scenario"], "revenue": {k: r[f"revenue_{k}"] for k in ("mean", "p10", "p50", "p90")},
-                 "delta": {k: r[f"delta_{k}"] for k in ("mean", "p10", "p50", "p90")}, "p_better": r["p_better"]}
+    for r in records:
+        entry = {"name": r["scenario"], "segment": None if pd.isna(r.get("segment")) else r["segment"],
+                 "revenue": {k: r[f"revenue_{k}"] for k in band}, "delta": {k: r[f"delta_{k}"] for k in band},
+                 "p_better": r["p_better"], "baseline": baseline_of(r)}
         if target is not None:
             entry |= {"p_hit": r["p_hit"], "p_hit_change": r["p_hit"] - r["baseline_p_hit"]}
         scenarios.append(entry)
+    baseline = {} if whole is None else baseline_of(whole)
     return json_safe({"baseline": baseline, "scenarios": scenarios, **({"target": target} if target else {})})
 
 
