@@ -264,3 +264,14 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     total = actual + won_by(created_in(origin + one, origin + H), origin + one, origin + H)
     assert (run_rate, total) == (2**2 + 2**3 + 2**7, actual + 2**9 + 2**11)        # w2, w3, w7; w9, w11
     assert row["run_rate"] == run_rate and row["total_actual"] == total, (row["run_rate"], row["total_actual"])
+    # the log's last event is "late" on 2024-05-20: an origin whose horizon ends after it is
+    # not scored against actuals still to come; one ending on that day is
+    boundary = backtest(events, funnel, [origin, pd.Timestamp("2024-04-20"), pd.Timestamp("2024-04-21")], settings,
+                        workers=1)
+    assert boundary.table["origin"].tolist() == ["2024-03-31", "2024-04-20"]
+    assert boundary.to_dict()["skipped_origins"] == [
+        {"origin": "2024-04-21", "horizon_end": "2024-05-21",
+         "reason": "its horizon ends after the log's last event (2024-05-20)"}]
+    with pytest.raises(FunnelDataError, match="runs past the log's last event") as error:
+        backtest(events, funnel, [pd.Timestamp("2024-04-25")], settings, workers=1)
+    assert "on or before 2024-04-20" in str(error.value)

@@ -67,7 +67,7 @@ def _forecast():
 def _backtest():
     table = pd.DataFrame({
         "origin": ["2024-01-31", "2024-02-29"], "open_deals": [123_456, 234_567], "covered80": [True, False],
-        "crps_rel": [0.123, 0.456], "pit": [0.12, 0.98],
+        "crps_rel": [0.123, 0.456], "pit": [0.12, 0.98], "converged": [True, False],
         **{k: [BIG, 10 * BIG] for k in ("actual", "p10", "p50", "p90", "weighted", "coverage", "last_period",
                                          "total_actual", "total_p10", "total_p90", "run_rate")}})
     summary = {k: 0.5 for k in ("coverage80", "coverage50", "coverage90", "mean_ape_median", "mean_ape_weighted",

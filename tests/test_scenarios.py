@@ -349,7 +349,10 @@ def test_a_one_segment_scenario_has_its_own_baseline_and_no_whole_funnel_target(
 
     _, _, model, deals = fitted_crm
     plan = [Scenario("baseline"), Scenario("SMB +5", (Change("Negotiation", conversion_points=5),), segment="SMB")]
-    result = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6)
+    calls = []
+    result = compare(model, deals, plan, horizon_days=HORIZON, seed=1, target=1e6,
+                     progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]                    # the progress bar's callback, once per scenario
     alone = compare(model, deals[deals["segment"].eq("SMB")], [Scenario("SMB alone")], horizon_days=HORIZON, seed=1)
     smb = result.table.set_index("scenario").loc["SMB +5"]
     assert smb["baseline_mean"] == pytest.approx(alone.table.loc[0, "revenue_mean"], rel=1e-12)

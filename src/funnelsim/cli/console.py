@@ -33,19 +33,25 @@ def reading():
 
 
 @contextmanager
-def simulating(what: str):
-    """Say what is being simulated, once, on stderr; a spinner on a terminal. The first run on
-    a machine compiles the simulator (numba, cached on disk afterwards): about a minute on 2
-    cores, so say so rather than sit silent."""
+def simulating(what: str, runs: str | None = None):
+    """Say what is being simulated, once, on stderr; on a terminal a spinner, or with ``runs``
+    (what is counted: "scenarios", "levers") a progress bar whose callback(done, total) is
+    yielded. The first run on a machine compiles the simulator (numba, cached on disk
+    afterwards): about a minute on 2 cores, so say so rather than sit silent."""
     err.print(f"{what} (the first run after installing funnelsim also compiles the simulator: "
               "about a minute)...", highlight=False)
+    if runs is not None:
+        with progress(runs, None) as advance:
+            yield advance
+        return
     with err.status("Simulating...", spinner="dots") if err.is_terminal else nullcontext():
-        yield
+        yield None
 
 
 @contextmanager
-def progress(label: str, total: int):
-    """A progress bar on a terminal (quiet otherwise); yields a callback(done, total)."""
+def progress(label: str, total: int | None):
+    """A progress bar on a terminal (quiet otherwise); yields a callback(done, total). A
+    ``total`` of None is learnt from the first callback."""
     if not err.is_terminal:
         yield None
         return
@@ -53,7 +59,7 @@ def progress(label: str, total: int):
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda done, _total: bar.update(task, completed=done)
+        yield lambda done, of: bar.update(task, completed=done, total=of)
 
 
 def wrote(path) -> None:

@@ -31,6 +31,7 @@ import pandas as pd
 from .._signals import interrupts_raised
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.stats import StageStats
+from ..defaults import DRAWS, TUNE
 from . import derived
 from .compare import compare_sojourn, pointwise_loglik
 from .diagnostics import (
@@ -47,12 +48,12 @@ from .sojourn import family as sojourn_family
 # check_fit, worst_parameters, PARAMETER_MEANINGS, THRESHOLDS, ConvergenceWarning (diagnostics.py) and
 # pointwise_loglik, compare_sojourn (compare.py) are importable from here too
 __all__ = ["FunnelModel", "THRESHOLDS", "check_fit", "worst_parameters", "merge_config", "ConvergenceWarning", "compare_sojourn",
-           "pointwise_loglik", "PARAMETER_MEANINGS", "DEFAULT_TUNE", "DEFAULT_TARGET_ACCEPT"]
+           "pointwise_loglik", "PARAMETER_MEANINGS", "DEFAULT_DRAWS", "DEFAULT_TUNE", "DEFAULT_TARGET_ACCEPT"]
 
 # tuning steps per chain: nutpie adapts its step size and mass matrix quickly. With the pooling
 # of likelihood.centred_cells, 300 (nutpie's own default) gives the 20-segment benchmark a
 # minimum ESS above 1,500 of 4,000 draws, and 3,000-deal logs above 800; 500 did no better
-DEFAULT_TUNE = 300
+DEFAULT_DRAWS, DEFAULT_TUNE = DRAWS, TUNE      # funnelsim.defaults: every fit's defaults
 # p_advance + p_back + p_lost + p_stall = 1 (advance: a later stage or won; back: an earlier stage)
 QUANTITIES = ("p_advance", "p_back", "p_lost", "p_stall", "p_win_from_entry", "median_days", "expected_days_to_close")
 _COMPILED: dict[str, tuple] = {}   # model signature -> (the PyMC model, its compiled nutpie model)
@@ -136,7 +137,7 @@ class FunnelModel:
         """The PyMC model (a new one each call)."""
         return build_pymc_model(self.data, self.sojourn, self.config, self.centred)
 
-    def fit(self, draws: int = 1000, tune: int = DEFAULT_TUNE, chains: int = 4, sampler: str = "nutpie",
+    def fit(self, draws: int = DEFAULT_DRAWS, tune: int = DEFAULT_TUNE, chains: int = 4, sampler: str = "nutpie",
             random_seed: int | None = None, target_accept: float = DEFAULT_TARGET_ACCEPT, progressbar: bool = False):
         """Sample the posterior; returns (and keeps as ``idata``) an ArviZ DataTree.
 

@@ -170,7 +170,7 @@ def backtest_rich(backtest) -> FitTable:
                          f"{s['mean_ape_last_period']:.1%}; CRPS skill vs weighted {s['crps_skill_weighted']:.2f}; "
                          f"PIT uniformity (KS) p = {s['pit_ks_p']:.2f}; converged fits {s['converged_fits']}/{s['origins']}"))
     for name in ("origin", "open deals", "actual", "P10", "P50", "P90", "in 80%", "CRPS / actual", "PIT",
-                 "weighted", "coverage", "last period"):
+                 "fit checks", "weighted", "coverage", "last period"):
         out.add_column(name, justify="left" if name == "origin" else "right", key=name == "origin")
     total = "total_actual" in t
     if total:
@@ -182,6 +182,7 @@ def backtest_rich(backtest) -> FitTable:
         extra = tuple(f"{r[k]:,.0f}" for k in ("total_actual", "total_p10", "total_p90", "run_rate")) if total else ()
         out.add_row(r["origin"], f"{r['open_deals']:,}", *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
                     "yes" if r["covered80"] else "[red]no[/]", f"{r['crps_rel']:.3f}", f"{r['pit']:.2f}",
+                    "passed" if r["converged"] else "[red]failed[/]",
                     *(f"{r[k]:,.0f}" for k in ("weighted", "coverage", "last_period")), *extra)
     return out
 

@@ -37,7 +37,7 @@ import os
 import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ from .._io import json_safe, write_json
 from .._signals import sigint_blocked
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.snapshot import Snapshot
-from ..defaults import HORIZON_DAYS
+from ..defaults import DRAWS, HORIZON_DAYS, TUNE
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
 
@@ -60,8 +60,8 @@ class BacktestSettings:
 
     horizon_days: int = HORIZON_DAYS
     segment_by: str | None = None
-    draws: int = 500
-    tune: int = 500
+    draws: int = DRAWS                   # the fit's defaults: the backtest scores the forecast users run
+    tune: int = TUNE
     chains: int = 4
     seed: int = 0
     deal_value: float | None = None
@@ -190,6 +190,7 @@ class Backtest:
     table: pd.DataFrame
     settings: BacktestSettings
     samples: dict
+    skipped: list = field(default_factory=list)   # origins not scored: their horizon is not over in the log
 
     @property
     def summary(self) -> dict:
@@ -226,7 +227,8 @@ class Backtest:
                                                                 "covered80", "pit", "ape_median")}}
                        if "total_actual" in r else {})}
                    for r in self.table.to_dict(orient="records")]
-        return json_safe({"settings": asdict(self.settings), "origins": origins, "summary": self.summary})
+        return json_safe({"settings": asdict(self.settings), "origins": origins, "skipped_origins": self.skipped,
+                          "summary": self.summary})
 
     def to_json(self, path) -> None:
         write_json(path, self.to_dict())
@@ -319,12 +321,20 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
     reading = dict(columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding, sheet=sheet,
                    segment_from=segment_from)
     log = read_events(events, funnel, **reading)   # bad input fails here, once
-    first = pd.Timestamp(log.table.timestamp.min().execute()).normalize()
+    span = log.table.aggregate(first=log.table.timestamp.min(), last=log.table.timestamp.max()).to_pandas().iloc[0]
+    first, last = (pd.Timestamp(span[k]).normalize() for k in ("first", "last"))
     early = [o for o in origins if o < first]
     if early:
         raise FunnelDataError(f"origin {early[0].date()} is before the first event ({first.date()})",
                               source=log.source, column="origins", value=str(early[0].date()),
                               hint="Choose origins inside the log.")
+    origins, skipped = unfinished_horizons(origins, last, settings.horizon_days)
+    if not origins:
+        raise FunnelDataError(f"every origin's {settings.horizon_days}-day horizon runs past the log's last event "
+                              f"({last.date()}): nothing that happened after them is complete enough to score",
+                              source=log.source, column="origins", value=skipped[0]["origin"],
+                              hint=f"Choose origins on or before {(last - pd.Timedelta(days=settings.horizon_days)).date()}, "
+                                   "or a shorter --horizon.")
     workers = max(1, min(workers or os.cpu_count() or 1, len(origins)))
     results = []
     if workers == 1:
@@ -355,4 +365,19 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
                                                      seed=settings.seed + 10_000 + i).items()}
                 if "total_samples" in r else {}),
              "converged": r["converged"], "fit_s": r["fit_s"]} for i, r in enumerate(results)]
-    return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results})
+    return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results}, skipped)
+
+
+def unfinished_horizons(origins, last_event: pd.Timestamp, horizon_days: int) -> tuple[list, list[dict]]:
+    """(origins whose horizon the log covers, the others as ``{"origin", "horizon_end",
+    "reason"}``): an origin whose horizon ends after the log's last event would be scored
+    against actuals that are not all in yet."""
+    kept, skipped = [], []
+    for origin in origins:
+        end = origin + pd.Timedelta(days=horizon_days)
+        if end > last_event:
+            skipped.append({"origin": str(origin.date()), "horizon_end": str(end.date()),
+                            "reason": f"its horizon ends after the log's last event ({last_event.date()})"})
+        else:
+            kept.append(origin)
+    return kept, skipped

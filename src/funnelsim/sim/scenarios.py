@@ -105,12 +105,13 @@ def _deals_and_inflow(deals, new_deals):
 
 
 def paired_revenue(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS, draws: int | None = None,
-                   seed: int = 0, deal_value: float | None = None,
-                   new_deals=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   seed: int = 0, deal_value: float | None = None, new_deals=None,
+                   progress=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per scenario name: (baseline, scenario) revenue per draw, simulated with the same
     seed and random streams. ``deals``: a :class:`funnelsim.Snapshot` or its open deals. With
     ``new_deals`` (:class:`funnelsim.sim.inflow.NewDeals`; by default a snapshot's), both
-    include the deals created during the horizon."""
+    include the deals created during the horizon. ``progress``: called with (done, total)
+    after each scenario."""
     from .run import new_deal_draws_for
 
     deals, new_deals = _deals_and_inflow(deals, new_deals)
@@ -148,6 +149,8 @@ def paired_revenue(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS,
         # size (1e-9 of the revenue) are no difference
         same = np.abs(revenue - base) <= 1e-9 * np.maximum(np.abs(base), 1.0)
         result[scenario.name] = (base, np.where(same, base, revenue))
+        if progress:
+            progress(len(result), len(scenarios))
     return result
 
 
@@ -178,7 +181,7 @@ class WhatIf:
 
 def compare(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS, draws: int | None = None,
             seed: int = 0, target: float | None = None, deal_value: float | None = None,
-            new_deals=None) -> WhatIf:
+            new_deals=None, progress=None) -> WhatIf:
     """Compare ``scenarios`` with the baseline forecast of ``deals`` (a :class:`funnelsim.Snapshot`,
     whose new deals then count unless ``new_deals=False``, or its open deals).
 
@@ -187,9 +190,9 @@ def compare(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS, draws:
     draw, then summarised), P(scenario beats the baseline) (ties, e.g. a null scenario, count
     as not better), and with ``target`` the chance of reaching it (``p_hit``) beside the
     baseline's (``baseline_p_hit``). With ``new_deals``, revenue includes deals created
-    during the horizon."""
+    during the horizon. ``progress``: called with (done, total) after each scenario."""
     paired = paired_revenue(model, deals, scenarios, horizon_days=horizon_days, draws=draws, seed=seed,
-                            deal_value=deal_value, new_deals=new_deals)
+                            deal_value=deal_value, new_deals=new_deals, progress=progress)
     by_name = {scenario.name: scenario for scenario in scenarios}
     rows = []
     for name, (base, revenue) in paired.items():
@@ -235,14 +238,15 @@ def comparison_json(table, target: float | None = None) -> dict:
 
 def bottlenecks(model, deals, *, horizon_days: int = HORIZON_DAYS, points: float = 5.0, time_factor: float = 0.8,
                 by_segment: bool = False, draws: int | None = None, seed: int = 0,
-                deal_value: float | None = None, new_deals=None) -> pd.DataFrame:
+                deal_value: float | None = None, new_deals=None, progress=None) -> pd.DataFrame:
     """Where to focus: for every stage (and, with ``by_segment``, for each segment beside all
     segments at once, ``segment`` None), the revenue gained
     within the horizon from ``points`` more points of conversion and from time in the stage
     times ``time_factor``, as paired differences (mean, P10, P90, P(gain > 0)), ranked by the
     mean gain (largest first). With ``new_deals`` (:class:`funnelsim.sim.inflow.NewDeals`) the deals
     created during the horizon move through the changed funnel too, which is where a change
-    early in the funnel pays within a quarter."""
+    early in the funnel pays within a quarter. ``progress``: called with (done, total) after
+    each lever."""
     segments = [None, *model.data.segments] if by_segment else [None]      # None: every segment at once
     scenarios, labels = [], {}
     for stage in model.funnel.stages:
@@ -254,7 +258,8 @@ def bottlenecks(model, deals, *, horizon_days: int = HORIZON_DAYS, points: float
                 labels[name] = (stage, segment, lever)
     rows = []
     for name, (base, revenue) in paired_revenue(model, deals, scenarios, horizon_days=horizon_days, draws=draws,
-                                                seed=seed, deal_value=deal_value, new_deals=new_deals).items():
+                                                seed=seed, deal_value=deal_value, new_deals=new_deals,
+                                                progress=progress).items():
         gain = revenue - base
         stage, segment, lever = labels[name]
         p10, p90 = np.quantile(gain, [0.1, 0.9])

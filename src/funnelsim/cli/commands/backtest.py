@@ -9,6 +9,7 @@ import typer
 
 from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
+from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
 from ..console import err, out, progress, wrote
 from ..inputs import event_source
 from ..options import (
@@ -69,8 +70,8 @@ def backtest(
         "--start", help="First origin date with --every.", show_default=False, rich_help_panel=ORIGINS)] = None,
     end: Annotated[str | None, typer.Option(
         "--end", help="Last origin date with --every.", show_default=False, rich_help_panel=ORIGINS)] = None,
-    draws: Draws = 500,
-    tune: Tune = 500,
+    draws: Draws = DEFAULT_DRAWS,
+    tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,
     workers: Annotated[int | None, typer.Option(
@@ -120,6 +121,7 @@ def backtest(
                               sheet=sheet, segment_from=segment_from.value, workers=workers,
                               progress=advance)
     out.print(backtest_rich(result))
+    warn_about(result)
     if plot:
         from ..._io import atomic_write
 
@@ -129,3 +131,16 @@ def backtest(
     if json:
         result.to_json(json)
         wrote(json)
+
+
+def warn_about(result) -> None:
+    """Plain warnings under the table: origins left out because their horizon is not over in
+    the log, and fits that failed their checks (their scores are of a fit not to be trusted)."""
+    for skipped in result.skipped:
+        err.print(f"WARNING: origin {skipped['origin']} not scored: {skipped['reason']} (horizon to "
+                  f"{skipped['horizon_end']}).", highlight=False)
+    failed = result.table.loc[~result.table["converged"].astype(bool), "origin"].tolist()
+    if failed:
+        err.print(f"WARNING: the fit failed its checks (R-hat, ESS or divergences) at {len(failed)} of "
+                  f"{len(result.table)} origin(s): {', '.join(failed)}. Try more --draws and --tune, or fewer "
+                  "segments.", highlight=False)

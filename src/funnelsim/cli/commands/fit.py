@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ...model.funnel_model import DEFAULT_TARGET_ACCEPT, DEFAULT_TUNE
+from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TARGET_ACCEPT, DEFAULT_TUNE
 from ..console import err, out
 from ..inputs import fit_model, read_snapshot, stage_stats
 from ..options import (
@@ -58,7 +58,7 @@ def fit(
     encoding: Encoding = None,
     sheet: Sheet = None,
     segment_from: SegmentFrom = SegmentRow.first,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ...defaults import HORIZON_DAYS
-from ...model.funnel_model import DEFAULT_TUNE
+from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
 from ..console import err, out, simulating, wrote
 from ..inputs import model_for, read_snapshot
 from ..options import (
@@ -75,7 +75,7 @@ def report(
     sheet: Sheet = None,
     segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,

@@ -14,7 +14,7 @@ import typer
 
 from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
-from ...model.funnel_model import DEFAULT_TUNE
+from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
 from ..console import out, simulating, wrote
 from ..inputs import model_for, new_deal_inflow, read_snapshot
 from ..options import (
@@ -79,7 +79,7 @@ def forecast(
     sheet: Sheet = None,
     segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,
@@ -182,7 +182,7 @@ def whatif(
     sheet: Sheet = None,
     segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,
@@ -223,9 +223,9 @@ def whatif(
                 source=str(scenarios))
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     inflow = new_deal_inflow(snapshot) if new_deals else None
-    with simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)"):
+    with simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)", "scenarios") as advance:
         table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
-                        new_deals=inflow)
+                        new_deals=inflow, progress=advance)
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:
@@ -249,7 +249,7 @@ def bottlenecks(
     sheet: Sheet = None,
     segment_from: SegmentFrom = SegmentRow.first,
     model_dir: ModelDir = None,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     seed: Seed = 0,
@@ -282,9 +282,10 @@ def bottlenecks(
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
-    with simulating(f"Simulating {len(deals):,} open deals under every lever"):
+    with simulating(f"Simulating {len(deals):,} open deals under every lever", "levers") as advance:
         table = rank(model, deals, horizon_days=horizon, points=points, time_factor=time_factor,
-                     by_segment=bool(segment_by), seed=seed, deal_value=deal_value, new_deals=inflow)
+                     by_segment=bool(segment_by), seed=seed, deal_value=deal_value, new_deals=inflow,
+                     progress=advance)
     out.print(bottlenecks_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
     if json:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ...defaults import HORIZON_DAYS
-from ...model.funnel_model import DEFAULT_TUNE
+from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
 from ..console import out
 from ..inputs import fit_model, print_losses, read_snapshot
 from ..options import OUTPUT, SIMULATING, Chains, Draws, Seed, Tune
@@ -65,7 +65,7 @@ def synth(
 def demo(
     deals: Annotated[int, typer.Option("--deals", min=100, help="Deals in the synthetic CRM.")] = 20000,
     seed: Seed = 1,
-    draws: Draws = 1000,
+    draws: Draws = DEFAULT_DRAWS,
     tune: Tune = DEFAULT_TUNE,
     chains: Chains = 4,
     # the demo stands --horizon days before its log ends: at least a week, so something happens
