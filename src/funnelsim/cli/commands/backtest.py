@@ -138,9 +138,9 @@ def warn_about(result) -> None:
     the log, and fits that failed their checks (their scores are of a fit not to be trusted)."""
     for skipped in result.skipped:
         err.print(f"WARNING: origin {skipped['origin']} not scored: {skipped['reason']} (horizon to "
-                  f"{skipped['horizon_end']}).", highlight=False)
+                  f"{skipped['horizon_end']}).", highlight=False, soft_wrap=True)
     failed = result.table.loc[~result.table["converged"].astype(bool), "origin"].tolist()
     if failed:
         err.print(f"WARNING: the fit failed its checks (R-hat, ESS or divergences) at {len(failed)} of "
                   f"{len(result.table)} origin(s): {', '.join(failed)}. Try more --draws and --tune, or fewer "
-                  "segments.", highlight=False)
+                  "segments.", highlight=False, soft_wrap=True)
