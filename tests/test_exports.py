@@ -258,3 +258,19 @@ def test_an_export_that_fails_leaves_nothing_half_written(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         export.write_csv_tables(tables, tmp_path / "csv")
     assert list((tmp_path / "csv").iterdir()) == []          # not even the first table, no temp folder
+
+
+def test_bad_output_paths_and_a_quarter_backtest_exit_2_before_reading_the_log(tmp_path):
+    from .test_cli import run
+
+    (tmp_path / "taken").write_text("a file")
+    missing = tmp_path / "none.csv"           # never read: each check comes first
+    for option, value, says in [("--csv", tmp_path / "taken", "is a file"),
+                                ("--xlsx", tmp_path / "out.csv", "does not end in .xlsx"),
+                                ("--plot", tmp_path / "fan.svg", "does not end in .png")]:
+        result = run("forecast", missing, *STAGES, option, value)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "file not found" not in result.stderr
+    result = run("backtest", missing, *STAGES, "--horizon", "quarter", "--origins", "2024-06-30")
+    assert result.returncode == 2 and "option --horizon" in result.stderr and "--horizon 91" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -25,7 +25,7 @@ __all__ = [
     "Encoding", "Sheet", "HistoryDays",
     "Draws", "Tune", "Chains", "Seed", "Strict", "SojournFamily", "SamplerName", "TargetAccept", "ModelDir",
     "Horizon", "ReportPeriod", "DealValue", "NewDeals", "Target",
-    "Json", "Csv", "Xlsx",
+    "Json", "Csv", "Xlsx", "png_file",
     "parse_columns", "parse_date", "parse_horizon", "horizon_days",
 ]
 
@@ -161,14 +161,30 @@ Target = Annotated[float | None, typer.Option(
 Json = Annotated[Path | None, typer.Option(
     "--json", help="Also write the result as JSON to this path (written atomically).", show_default=False,
     rich_help_panel=OUTPUT)]
+def _folder(path: Path | None) -> Path | None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; give a folder (made if missing) for the CSV files.")
+    return path
+
+
+def _suffix(suffix: str):
+    def check(path: Path | None) -> Path | None:
+        if path is not None and path.suffix.lower() != suffix:
+            raise typer.BadParameter(f"{path} does not end in {suffix}: the file written is a {suffix} file.")
+        return path
+    return check
+
+
+# checked when the options are read, so a bad path fails before any fit
 Csv = Annotated[Path | None, typer.Option(
-    "--csv", metavar="DIR", help="Also write each table of the result as a CSV in this folder (summary.csv, then "
+    "--csv", metavar="DIR", callback=_folder, help="Also write each table of the result as a CSV in this folder (summary.csv, then "
                                  "periods, deals, stages, scenarios, origins... as the command has them; the same "
                                  "numbers as --json). Text from the log that a spreadsheet would run as a formula "
                                  "is written as text.", show_default=False, rich_help_panel=OUTPUT)]
 Xlsx = Annotated[Path | None, typer.Option(
-    "--xlsx", metavar="PATH", help="Also write the tables of --csv as the sheets of one Excel workbook (.xlsx).",
-    show_default=False, rich_help_panel=OUTPUT)]
+    "--xlsx", metavar="PATH", callback=_suffix(".xlsx"),
+    help="Also write the tables of --csv as the sheets of one Excel workbook (.xlsx).", show_default=False, rich_help_panel=OUTPUT)]
+png_file = _suffix(".png")   # the callback of each command's own --plot (their help differs)
 
 
 # --------------------------------------------------------------------------- reading option text

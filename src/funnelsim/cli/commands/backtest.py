@@ -40,6 +40,7 @@ from ..options import (
     Xlsx,
     parse_columns,
     parse_date,
+    png_file,
 )
 
 __all__ = ["backtest"]
@@ -85,7 +86,8 @@ def backtest(
                             "won in it (beside a run-rate baseline: the previous horizon's revenue).",
         rich_help_panel=SIMULATING)] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False,
+        "--plot", callback=png_file,
+        help="Also save the band-vs-actual chart as this PNG.", show_default=False,
         rich_help_panel=OUTPUT)] = None,
     json: Json = None,
     csv: Csv = None,

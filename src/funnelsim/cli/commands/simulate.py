@@ -51,6 +51,7 @@ from ..options import (
     Won,
     Xlsx,
     horizon_days,
+    png_file,
 )
 
 __all__ = ["forecast", "whatif", "bottlenecks"]
@@ -96,8 +97,9 @@ def forecast(
     check: Check = 0,
     calibrate: Calibrate = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", metavar="PNG", help="Also save the fan chart (cumulative revenue by period end: median, 50% and "
-                                      "80% bands, the target) as this PNG.", show_default=False,
+        "--plot", metavar="PNG", callback=png_file,
+        help="Also save the fan chart (cumulative revenue by period end: median, 50% and 80% bands, the "
+             "target) as this PNG.", show_default=False,
         rich_help_panel=OUTPUT)] = None,
     json: Json = None,
     csv: Csv = None,
