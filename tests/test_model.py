@@ -383,3 +383,18 @@ def test_a_partial_prior_override_keeps_the_other_defaults():
     model.build_model()    # the partial override used to raise KeyError here
     with pytest.raises(FunnelDataError, match="unknown model_config key 'logit_men'.*Known keys: logit_mean"):
         FunnelModel.from_events(events, funnel_of(cfg), model_config={"logit_men": {"sigma": 3.0}})
+
+
+def test_the_diagnostics_of_a_loaded_model_with_divergences_read_its_target_accept():
+    """A saved model's attributes come back from netCDF as text ("0.95"): the divergence advice
+    formats it as a number (it raised "Unknown format code 'g' for object of type 'str'", so any
+    --model with a divergent fit failed)."""
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict({"posterior": {"alpha": rng.normal(size=(2, 50, 3))},
+                          "sample_stats": {"diverging": np.arange(100).reshape(2, 50) < 3}})
+    idata.attrs["funnelsim_target_accept"] = "0.95"
+    diagnostics = check_fit(idata)
+    assert diagnostics["divergences"] == 3 and diagnostics["target_accept"] == 0.95
+    assert "target_accept above 0.95" in diagnostics["advice"]

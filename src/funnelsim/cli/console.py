@@ -8,7 +8,7 @@ from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
 
-__all__ = ["out", "err", "reading", "simulating", "progress", "wrote", "output_width"]
+__all__ = ["out", "err", "reading", "simulating", "progress", "wrote", "write_outputs", "output_width"]
 
 FILE_WIDTH = 160  # the width of output to a file or pipe when $COLUMNS does not say
 
@@ -65,3 +65,18 @@ def progress(label: str, total: int | None):
 def wrote(path) -> None:
     """Say that a file was written."""
     out.print(f"wrote {path}", highlight=False)
+
+
+def write_outputs(payload: dict, *, json=None, csv=None, xlsx=None) -> None:
+    """Write a command's JSON payload to ``--json`` and its tables (report/export.py) to
+    ``--csv DIR`` and ``--xlsx PATH``, all atomically, and say so."""
+    if json:
+        from .._io import write_json
+
+        write_json(json, payload)
+        wrote(json)
+    if csv or xlsx:
+        from ..report.export import write_tables
+
+        for path in write_tables(payload, csv=csv, xlsx=xlsx):
+            wrote(path)

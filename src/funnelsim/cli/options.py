@@ -25,8 +25,8 @@ __all__ = [
     "Encoding", "Sheet", "HistoryDays",
     "Draws", "Tune", "Chains", "Seed", "Strict", "SojournFamily", "SamplerName", "TargetAccept", "ModelDir",
     "Horizon", "ReportPeriod", "DealValue", "NewDeals", "Target",
-    "Json",
-    "parse_columns", "parse_date",
+    "Json", "Csv", "Xlsx", "png_file",
+    "parse_columns", "parse_date", "parse_horizon", "horizon_days",
 ]
 
 # The panels of --help, in this order: the options for reading the log share the first one,
@@ -139,7 +139,10 @@ ModelDir = Annotated[Path | None, typer.Option(
 
 # --------------------------------------------------------------------------- simulating
 
-Horizon = Annotated[int, typer.Option("--horizon", min=1, help="Days ahead to forecast.", rich_help_panel=SIMULATING)]
+Horizon = Annotated[int, typer.Option(
+    "--horizon", metavar="DAYS|quarter", parser=lambda text: parse_horizon(text),   # defined below
+    help="Days ahead to forecast, or 'quarter': to the end of --as-of's quarter (from its last day: the whole "
+         "next quarter).", rich_help_panel=SIMULATING)]
 ReportPeriod = Annotated[Period, typer.Option("--period", help="Report revenue per period.", rich_help_panel=SIMULATING)]
 DealValue = Annotated[float | None, typer.Option(
     "--deal-value", help="Amount (currency) for open deals with none, e.g. when the log has no amount column. "
@@ -158,6 +161,30 @@ Target = Annotated[float | None, typer.Option(
 Json = Annotated[Path | None, typer.Option(
     "--json", help="Also write the result as JSON to this path (written atomically).", show_default=False,
     rich_help_panel=OUTPUT)]
+def _folder(path: Path | None) -> Path | None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; give a folder (made if missing) for the CSV files.")
+    return path
+
+
+def _suffix(suffix: str):
+    def check(path: Path | None) -> Path | None:
+        if path is not None and path.suffix.lower() != suffix:
+            raise typer.BadParameter(f"{path} does not end in {suffix}: the file written is a {suffix} file.")
+        return path
+    return check
+
+
+# checked when the options are read, so a bad path fails before any fit
+Csv = Annotated[Path | None, typer.Option(
+    "--csv", metavar="DIR", callback=_folder, help="Also write each table of the result as a CSV in this folder (summary.csv, then "
+                                 "periods, deals, stages, scenarios, origins... as the command has them; the same "
+                                 "numbers as --json). Text from the log that a spreadsheet would run as a formula "
+                                 "is written as text.", show_default=False, rich_help_panel=OUTPUT)]
+Xlsx = Annotated[Path | None, typer.Option(
+    "--xlsx", metavar="PATH", callback=_suffix(".xlsx"),
+    help="Also write the tables of --csv as the sheets of one Excel workbook (.xlsx).", show_default=False, rich_help_panel=OUTPUT)]
+png_file = _suffix(".png")   # the callback of each command's own --plot (their help differs)
 
 
 # --------------------------------------------------------------------------- reading option text
@@ -174,6 +201,29 @@ def parse_columns(spec: str | None) -> dict[str, str] | None:
                                   hint="Write it as theirs=canonical, e.g. 'Opportunity=deal_id'.")
         mapping[theirs.strip()] = canonical.strip()
     return mapping
+
+
+def parse_horizon(text) -> int | str:
+    """``--horizon``: a number of days (1 or more) or ``"quarter"`` (see :func:`horizon_days`)."""
+    given = str(text).strip()
+    if given.lower() == "quarter":
+        return "quarter"
+    if given.isdigit() and int(given) >= 1:
+        return int(given)
+    raise typer.BadParameter(f"{given!r} is neither a number of days (1 or more) nor 'quarter'.")
+
+
+def horizon_days(horizon: int | str, as_of) -> int:
+    """The days a ``--horizon`` covers after the end of ``as_of``: a number as given; ``"quarter"``
+    up to the last day of the as-of's quarter (2024-08-15: 46 days, to 2024-09-30), or, from a
+    quarter's last day, to the next quarter's last day (2024-09-30: 92 days, to 2024-12-31)."""
+    if horizon != "quarter":
+        return int(horizon)
+    from ..data.spells import end_of_day
+
+    first = end_of_day(as_of)                     # the horizon's first day
+    last = first.to_period("Q").end_time.normalize()
+    return (last - first).days + 1
 
 
 # The forms a date option takes, besides YYYY-MM-DD: a named period stands for its last day

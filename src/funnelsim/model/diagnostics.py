@@ -43,6 +43,8 @@ def check_fit(idata) -> dict:
         problems.append(f"min ESS {min(ess_bulk, ess_tail):.0f} < {THRESHOLDS['ess_min']}")
     advice = ["sample longer (more tune and draws)"] if problems else []
     target_accept = idata.attrs.get("funnelsim_target_accept")
+    if target_accept is not None:       # a saved model's attributes come back from netCDF as text
+        target_accept = float(target_accept)
     if divergences > THRESHOLDS["divergences"]:
         problems.append(f"{divergences} divergent transitions")
         # divergences come from steps too long for the posterior's curvature: smaller ones help

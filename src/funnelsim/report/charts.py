@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["compact_amount", "currency_axis"]
+__all__ = ["compact_amount", "currency_axis", "save_png"]
 
 
 def compact_amount(value: float) -> str:
@@ -19,3 +19,16 @@ def currency_axis(axis) -> None:
     from matplotlib.ticker import FuncFormatter
 
     axis.set_major_formatter(FuncFormatter(lambda value, _pos: compact_amount(value)))
+
+
+def save_png(figure, path, dpi: int = 120):
+    """Write a matplotlib Figure as a PNG (matplotlib renders PNGs with Agg whatever the
+    session's backend), atomically (temp file, then rename), and close it."""
+    import matplotlib.pyplot as plt
+
+    from .._io import atomic_write
+
+    try:
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(figure)

@@ -10,7 +10,7 @@ import typer
 from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
 from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
-from ..console import err, out, progress, wrote
+from ..console import err, out, progress, write_outputs, wrote
 from ..inputs import event_source
 from ..options import (
     FITTING,
@@ -18,6 +18,7 @@ from ..options import (
     SIMULATING,
     Chains,
     Columns,
+    Csv,
     Dayfirst,
     DealValue,
     Decimal,
@@ -37,8 +38,10 @@ from ..options import (
     Table,
     Tune,
     Won,
+    Xlsx,
     parse_columns,
     parse_date,
+    png_file,
 )
 
 __all__ = ["backtest"]
@@ -84,9 +87,12 @@ def backtest(
                             "won in it (beside a run-rate baseline: the previous horizon's revenue).",
         rich_help_panel=SIMULATING)] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Also save the band-vs-actual chart as this PNG.", show_default=False,
+        "--plot", callback=png_file,
+        help="Also save the band-vs-actual chart as this PNG.", show_default=False,
         rich_help_panel=OUTPUT)] = None,
     json: Json = None,
+    csv: Csv = None,
+    xlsx: Xlsx = None,
 ) -> None:
     """Backtest: replay history at each origin (the CRM exactly as it was then), fit,
     forecast the open pipeline for --horizon days, and score against what happened: CRPS,
@@ -101,6 +107,10 @@ def backtest(
     from ...sim.backtest import BacktestSettings, origin_dates
     from ...sim.backtest import backtest as run_backtest
 
+    if horizon == "quarter":
+        raise FunnelDataError("a backtest scores the same horizon at every origin, and 'quarter' is a different "
+                              "number of days at each", source="option --horizon", value="quarter",
+                              hint="Pass the days, e.g. --horizon 91, with quarter-end origins (--every 1Q).")
     if bool(origins) == bool(every):
         raise FunnelDataError("give either --origins or --every (with --start and --end)", column="origins",
                               hint="For example --origins 2024-03-31,2024-06-30 or --every 1M --start 2024-01-31 "
@@ -123,14 +133,12 @@ def backtest(
     out.print(backtest_rich(result))
     warn_about(result)
     if plot:
-        from ..._io import atomic_write
+        from ...report.charts import save_png
 
-        figure = result.plot_bands().figure
-        atomic_write(plot, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        save_png(result.plot_bands().figure, plot)
         wrote(plot)
-    if json:
-        result.to_json(json)
-        wrote(json)
+    if json or csv or xlsx:
+        write_outputs(result.to_dict(), json=json, csv=csv, xlsx=xlsx)
 
 
 def warn_about(result) -> None:

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from ..console import out, wrote
+from ..console import out, write_outputs, wrote
 from ..inputs import print_losses, read_snapshot
 from ..options import (
     AsOf,
     Columns,
+    Csv,
     Dayfirst,
     Decimal,
     Encoding,
@@ -26,6 +27,7 @@ from ..options import (
     Stages,
     Table,
     Won,
+    Xlsx,
 )
 
 __all__ = ["inspect", "funnel", "stages"]
@@ -120,6 +122,8 @@ def stages(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="A folder written by funnelsim fit.",
                                               show_default=False)],
     json: Json = None,
+    csv: Csv = None,
+    xlsx: Xlsx = None,
 ) -> None:
     """Print a saved model's stage table: P(advance), P(lost), P(stall), P(win from stage
     entry), median days in stage and expected days to close, each with a 90% interval, plus
@@ -127,7 +131,6 @@ def stages(
 
     Example: funnelsim stages models/crm --json stages.json
     """
-    from ..._io import write_json
     from ...model.funnel_model import FunnelModel
     from ...report.render import diagnostics_panel, stage_table_rich
 
@@ -135,6 +138,5 @@ def stages(
     out.print(stage_table_rich(model.stage_table()))
     print_losses(model)
     out.print(diagnostics_panel(model.diagnostics))
-    if json:
-        write_json(json, model.to_dict())
-        wrote(json)
+    if json or csv or xlsx:
+        write_outputs(model.to_dict(), json=json, csv=csv, xlsx=xlsx)

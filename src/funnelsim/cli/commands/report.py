@@ -43,6 +43,7 @@ from ..options import (
     Target,
     Tune,
     Won,
+    horizon_days,
     parse_date,
 )
 
@@ -112,6 +113,7 @@ def report(
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    horizon = horizon_days(horizon, snapshot.as_of)
     with simulating(f"Building the report of {len(snapshot.open_deals):,} open deals"):
         result = forecast_report(model, snapshot, horizon_days=horizon, target=target, compare_to=earlier,
                                  seed=seed, period=period.value, deal_value=deal_value, new_deals=new_deals)

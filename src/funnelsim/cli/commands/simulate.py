@@ -15,13 +15,15 @@ import typer
 from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
 from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
-from ..console import out, simulating, wrote
+from ..console import out, simulating, write_outputs, wrote
 from ..inputs import model_for, new_deal_inflow, read_snapshot
 from ..options import (
+    OUTPUT,
     SIMULATING,
     AsOf,
     Chains,
     Columns,
+    Csv,
     Dayfirst,
     DealValue,
     Decimal,
@@ -47,6 +49,9 @@ from ..options import (
     Target,
     Tune,
     Won,
+    Xlsx,
+    horizon_days,
+    png_file,
 )
 
 __all__ = ["forecast", "whatif", "bottlenecks"]
@@ -91,7 +96,14 @@ def forecast(
     new_deals: NewDeals = True,
     check: Check = 0,
     calibrate: Calibrate = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="PNG", callback=png_file,
+        help="Also save the fan chart (cumulative revenue by period end: median, 50% and 80% bands, the "
+             "target) as this PNG.", show_default=False,
+        rich_help_panel=OUTPUT)] = None,
     json: Json = None,
+    csv: Csv = None,
+    xlsx: Xlsx = None,
 ) -> None:
     """Revenue forecast of the open pipeline: fit the funnel model (or load one), push every
     deal open at --as-of through it thousands of times, and print the revenue band (P10, P50,
@@ -117,6 +129,7 @@ def forecast(
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
     with simulating(f"Simulating {len(deals):,} open deals"):
@@ -141,9 +154,13 @@ def forecast(
         if calibrate:
             result.calibrate = True
             out.print(result.calibrated_summary(target), highlight=False)
-    if json:
-        result.to_json(json, target=target)
-        wrote(json)
+    if plot:
+        from ...report.charts import save_png
+
+        save_png(result.plot_fan(target=target).figure, plot)
+        wrote(plot)
+    if json or csv or xlsx:
+        write_outputs(result.to_dict(target), json=json, csv=csv, xlsx=xlsx)
 
 
 def checked_record(events, table, stages, won, lost, as_of, n, settings, *, columns, dayfirst, decimal, encoding=None,
@@ -192,6 +209,8 @@ def whatif(
     deal_value: DealValue = None,
     new_deals: NewDeals = True,
     json: Json = None,
+    csv: Csv = None,
+    xlsx: Xlsx = None,
 ) -> None:
     """What-if scenarios against the baseline forecast: change a stage's conversion, the time
     deals spend in it, the stall share, amounts or the number of new deals, add or remove
@@ -203,7 +222,6 @@ def whatif(
 
     Example: funnelsim whatif crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --scenarios scenarios.toml --target 500000
     """
-    from ..._io import write_json
     from ...data.events import FunnelDefinition
     from ...report.render import comparison_rich, diagnostics_panel
     from ...sim.changes import check_segmented
@@ -218,6 +236,7 @@ def whatif(
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
+    horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
     check_names(plan, FunnelDefinition(stages, won, lost).stages, snapshot.stage_stats.segments, deals,
                 source=str(scenarios))
@@ -228,9 +247,8 @@ def whatif(
                         new_deals=inflow, progress=advance)
     out.print(comparison_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
-    if json:
-        write_json(json, comparison_json(table, target))
-        wrote(json)
+    if json or csv or xlsx:
+        write_outputs(comparison_json(table, target), json=json, csv=csv, xlsx=xlsx)
 
 
 def bottlenecks(
@@ -263,6 +281,8 @@ def bottlenecks(
     deal_value: DealValue = None,
     new_deals: NewDeals = True,
     json: Json = None,
+    csv: Csv = None,
+    xlsx: Xlsx = None,
 ) -> None:
     """Where to focus: for every stage (and segment, with --segment-by), the revenue gained
     within --horizon days from --points more points of conversion and from --time-factor on
@@ -272,7 +292,6 @@ def bottlenecks(
 
     Example: funnelsim bottlenecks crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --as-of 2024-06-30 --segment-by segment
     """
-    from ..._io import json_safe, write_json
     from ...report.render import bottlenecks_rich, diagnostics_panel
     from ...sim.scenarios import bottlenecks as rank
 
@@ -280,6 +299,7 @@ def bottlenecks(
                              history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
     with simulating(f"Simulating {len(deals):,} open deals under every lever", "levers") as advance:
@@ -288,6 +308,6 @@ def bottlenecks(
                      progress=advance)
     out.print(bottlenecks_rich(table, horizon))
     out.print(diagnostics_panel(model.diagnostics))
-    if json:
-        write_json(json, json_safe({"horizon_days": horizon, "bottlenecks": table.to_dict(orient="records")}))
-        wrote(json)
+    if json or csv or xlsx:
+        write_outputs({"horizon_days": horizon, "bottlenecks": table.to_dict(orient="records")}, json=json, csv=csv,
+                      xlsx=xlsx)
