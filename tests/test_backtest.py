@@ -264,6 +264,10 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     total = actual + won_by(created_in(origin + one, origin + H), origin + one, origin + H)
     assert (run_rate, total) == (2**2 + 2**3 + 2**7, actual + 2**9 + 2**11)        # w2, w3, w7; w9, w11
     assert row["run_rate"] == run_rate and row["total_actual"] == total, (row["run_rate"], row["total_actual"])
+    # the baselines' own bands: two months of history give one pair of horizons, so the run
+    # rate is the point, and too few weeks for ETS (NaN scores, "—" in the table)
+    assert row["total_run_rate_p10"] == row["total_run_rate_p90"] == run_rate and np.isnan(row["total_ets_crps"])
+    assert row["total_run_rate_crps"] == pytest.approx(abs(run_rate - total))
     # the log's last event is "late" on 2024-05-20: an origin whose horizon ends after it is
     # not scored against actuals still to come; one ending on that day is
     boundary = backtest(events, funnel, [origin, pd.Timestamp("2024-04-20"), pd.Timestamp("2024-04-21")], settings,

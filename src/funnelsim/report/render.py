@@ -173,13 +173,25 @@ def backtest_rich(backtest) -> FitTable:
                  "fit checks", "weighted", "coverage", "last period"):
         out.add_column(name, justify="left" if name == "origin" else "right", key=name == "origin")
     total = "total_actual" in t
+    bands = [name for name in ("run_rate", "ets") if f"total_{name}_p50" in t]
     if total:
-        for name in ("total actual", "total P10", "total P90", "run rate"):
+        for name in ("total actual", "total P10", "total P90", "run rate",
+                     *({"run_rate": "run rate P10 – P90", "ets": "ETS P10 – P90"}[b] for b in bands)):
             out.add_column(name, justify="right")
         out.caption += (f". With new deals: 80% band held {s['total_coverage80']:.0%} of total actuals; mean error "
                         f"of the median {s['total_mean_ape_median']:.1%} vs run rate {s['total_mean_ape_run_rate']:.1%}")
+        for b in bands:
+            label = {"run_rate": "run rate", "ets": "ETS"}[b]
+            out.caption += (f"; {label}: band held {s[f'total_{b}_coverage80']:.0%}, CRPS skill against it "
+                            f"{s[f'total_crps_skill_{b}']:.2f}")
+
+    def band(r, b):
+        low, high = r[f"total_{b}_p10"], r[f"total_{b}_p90"]
+        return "—" if pd.isna(low) else f"{low:,.0f} – {high:,.0f}"
+
     for r in t.to_dict(orient="records"):
-        extra = tuple(f"{r[k]:,.0f}" for k in ("total_actual", "total_p10", "total_p90", "run_rate")) if total else ()
+        extra = (*(f"{r[k]:,.0f}" for k in ("total_actual", "total_p10", "total_p90", "run_rate")),
+                 *(band(r, b) for b in bands)) if total else ()
         out.add_row(r["origin"], f"{r['open_deals']:,}", *(f"{r[k]:,.0f}" for k in ("actual", "p10", "p50", "p90")),
                     "yes" if r["covered80"] else "[red]no[/]", f"{r['crps_rel']:.3f}", f"{r['pit']:.2f}",
                     "passed" if r["converged"] else "[red]failed[/]",

@@ -54,6 +54,8 @@ BANDS = (0.5, 0.8, 0.9)
 _FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "ME", "Q": "QE"}
 
 
+BASELINE_DRAWS = 1000   # samples of each baseline's band of the total
+
 @dataclass(frozen=True)
 class BacktestSettings:
     """How each origin is fitted and forecast (see :func:`backtest`)."""
@@ -135,7 +137,19 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
               "amounts": snapshot.amounts, "deals": snapshot.open_deals, "baselines": found}
     if settings.new_deals:
         inputs["new_deals"] = snapshot.new_deals
+        inputs["baseline_samples"] = total_baseline_samples(snapshot, settings)
     return inputs
+
+
+def total_baseline_samples(snapshot: Snapshot, settings: BacktestSettings) -> dict:
+    """Samples of the total revenue of the horizon by the run rate and by ETS
+    (:mod:`funnelsim.sim.revenue_baselines`; ETS None on a short history), from the revenue
+    won before the snapshot's cut-off."""
+    from .revenue_baselines import daily_won_revenue, ets_samples, run_rate_samples
+
+    daily = daily_won_revenue(snapshot, settings.deal_value)
+    return {"run_rate": run_rate_samples(daily, settings.horizon_days, BASELINE_DRAWS, settings.seed),
+            "ets": ets_samples(daily, settings.horizon_days, BASELINE_DRAWS, settings.seed)}
 
 
 def run_origin(log, origin, settings: BacktestSettings) -> dict:
@@ -160,6 +174,7 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
         total = result.dataset["total_revenue"].values if result.has_new_deals else out["samples"]
         out["total_samples"] = total
         out["total_actual"] = realised.total
+        out["baseline_samples"] = inputs["baseline_samples"]
     return out
 
 
@@ -211,8 +226,16 @@ class Backtest:
             out["total_mean_ape_median"] = float(t["total_ape_median"].mean())
             error = (t["run_rate"] - t["total_actual"]).abs()
             out["total_mean_ape_run_rate"] = float((error / t["total_actual"].where(t["total_actual"] > 0)).mean())
-            out["total_crps_skill_run_rate"] = (float(1 - t["total_crps"].mean() / error.mean())
-                                                if error.mean() > 0 else float("nan"))
+            # skill against each baseline's own band: 1 - mean CRPS / the baseline's mean CRPS
+            for name in ("run_rate", "ets"):
+                if f"total_{name}_crps" not in t:
+                    continue
+                crps = t[f"total_{name}_crps"]
+                scored = crps.notna()
+                out[f"total_{name}_mean_crps"] = float(crps.mean())
+                out[f"total_{name}_coverage80"] = float(t.loc[scored, f"total_{name}_covered80"].astype(float).mean())
+                out[f"total_crps_skill_{name}"] = (float(1 - t.loc[scored, "total_crps"].mean() / crps[scored].mean())
+                                                   if scored.any() and crps[scored].mean() > 0 else float("nan"))
             out["total_pit_ks_p"] = (float(stats.kstest(t["total_pit"], "uniform").pvalue) if len(t) > 1
                                      else float("nan"))
         out["converged_fits"] = int(t["converged"].sum())
@@ -224,7 +247,10 @@ class Backtest:
                                          "converged")},
                     "baselines": {k: r[k] for k in ("weighted", "coverage", "last_period", "run_rate") if k in r},
                     **({"total": {k: r[f"total_{k}"] for k in ("actual", "mean", "p10", "p50", "p90", "crps",
-                                                                "covered80", "pit", "ape_median")}}
+                                                                "covered80", "pit", "ape_median")},
+                        "total_baselines": {name: {k: r[f"total_{name}_{k}"] for k in ("p10", "p50", "p90", "crps",
+                                                                                      "covered80")}
+                                            for name in ("run_rate", "ets") if f"total_{name}_crps" in r}}
                        if "total_actual" in r else {})}
                    for r in self.table.to_dict(orient="records")]
         return json_safe({"settings": asdict(self.settings), "origins": origins, "skipped_origins": self.skipped,
@@ -364,8 +390,20 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
              **({f"total_{k}": v for k, v in score(r["total_samples"], r["total_actual"],
                                                      seed=settings.seed + 10_000 + i).items()}
                 if "total_samples" in r else {}),
+             **(_baseline_scores(r["baseline_samples"], r["total_actual"]) if "baseline_samples" in r else {}),
              "converged": r["converged"], "fit_s": r["fit_s"]} for i, r in enumerate(results)]
     return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results}, skipped)
+
+
+def _baseline_scores(samples: dict, actual: float) -> dict:
+    """``total_<baseline>_<score>`` of each baseline's samples against the total (NaN for a
+    baseline the history was too short for)."""
+    scores = {}
+    for name, values in samples.items():
+        found = score(values, actual) if values is not None else {}
+        for key in ("p10", "p50", "p90", "crps", "covered80"):
+            scores[f"total_{name}_{key}"] = found.get(key, float("nan"))
+    return scores
 
 
 def unfinished_horizons(origins, last_event: pd.Timestamp, horizon_days: int) -> tuple[list, list[dict]]:
