@@ -485,3 +485,32 @@ def test_cli_synth_writes_the_awkward_log(tmp_path):
     assert truth == generate(500, seed=3, config=config)[1]
     bad = CliRunner().invoke(app, ["synth", str(tmp_path / "x.csv"), "--pass-through", "Nope=1"])
     assert bad.exit_code == 2 and not (tmp_path / "x.csv").exists()
+
+
+def test_drift_and_shocks_by_entry_month_come_with_their_truth():
+    """Issue 20 item 8: a trend, a jump and monthly shocks in conversion. Each month's truth is
+    what the log shows: the share of Prospecting stays begun that month that moved forward
+    (months at least six months before the end, so hardly a stay is still open but stalled
+    ones) matches its cohort's conversion within binomial error, and follows the drift."""
+    from funnelsim.data.events import FunnelDefinition, read_events
+    from funnelsim.data.spells import to_spells
+
+    cfg = SynthConfig(drift_per_month=-0.06, drift_jumps={"2025-01": 0.8}, shock_sd=0.15, shock_speed_sd=0.1)
+    events, truth = generate(20_000, seed=4, config=cfg)
+    log = read_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost))
+    stays = to_spells(log, as_of=truth["as_of"]).table.to_pandas()
+    first = stays[stays["stage"].eq("Prospecting")]
+    month = pd.to_datetime(first["entered"]).dt.strftime("%Y-%m")
+    forward = first["move"].isin(["next", "skip", "won"]).groupby(month).agg(["mean", "size"])
+    cohorts = {c["cohort"]: next(x["conversion"] for x in c["cells"] if x["stage"] == "Prospecting")
+               for c in truth["cohorts"]}
+    early = [m for m in forward.index if m <= "2025-06" and forward.loc[m, "size"] >= 300]
+    assert len(early) >= 15
+    expected = np.array([cohorts[m] for m in early])
+    seen = forward.loc[early, "mean"].to_numpy()
+    sd = np.sqrt(expected * (1 - expected) / forward.loc[early, "size"].to_numpy())
+    assert np.all(np.abs(seen - expected) <= 4 * sd + 0.01), np.c_[seen, expected]
+    assert expected.max() - expected.min() > 0.1 and np.corrcoef(seen, expected)[0, 1] > 0.9
+    # the jump: January 2025 converts better than December 2024, in truth and in the log
+    assert cohorts["2025-01"] > cohorts["2024-12"] + 0.05 and forward.loc["2025-01", "mean"] > forward.loc["2024-12", "mean"]
+    assert "cohorts" not in generate(200, seed=4)[1]          # no drift asked, none written

@@ -41,6 +41,16 @@ Per deal:
    win; ``destination_segments[(stage, destination)] = (segments...)`` makes the exit possible
    only for those segments (probability 0 elsewhere, the other exits renormalised).
 
+7. A funnel that changes. By the calendar month a stay *begins* in (its entry cohort), the
+   forward destinations' logits move by ``drift_per_month`` per month since the start plus
+   every ``drift_jumps[month]`` reached so far, stall's by ``stall_drift_per_month``, and each
+   month draws shared shocks: N(0, ``shock_sd``) on the forward logits and N(0,
+   ``shock_speed_sd``) on log time in stage, so deals of one month share their luck. The shocks
+   come from their own random stream (seed, 7): with all of these at 0 the log is bit-identical
+   to the log without them. The truth then has ``cohorts``: per month its ``forward_shift``,
+   ``stall_shift``, ``speed_factor`` and the whole-funnel cells under that month's parameters
+   (``p_win_from_entry`` as if the funnel stayed as it was that month).
+
 The truth has one cell per (stage, segment) and per stage for the whole funnel (segment None),
 with destination probabilities, LogNormal sojourn parameters, P(win from entry) from the
 absorbing Markov chain of destinations (the ``max_moves`` cap is ignored there; its effect is
@@ -54,6 +64,7 @@ a random entry into stage s is drawn from, which is what pooling all deals estim
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +124,17 @@ class SynthConfig:
     date_only: bool = False               # timestamps are dates: same-day stays last 0 days
     rare_destinations: dict[tuple[str, str], float] = field(default_factory=dict)  # base probability
     destination_segments: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # a funnel that changes (module docstring, item 7): by the calendar month a stay begins in
+    drift_per_month: float = 0.0          # logit shift of the forward destinations per month since start
+    drift_jumps: dict[str, float] = field(default_factory=dict)  # "YYYY-MM" -> extra forward shift from then on
+    stall_drift_per_month: float = 0.0    # logit shift of stall (against every other destination) per month
+    shock_sd: float = 0.0                 # a month's shared N(0, sd) shock of the forward logits
+    shock_speed_sd: float = 0.0           # a month's shared N(0, sd) shock of log time in stage
+
+    @property
+    def drifts(self) -> bool:
+        return bool(self.drift_per_month or self.drift_jumps or self.stall_drift_per_month or self.shock_sd
+                    or self.shock_speed_sd)
 
 
 def _per_stage(value, first: float, last: float, n: int, name: str) -> np.ndarray:
@@ -149,18 +171,20 @@ def _base_probs(cfg: SynthConfig) -> np.ndarray:
     return probs
 
 
-def _destination_probs(cfg: SynthConfig) -> np.ndarray:
-    """(S, G, K) π[s, g, j]: segment shifts added on the logit scale (stall = reference 0)."""
+def _destination_probs(cfg: SynthConfig, forward_shift: float = 0.0, stall_shift: float = 0.0) -> np.ndarray:
+    """(S, G, K) π[s, g, j]: segment shifts added on the logit scale (stall = reference 0), and
+    a cohort's ``forward_shift`` (forward logits) and ``stall_shift`` (stall against the rest)."""
     base = _base_probs(cfg)
     n = len(cfg.stages)
     fwd = forward_mask(n).astype(float)
     is_lost = (np.arange(n + 3) == n + 1).astype(float)
+    is_stall = (np.arange(n + 3) == n + 2).astype(float)
     with np.errstate(divide="ignore"):
         eta = np.log(base) - np.log(base[:, [n + 2]])
     out = []
     for g in cfg.segments:
         forward, lost = cfg.segment_logit_shift.get(g, (0.0, 0.0))
-        w = np.exp(eta + forward * fwd + lost * is_lost)
+        w = np.exp(eta + (forward + forward_shift) * fwd + lost * is_lost + stall_shift * is_stall)
         for (stage, dest), only in cfg.destination_segments.items():
             if g not in only:
                 w[cfg.stages.index(stage), _code(cfg, dest)] = 0.0
@@ -202,6 +226,35 @@ def _sojourn_params(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
     return med[:, :, None] * speed[None, None, :], sig
 
 
+def _months(cfg: SynthConfig) -> list[str]:
+    """The calendar months from the start to the log's end, "YYYY-MM"."""
+    first = np.datetime64(cfg.start, "M")
+    last = (np.datetime64(cfg.start, "D") + np.timedelta64(cfg.weeks * 7 - 1, "D")).astype("datetime64[M]")
+    return [str(first + k) for k in range(int((last - first).astype(int)) + 1)]
+
+
+def cohort_shifts(cfg: SynthConfig, seed: int = 0) -> pd.DataFrame:
+    """Per calendar month of stay entry (``cohort``): the forward logit shift (the trend, the
+    jumps so far and the month's shock), the stall shift and the factor on time in stage. The
+    shocks come from their own random stream, so a log without them is drawn as before."""
+    months = _months(cfg)
+    index = np.arange(len(months))
+    forward = cfg.drift_per_month * index
+    for month, jump in cfg.drift_jumps.items():
+        forward = forward + jump * (np.array(months) >= month)
+    shocks = np.random.default_rng([seed, 7]).standard_normal((2, len(months)))
+    return pd.DataFrame({"cohort": months, "forward_shift": forward + cfg.shock_sd * shocks[0],
+                         "stall_shift": cfg.stall_drift_per_month * index,
+                         "speed_factor": np.exp(cfg.shock_speed_sd * shocks[1])})
+
+
+def _cohort_of(cfg: SynthConfig, t: np.ndarray, n_months: int) -> np.ndarray:
+    """Month index (0 = the start's month) of times ``t`` (days since start), capped at the last."""
+    day = np.datetime64(cfg.start, "D") + np.floor(t).astype("timedelta64[D]")
+    month = (day.astype("datetime64[M]") - np.datetime64(cfg.start, "M")).astype(int)
+    return np.minimum(month, n_months - 1)
+
+
 def _creation_days(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.ndarray:
     """Sorted creation times, days since start: seasonal day weights, 08:00-18:00 time of day."""
     n_days = cfg.weeks * 7
@@ -214,18 +267,20 @@ def _creation_days(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.nda
     return np.sort(day + (8.0 + 10.0 * rng.random(n)) / 24.0)
 
 
-def _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0, end):
+def _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0, end, cohorts=None):
     """Move all open deals at once, one move per loop iteration (vectorised over deals).
 
     ``instant`` (S, K) is the share of stays lasting U(instant_seconds) seconds; an all-zero
     array draws nothing extra, so the defaults give the same log as before it existed.
+    ``cohorts`` = (π per month (M, S, G, K), time factor per month (M,)): a stay's destination
+    and time follow the month it begins in (None: ``pi`` for every stay, no extra draws).
 
     Returns concatenated event arrays: deal index, destination code, time (days since start),
     amount (currency) and move number (0 = creation). Stalls and events after ``end`` are not rows.
     """
     n_st = len(cfg.stages)
     won, stall = n_st, n_st + 2
-    cum = np.cumsum(pi, axis=2)
+    cum = np.cumsum(pi if cohorts is None else cohorts[0], axis=-1)
     cum[..., -1] = 1.0
     log_med = np.log(median)
     any_instant = bool(instant.any())
@@ -238,8 +293,13 @@ def _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0, end
             break
         g = seg[idx]
         u, z, e = rng.random(idx.size), rng.standard_normal(idx.size), rng.standard_normal(idx.size)
-        dest = (cum[st, g] <= u[:, None]).sum(axis=1).astype(np.int8)
-        days = np.exp(log_med[st, dest, g] + sigma[st, dest] * z)
+        if cohorts is None:
+            dest = (cum[st, g] <= u[:, None]).sum(axis=1).astype(np.int8)
+            days = np.exp(log_med[st, dest, g] + sigma[st, dest] * z)
+        else:
+            m = _cohort_of(cfg, t, len(cohorts[1]))
+            dest = (cum[m, st, g] <= u[:, None]).sum(axis=1).astype(np.int8)
+            days = np.exp(log_med[st, dest, g] + sigma[st, dest] * z) * cohorts[1][m]
         if any_instant:
             v, h = rng.random(idx.size), instant[st, dest]
             quick = v < h  # given that, v / h is uniform on (0, 1): it places the stay in [lo, hi]
@@ -310,10 +370,22 @@ def generate(n_deals: int, seed: int = 0, config: SynthConfig | None = None
     median, sigma = _sojourn_params(cfg)
     instant = _instant_share(cfg)
     t0, seg, entry, amount0 = _create_deals(rng, cfg, n_deals, shares)
+    shifts = cohort_shifts(cfg, seed) if cfg.drifts else None
+    cohorts = None
+    if shifts is not None:
+        cohorts = (np.stack([_destination_probs(cfg, r.forward_shift, r.stall_shift) for r in shifts.itertuples()]),
+                   shifts["speed_factor"].to_numpy(float))
     arrays = _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0,
-                       end=cfg.weeks * 7.0)
+                       end=cfg.weeks * 7.0, cohorts=cohorts)
     events = _frame(cfg, n_deals, seg, *arrays, seconds=bool(instant.any()))
-    return events, truth(cfg, pi, median, sigma, instant, shares, n_deals, seed)
+    found = truth(cfg, pi, median, sigma, instant, shares, n_deals, seed)
+    if shifts is not None:
+        found["cohorts"] = [
+            {**{k: (round(float(v), 6) if k != "cohort" else v) for k, v in r._asdict().items() if k != "Index"},
+             "cells": [c for c in truth(cfg, pi_m, median * r.speed_factor, sigma, instant, shares, n_deals,
+                                        seed)["cells"] if c["segment"] is None]}
+            for r, pi_m in zip(shifts.itertuples(), cohorts[0], strict=True)]
+    return events, found
 
 
 def _validate(cfg: SynthConfig, n_deals: int) -> None:
@@ -383,6 +455,20 @@ def parse_rare(items) -> dict[str, dict]:
         if segs.strip():
             only[(stage.strip(), dest.strip())] = tuple(g.strip() for g in segs.split("+") if g.strip())
     return {"rare_destinations": rare, "destination_segments": only}
+
+
+def parse_jumps(items) -> dict[str, float]:
+    """``["2025-01=0.5"]`` -> ``{"2025-01": 0.5}`` (the CLI's ``--jump``)."""
+    out = {}
+    for item in items:
+        month, _, shift = item.partition("=")
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}", month.strip()):
+                raise ValueError
+            out[month.strip()] = float(shift)
+        except ValueError:
+            raise ValueError(f"--jump {item!r}: write YYYY-MM=SHIFT, e.g. 2025-01=0.5") from None
+    return out
 
 
 def write(path, n_deals: int, seed: int = 0, config: SynthConfig | None = None) -> dict:

@@ -39,6 +39,15 @@ def synth(
         "--rare", metavar="FROM:TO[=P][@SEG+SEG]",
         help="Make an exit rare or segment-only: base probability P (Prospecting:Won=0.006) and/or only these "
              "segments have it (Proposal:Qualified@SMB). Repeatable.", show_default=False)] = None,
+    drift: Annotated[float, typer.Option(
+        "--drift", metavar="SHIFT", help="Conversion drifts: the forward destinations' logit moves by SHIFT per "
+                                         "calendar month a stay begins in (-0.05: slowly worse).")] = 0.0,
+    jump: Annotated[list[str] | None, typer.Option(
+        "--jump", metavar="YYYY-MM=SHIFT", help="From that month on, the forward logit moves by SHIFT more (a new "
+                                                "pricing, a team change). Repeatable.", show_default=False)] = None,
+    shocks: Annotated[float, typer.Option(
+        "--shocks", min=0.0, metavar="SD", help="Each month's stays share a N(0, SD) shock of the forward logit and of "
+                                                "log time in stage (a quarter-end push, a lost campaign).")] = 0.0,
 ) -> None:
     """Write a synthetic CRM event log with known truth (stage conversion, P(win from stage
     entry), median days and instant shares per stage and segment), for demos, tests and
@@ -47,13 +56,18 @@ def synth(
     Example: funnelsim synth crm.csv --deals 20000 --seed 1
 
     Awkward timing: funnelsim synth crm.csv --pass-through Qualified=1.0 --same-day-jump 0.1 --date-only --rare Prospecting:Won=0.006
+
+    A funnel that changes: funnelsim synth crm.csv --drift -0.05 --jump 2025-01=0.5 --shocks 0.15 (the truth JSON
+    then has each month's cohort: its shifts and its whole-funnel cells)
     """
     from ...data import synth as synth_module
 
     try:
         config = synth_module.SynthConfig(
             weeks=weeks, pass_through=synth_module.parse_pass_through(pass_through or []),
-            p_same_day_jump=same_day_jump, date_only=date_only, **synth_module.parse_rare(rare or []))
+            p_same_day_jump=same_day_jump, date_only=date_only, **synth_module.parse_rare(rare or []),
+            drift_per_month=drift, drift_jumps=synth_module.parse_jumps(jump or []), shock_sd=shocks,
+            shock_speed_sd=shocks)
         truth = synth_module.write(out_path, deals, seed=seed, config=config)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
