@@ -179,14 +179,24 @@ def test_horizon_other_words_are_a_usage_error(crm):
         assert result.exit_code == 2 and "quarter" in result.output
 
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested objects as dotted keys, at any depth (``total_baselines.ets.p10``)."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_tables(data, out, xlsx, tables):
     """Every named table of the CSV folder and the workbook holds the JSON's records, number for number."""
     for name, records in tables.items():
         rows, cells = read_csv(out / f"{name}.csv"), read_sheet(xlsx, name)
         assert len(rows) == len(cells) == len(records) > 0, name
         for row, cell, record in zip(rows, cells, records, strict=True):
-            flat = {f"{key}.{inner}": v for key, value in record.items() if isinstance(value, dict)
-                    for inner, v in value.items()} | {k: v for k, v in record.items() if not isinstance(v, dict)}
+            flat = flatten(record)
             for key, value in flat.items():
                 if isinstance(value, bool):
                     assert row[key] == str(value) and cell[key].value is value, key
