@@ -264,6 +264,14 @@ def test_jupyter_shows_the_same_body(report):
     assert shown.startswith("<style>") and "<html" not in shown and report.body() in shown
 
 
+def test_the_stage_table_shows_moves_back_so_its_shares_add_up(report, model):
+    """Issue 23: advance + lost + stall did not reach 100% without the moves back."""
+    stages = report.body().split('<section id="stages">')[1].split("</section>")[0]
+    assert '<th class="n">back</th>' in stages and "add up to 100%" in stages
+    back = model.stage_table()["p_back"].iloc[1]
+    assert f"{100 * back:.1f}" in stages
+
+
 @pytest.mark.slow
 @needs_browser
 def test_pdf_is_written(report, tmp_path):

@@ -108,11 +108,11 @@ Meanwhile {{ c.won_between|money }} was won.</p>
 {%- endif %}
 
 <section id="stages"><h2>Stages</h2>
-<p class="dim">Posterior mean, then the 90% interval. "Stall" is a deal that goes dark and never moves again.</p>
-<table><thead><tr><th>stage</th><th>segment</th><th class="n">stays</th><th class="n">advance</th><th class="n">lost</th><th class="n">stall</th><th class="n">win from entry</th><th class="n">median days</th><th class="n">days to close</th></tr></thead><tbody>
+<p class="dim">Posterior mean, then the 90% interval. Advance (to a later stage or won), back (to an earlier stage), lost and stall add up to 100%; "stall" is a deal that goes dark and never moves again. Median days: the model's median time in the stage of deals that leave it. Days to close: expected days from entering the stage to won or lost, for deals that close.</p>
+<table><thead><tr><th>stage</th><th>segment</th><th class="n">stays</th><th class="n">advance</th><th class="n">back</th><th class="n">lost</th><th class="n">stall</th><th class="n">win from entry</th><th class="n">median days</th><th class="n">days to close</th></tr></thead><tbody>
 {%- for r in stages %}
 <tr><td>{{ r.stage }}</td><td>{{ r.segment or 'all' }}</td><td class="n">{{ r.stays|count }}</td>
-<td class="n">{{ ci(r.p_advance, 'pct') }}</td><td class="n">{{ ci(r.p_lost, 'pct') }}</td><td class="n">{{ ci(r.p_stall, 'pct') }}</td><td class="n">{{ ci(r.p_win_from_entry, 'pct') }}</td><td class="n">{{ ci(r.median_days, 'days') }}</td><td class="n">{{ ci(r.expected_days_to_close, 'days') }}</td></tr>
+<td class="n">{{ ci(r.p_advance, 'pct') }}</td><td class="n">{{ ci(r.p_back, 'pct') }}</td><td class="n">{{ ci(r.p_lost, 'pct') }}</td><td class="n">{{ ci(r.p_stall, 'pct') }}</td><td class="n">{{ ci(r.p_win_from_entry, 'pct') }}</td><td class="n">{{ ci(r.median_days, 'days') }}</td><td class="n">{{ ci(r.expected_days_to_close, 'days') }}</td></tr>
 {%- endfor %}</tbody></table></section>
 
 <section id="losses"><h2>Where deals are lost</h2>
