@@ -330,3 +330,30 @@ def test_cli_convert_then_funnel(salesforce_files, tmp_path):
     assert "Traceback" not in wrong.stderr
     unknown = run("convert", "zoho", history, "--out", "e.csv", cwd=tmp_path)
     assert unknown.returncode == 2 and "salesforce" in unknown.stderr
+
+
+def test_cli_convert_reads_an_export_in_another_encoding(tmp_path):
+    """A Salesforce export saved by Excel on Windows (cp1252, ';'-separated): without
+    --encoding the error says to pass it (convert takes it now), with it the labels read right
+    in all three files."""
+    accented = {"Prospecting": "Prospecção", "Qualification": "Qualificação", "Proposal/Price Quote": "Proposta"}
+
+    def european(text):
+        for english, local in accented.items():
+            text = text.replace(english, local)
+        return text.strip().replace(",", ";") + "\n"
+
+    files = {}
+    for name, text in (("OpportunityHistory.csv", HISTORY), ("Opportunity.csv", OPPORTUNITIES),
+                       ("OpportunityStage.csv", STAGES)):
+        files[name] = tmp_path / name
+        files[name].write_bytes(european(text).encode("cp1252"))
+    args = ["convert", "salesforce", files["OpportunityHistory.csv"], "--opportunities", files["Opportunity.csv"],
+            "--stage-table", files["OpportunityStage.csv"], "--out", tmp_path / "events.csv"]
+    refused = run(*args)
+    assert refused.returncode == 2 and "pass --encoding latin-1" in refused.stderr and "Traceback" not in refused.stderr
+    result = run(*args, "--encoding", "cp1252")
+    assert result.returncode == 0, result.stderr
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert set(accented.values()) <= set(events["stage"])
+    assert "--stages Prospecção,Qualificação" in result.stdout.replace("'", "")

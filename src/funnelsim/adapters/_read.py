@@ -38,12 +38,13 @@ TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f", ""}
 
 
-def read_frame(source, expected: tuple[str, ...] = ()) -> tuple[str, pd.DataFrame]:
+def read_frame(source, expected: tuple[str, ...] = (), encoding: str | None = None) -> tuple[str, pd.DataFrame]:
     """(a name for messages, the export as a DataFrame with a :data:`ROW` column).
 
     ``source`` is a .csv / .xlsx / .parquet path or a DataFrame (a workbook: its first sheet). A CSV's delimiter (comma, semicolon,
     tab) is detected from its header, guided by the ``expected`` column names; all its cells are
-    text. An empty export is an error."""
+    text; ``encoding`` is its text encoding (default UTF-8; another is an error saying which to
+    pass). An empty export is an error."""
     if isinstance(source, pd.DataFrame):
         name, frame, first = "DataFrame", source.reset_index(drop=True).copy(), 1
     else:
@@ -57,7 +58,7 @@ def read_frame(source, expected: tuple[str, ...] = ()) -> tuple[str, pd.DataFram
                 raise FunnelDataError(f"cannot read Parquet: {str(exc).splitlines()[0]}", source=name) from None
             first = 1
         else:  # a CSV (all cells text) or a workbook's first sheet, numbered as the spreadsheet shows it
-            name, arrow = read_file(path, name, tuple(expected))
+            name, arrow = read_file(path, name, tuple(expected), encoding=encoding)
             frame, first = arrow.to_pandas(), None
     if frame.empty:
         raise FunnelDataError("the export has a header but no rows", source=name, hint="Export at least one record.")

@@ -31,7 +31,7 @@ NOT_ATTRIBUTES = ("ID", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID", "OPPORTUNITY_A
                   "DATE_MODIFY", "IS_NEW", "IS_RECURRING", "IS_RETURN_CUSTOMER", "IS_REPEATED_APPROACH")
 
 
-def from_bitrix24(history, *, deals=None, category=None) -> Converted:
+def from_bitrix24(history, *, deals=None, category=None, encoding: str | None = None) -> Converted:
     """Convert Bitrix24 deal stage history (and the deal list) to the canonical event log.
 
     One pipeline (``CATEGORY_ID``) at a time: with several in the history, ``category`` must name
@@ -51,7 +51,7 @@ def from_bitrix24(history, *, deals=None, category=None) -> Converted:
     not added up silently: ``OPPORTUNITY_ACCOUNT`` (the amount in the account currency) is used if
     the list has it, otherwise it is an error. Deals of the list without history are dropped (note).
     """
-    name, h = load(history, "stage history", {"history": ("ID", "TYPE_ID", *HISTORY, "CATEGORY_ID")})
+    name, h = load(history, "stage history", {"history": ("ID", "TYPE_ID", *HISTORY, "CATEGORY_ID")}, encoding)
     require(h, HISTORY, name, "Bitrix24 stage history (crm.stagehistory.list)")
     notes: list[str] = []
     stage = parse_text(h, "STAGE_ID", name)
@@ -86,7 +86,7 @@ def from_bitrix24(history, *, deals=None, category=None) -> Converted:
         notes.append(f"no deal was won in this pipeline; {won[0]} is the won label")
     attributes = None
     if deals is not None:
-        events, attributes = _with_deals(events, h, name, deals, set(semantic_of.index), notes)
+        events, attributes = _with_deals(events, h, name, deals, set(semantic_of.index), notes, encoding)
     else:
         events["amount"] = np.nan
         notes.append("no deal list: the events have no amounts (pass deals= with OPPORTUNITY)")
@@ -141,8 +141,8 @@ def _events(h: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
                          "timestamp": h["_time"].to_numpy()})
 
 
-def _with_deals(events, h, history_name, deals, stages, notes):
-    name, d = load(deals, "deals", {"deals": ("ID", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID")})
+def _with_deals(events, h, history_name, deals, stages, notes, encoding=None):
+    name, d = load(deals, "deals", {"deals": ("ID", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID")}, encoding)
     require(d, ("ID",), name, "Bitrix24 deal list (crm.deal.list)")
     ids = parse_text(d, "ID", name).map(_id)
     raise_at(d, ids.duplicated().to_numpy(), name, "ID", "this deal id appears twice", "List each deal once.")

@@ -58,10 +58,10 @@ NOT_ATTRIBUTES = frozenset({*DEAL_COLUMNS, "Deal Name", "Last Modified Date", "L
                             "Number of Sales Activities", "Number of times contacted", ROW})
 
 
-def from_hubspot(deals, *, pipeline: str | None = None) -> Converted:
+def from_hubspot(deals, *, pipeline: str | None = None, encoding: str | None = None) -> Converted:
     """Convert a HubSpot deals export (see the module doc) to the canonical event log, its
     funnel and notes."""
-    name, raw = read_frame(deals, DEAL_COLUMNS)
+    name, raw = read_frame(deals, DEAL_COLUMNS, encoding)
     require(raw, ("Record ID",), name, "HubSpot deals export")
     columns = _entered_columns(raw, name)
     chosen = _choose_pipeline(raw, columns, pipeline, name)

@@ -40,7 +40,7 @@ WON, LOST = "Won", "Lost"
 STATUSES = ("open", "won", "lost", "deleted")
 
 
-def from_pipedrive(flow, *, deals) -> Converted:
+def from_pipedrive(flow, *, deals, encoding: str | None = None) -> Converted:
     """Convert a Pipedrive deal flow and deals export to the canonical event log.
 
     Each deal enters its first stage at ``Deal - Deal created`` (the ``old_value`` of its first
@@ -62,8 +62,8 @@ def from_pipedrive(flow, *, deals) -> Converted:
     Deals in several pipelines (``Deal - Pipeline``) or currencies (``Deal - Currency``) are an
     error: pass a DataFrame of one pipeline, in one currency.
     """
-    fname, f = load(flow, "deal flow", FLOW_ALIASES)
-    dname, d = load(deals, "deals", {"deals": USED})
+    fname, f = load(flow, "deal flow", FLOW_ALIASES, encoding)
+    dname, d = load(deals, "deals", {"deals": USED}, encoding)
     notes: list[str] = []
     deal_table = _deals(d, dname, notes)
     fc = {key: find_column(f, fname, names, required=key not in ("old_value", "old_name", "new_name"), canonical=key)

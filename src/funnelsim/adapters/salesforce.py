@@ -79,10 +79,10 @@ NOT_ATTRIBUTES = frozenset({
 })
 
 
-def from_salesforce(history, *, opportunities=None, stage_table=None) -> Converted:
+def from_salesforce(history, *, opportunities=None, stage_table=None, encoding: str | None = None) -> Converted:
     """Convert a Salesforce OpportunityHistory export (see the module doc for the columns and
     the rules) to the canonical event log, its funnel and notes."""
-    name, raw = read_frame(history, HISTORY_COLUMNS)
+    name, raw = read_frame(history, HISTORY_COLUMNS, encoding)
     require(raw, ("OpportunityId", "CreatedDate", "StageName"), name, "OpportunityHistory export")
     notes: list[str] = []
     if "IsDeleted" in raw.columns:
@@ -107,7 +107,7 @@ def from_salesforce(history, *, opportunities=None, stage_table=None) -> Convert
 
     opps = attributes = None
     if opportunities is not None:
-        opps, attributes = _opportunities(opportunities)
+        opps, attributes = _opportunities(opportunities, encoding)
         raise_at(raw, ~hist["deal_id"].isin(opps["deal_id"]).to_numpy(), name, "OpportunityId",
                  "this history row's opportunity is not in the Opportunity export",
                  f"Export the Opportunity table with every opportunity in the history (Id = OpportunityId), "
@@ -122,7 +122,7 @@ def from_salesforce(history, *, opportunities=None, stage_table=None) -> Convert
                          f"its CreatedDate")
 
     if stage_table is not None:
-        funnel, labels, how = _stage_table(stage_table, hist, raw, name, opps)
+        funnel, labels, how = _stage_table(stage_table, hist, raw, name, opps, encoding)
         hist["stage"] = hist["stage"].map(labels)
     else:
         funnel, how = _infer_funnel(hist, probability, opps)
@@ -210,10 +210,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
-def _opportunities(source) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _opportunities(source, encoding: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(typed opportunities: deal_id, stage, timestamp, amount, close_date, closed, won, _row;
     attributes: deal_id and the attribute columns)."""
-    name, raw = read_frame(source, OPPORTUNITY_COLUMNS)
+    name, raw = read_frame(source, OPPORTUNITY_COLUMNS, encoding)
     require(raw, ("Id",), name, "Opportunity export")
     deal = parse_text(raw, "Id", name)
     raise_at(raw, deal.duplicated().to_numpy(), name, "Id", "this opportunity appears twice",
@@ -245,9 +245,9 @@ def _check_opportunity_stages(opps: pd.DataFrame, known) -> None:
 
 
 def _stage_table(source, hist: pd.DataFrame, raw: pd.DataFrame, history_name: str,
-                 opps: pd.DataFrame | None) -> tuple[FunnelDefinition, dict, str]:
+                 opps: pd.DataFrame | None, encoding: str | None = None) -> tuple[FunnelDefinition, dict, str]:
     """(funnel, map from StageName as written to the stage's label, note) from OpportunityStage."""
-    name, table = read_frame(source, STAGE_COLUMNS)
+    name, table = read_frame(source, STAGE_COLUMNS, encoding)
     require(table, ("ApiName", "SortOrder", "IsClosed", "IsWon"), name, "OpportunityStage export")
     api = parse_text(table, "ApiName", name)
     label = parse_text(table, "MasterLabel", name, required=False).fillna(api) if "MasterLabel" in table else api

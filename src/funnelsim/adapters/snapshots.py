@@ -48,7 +48,7 @@ ALIASES = {
 }
 
 
-def from_snapshots(snapshots, *, stages=None, won=None, lost=None) -> Converted:
+def from_snapshots(snapshots, *, stages=None, won=None, lost=None, encoding: str | None = None) -> Converted:
     """Convert periodic pipeline snapshots to the canonical event log.
 
     Parameters
@@ -88,7 +88,7 @@ def from_snapshots(snapshots, *, stages=None, won=None, lost=None) -> Converted:
     reopened: its earlier outcome is dropped (note). Amount and close date on each event are those
     of the snapshot that first showed it; attributes are those of the deal's last snapshot.
     """
-    name, frame = load(snapshots, "snapshots", ALIASES)
+    name, frame = load(snapshots, "snapshots", ALIASES, encoding)
     cols = {key: find_column(frame, name, ALIASES[key], required=key in ("snapshot_date", "deal_id", "stage"),
                              canonical=key) for key in ALIASES}
     when = parse_datetime(frame, cols["snapshot_date"], name)
@@ -217,10 +217,10 @@ def _snapshot_notes(data: pd.DataFrame, counts: dict) -> list[str]:
 # --------------------------------------------------------------------------- helpers shared with pipedrive, bitrix24
 
 
-def load(source, what: str, aliases: dict | None = None) -> tuple[str, pd.DataFrame]:
+def load(source, what: str, aliases: dict | None = None, encoding: str | None = None) -> tuple[str, pd.DataFrame]:
     """:func:`read_frame`, naming a DataFrame source after what it holds."""
     expected = tuple(a for names in (aliases or {}).values() for a in names)
-    name, frame = read_frame(source, expected)
+    name, frame = read_frame(source, expected, encoding)
     return (f"the {what} DataFrame" if name == "DataFrame" else name), frame
 
 

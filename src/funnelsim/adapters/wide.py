@@ -68,7 +68,8 @@ def _labels(value) -> tuple[str, ...]:
 
 def from_wide(deals, *, stage_dates: dict[str, str] | str, outcome: str | None = None,
               outcome_date: str | None = None, won=("Won",), lost=("Lost",), deal_id: str = "deal_id",
-              amount: str | None = None, close_date: str | None = None, dayfirst: bool = False) -> Converted:
+              amount: str | None = None, close_date: str | None = None, dayfirst: bool = False,
+              encoding: str | None = None) -> Converted:
     """Convert a one-row-per-deal sheet (see the module doc for the options) to the canonical
     event log, its funnel and notes."""
     mapping = parse_stage_dates(stage_dates) if isinstance(stage_dates, str) else dict(stage_dates)
@@ -86,7 +87,7 @@ def from_wide(deals, *, stage_dates: dict[str, str] | str, outcome: str | None =
                                    "or date columns for them (--stage-dates '...,Won=won_date,Lost=lost_date').")
 
     columns = [deal_id, *mapping.values(), *(c for c in (outcome, outcome_date, amount, close_date) if c)]
-    name, raw = read_frame(deals, tuple(columns))
+    name, raw = read_frame(deals, tuple(columns), encoding)
     require(raw, columns, name, "sheet (as the options name it)")
     if amount is None and "amount" in raw.columns:
         amount = "amount"

@@ -11,6 +11,7 @@ import typer
 
 from ...errors import FunnelDataError
 from ..console import err, out, wrote
+from ..options import Encoding
 
 __all__ = ["convert", "Format"]
 
@@ -77,6 +78,7 @@ def convert(
         "--amount", help="wide: the amount column. Default: amount, if present.", show_default=False)] = None,
     close_date: Annotated[str | None, typer.Option(
         "--close-date", help="wide: the expected close date column (optional).", show_default=False)] = None,
+    encoding: Encoding = None,
 ) -> None:
     """Convert a CRM export to funnelsim's event log, and print the --stages/--won/--lost
     options that read it. The CRM's stage labels are kept, its expected close date becomes a
@@ -112,25 +114,25 @@ def convert(
                               hint="Convert the export to the event log yourself (deal_id, stage, timestamp, "
                                    "amount), or use another format.") from None
     if format is Format.salesforce:
-        converted = convert_with(input, opportunities=opportunities, stage_table=stage_table)
+        converted = convert_with(input, opportunities=opportunities, stage_table=stage_table, encoding=encoding)
     elif format is Format.hubspot:
-        converted = convert_with(input, pipeline=pipeline)
+        converted = convert_with(input, pipeline=pipeline, encoding=encoding)
     elif format is Format.pipedrive:
         if deals is None:
             raise FunnelDataError("pipedrive needs the deals export", column="--deals",
                                   hint="Pass --deals DEALS.csv (Deal - ID, Deal - Stage, Deal - Status, ...).")
-        converted = convert_with(input, deals=deals)
+        converted = convert_with(input, deals=deals, encoding=encoding)
     elif format is Format.bitrix24:
-        converted = convert_with(input, deals=deals)
+        converted = convert_with(input, deals=deals, encoding=encoding)
     elif format is Format.snapshots:
-        converted = convert_with(input)
+        converted = convert_with(input, encoding=encoding)
     else:
         if not stage_dates:
             raise FunnelDataError("wide needs the stages and their date columns", column="--stage-dates",
                                   hint="Pass --stage-dates 'Lead=lead_date,Qualified=qualified_date,...'.")
         options = {key: given[key] for key in ("outcome", "outcome_date", "won", "lost", "deal_id", "amount",
                                                "close_date") if given[key] is not None}
-        converted = convert_with(input, stage_dates=stage_dates, **options)
+        converted = convert_with(input, stage_dates=stage_dates, encoding=encoding, **options)
     for note in converted.notes:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
     converted.write(out_path)
