@@ -82,7 +82,7 @@ def forecast_outputs(crm):
 def test_forecast_csv_and_xlsx_hold_the_json_numbers(forecast_outputs):
     data, out = forecast_outputs
     names = {p.stem for p in (out / "csv").glob("*.csv")}
-    assert names == {"summary", "periods", "deals", "stages", "samples"}
+    assert names == {"summary", "periods", "deals", "stages", "samples", "new_deals_level_discounts"}
     assert set(openpyxl.load_workbook(out / "f.xlsx").sheetnames) == names
     assert not list((out / "csv").glob(".*")) and not list(out.glob(".*"))       # no temp files left
 

@@ -8,6 +8,7 @@ from scipy import integrate, stats
 from funnelsim.data.events import FunnelDefinition, read_events
 from funnelsim.data.spells import to_spells
 from funnelsim.sim.inflow import (
+    DISCOUNTS,
     NewDeals,
     created_won_draws,
     new_deal_draws,
@@ -57,7 +58,8 @@ def history(weekly, shares=(0.8, 0.2, 0.0), segment="all"):
 @pytest.mark.parametrize("weekly", [np.full(26, 20), np.tile([5, 40, 10, 45], 6)], ids=["steady", "bursty"])
 def test_weekly_counts_follow_the_negative_binomial_predictive(weekly):
     table = history(weekly, shares=(1.0, 0.0, 0.0))
-    counts, cells = new_deal_draws(table, ["all"], 3, horizon_days=14, draws=60_000, seed=1)
+    # the flat rate (ω = 1): its predictive has a closed form; the moving level is tested below
+    counts, cells = new_deal_draws(table, ["all"], 3, horizon_days=14, draws=60_000, seed=1, discount=1.0)
     assert list(cells.stage_index) == [0, 0] and list(cells.week) == [0, 1]     # no deals ever entered later
     n = table.groupby("week")["deals"].sum().to_numpy(float)
     W, total = n.size, n.sum()
@@ -69,10 +71,10 @@ def test_weekly_counts_follow_the_negative_binomial_predictive(weekly):
         assert counts[:, week].mean() == pytest.approx(rate_mean, rel=0.01)
         assert counts[:, week].var() == pytest.approx(expected_var, rel=0.05)
     # a partial last week gets its share of the rate; the same seed gives the same counts
-    partial, cells = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1)
+    partial, cells = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1, discount=1.0)
     assert list(cells.start_width) == [7.0, 3.0]
     assert partial[:, 1].mean() == pytest.approx(rate_mean * 3 / 7, rel=0.02)
-    again, _ = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1)
+    again, _ = new_deal_draws(table, ["all"], 3, horizon_days=10, draws=60_000, seed=1, discount=1.0)
     np.testing.assert_array_equal(partial, again)
 
 
@@ -183,3 +185,50 @@ def test_a_segment_with_only_created_won_deals_still_counts():
     assert out[0, 1].sum() == 0                                   # Y creates nothing
     assert out[1, 2].mean() == pytest.approx((0.5 + 3) / 4 * 2, rel=0.03)
     assert out[0, 2].sum() == pytest.approx(50.0 * out[1, 2].sum())
+
+
+def test_the_level_discount_tells_a_moving_inflow_from_a_steady_or_bursty_one():
+    """Issue 20 item 6: ω = 1 (a flat rate) for most steady histories, also over-dispersed
+    ones, and ω <= 0.85 for most histories whose level walks (15% a week)."""
+    from funnelsim.sim.inflow import level_discount
+
+    rng = np.random.default_rng(0)
+    steady = [level_discount([rng.poisson(20, 26).astype(float)]) for _ in range(150)]
+    bursty = [level_discount([rng.negative_binomial(5, 0.2, 26).astype(float)]) for _ in range(150)]
+    walking = [level_discount([rng.poisson(20 * np.exp(np.cumsum(rng.normal(0, 0.15, 26)))).astype(float)])
+               for _ in range(150)]
+    assert np.mean(np.array(steady) == 1.0) > 0.55 and np.mean(np.array(steady) >= 0.9) > 0.8
+    assert np.mean(np.array(bursty) >= 0.9) > 0.8
+    assert np.mean(np.array(walking) <= 0.85) > 0.6
+    assert level_discount([np.full(7, 5.0)]) == 1.0                    # under 8 weeks: a flat rate
+
+
+def test_a_moving_inflow_gets_a_band_that_holds_and_the_flat_rate_does_not():
+    """New deals in the next 8 weeks when the weekly level walks (15% a week): the 80% band
+    of the moving level holds the actual count about 80% of the time; the flat rate's,
+    centred on the 26-week average, much less often."""
+    rng = np.random.default_rng(3)
+    held = {"level": [], "flat": [], "steady": []}
+    for replicate in range(120):
+        level = 20 * np.exp(np.cumsum(rng.normal(0, 0.15, 34)))
+        for name, weekly in (("walking", rng.poisson(level)), ("steady", rng.poisson(20, 34))):
+            table = history(weekly[:26][::-1], shares=(1.0, 0.0, 0.0))        # week 0 = the most recent
+            actual = weekly[26:].sum()
+            for label, discount in ((("level", None), ("flat", 1.0)) if name == "walking" else (("steady", None),)):
+                counts, cells = new_deal_draws(table, ["all"], 3, horizon_days=56, draws=2000, seed=replicate,
+                                               discount=discount)
+                low, high = np.quantile(counts.sum(axis=1), [0.1, 0.9])
+                held[label].append(low <= actual <= high)
+    rates = {k: float(np.mean(v)) for k, v in held.items()}
+    assert 0.68 <= rates["level"] <= 0.92 and rates["flat"] < rates["level"] - 0.2, rates
+    assert 0.72 <= rates["steady"] <= 0.95, rates                              # steady inflows lose nothing
+    assert set(cells.attrs["discounts"]) <= set(DISCOUNTS) and sum(cells.attrs["discounts"].values()) == pytest.approx(1)
+
+
+def test_the_moving_level_keeps_the_mean_of_a_steady_history():
+    table = history(np.full(26, 20), shares=(1.0, 0.0, 0.0))
+    flat, cells = new_deal_draws(table, ["all"], 3, horizon_days=56, draws=40_000, seed=1, discount=1.0)
+    assert cells.attrs["discounts"] == {1.0: 1.0}
+    moving, _ = new_deal_draws(table, ["all"], 3, horizon_days=56, draws=40_000, seed=1, discount=0.8)
+    assert moving.sum(axis=1).mean() == pytest.approx(flat.sum(axis=1).mean(), rel=0.02)
+    assert moving.sum(axis=1).std() > 1.5 * flat.sum(axis=1).std()          # a level that may move is less sure

@@ -105,6 +105,9 @@ def forecast(model, deals, *, horizon_days: int = HORIZON_DAYS, as_of=None, peri
         dataset.attrs["new_deals_per_week"] = float(new_deals.per_week.sum())
         dataset.attrs["created_won_per_week"] = float(new_deals.created_won_per_week)
         dataset.attrs["new_deal_history_weeks"] = new_deals.weeks
+        # the weekly level's discounts and their weights (sim/inflow.py): 1 is a level that does not move
+        dataset.attrs["new_deal_level_discounts"] = (dict(fresh.inflow[1].attrs.get("discounts", {}))
+                                                     if fresh is not None and fresh.inflow is not None else {})
     result = Forecast(dataset, model)
     result._rerun = _Rerun(deals, params, int(horizon_days), seed, deal_value, chunk_draws)
     return result
@@ -328,6 +331,8 @@ class Forecast:
                                    "created_won_revenue_mean": float(self.dataset["created_won_revenue"].mean())
                                    if "created_won_revenue" in self.dataset else 0.0,
                                    "history_weeks": self.dataset.attrs["new_deal_history_weeks"],
+                                   "level_discounts": [{"discount": d, "weight": w} for d, w in
+                                                       self.dataset.attrs.get("new_deal_level_discounts", {}).items()],
                                    "wins_mean": float(self.dataset["new_wins"].values.sum(axis=1).mean())}
             for row, period in zip(result["periods"], self.by_period().to_dict(orient="records"), strict=True):
                 row |= {"new_mean": period["new_revenue_mean"], "total_mean": period["total_revenue_mean"],
@@ -378,6 +383,13 @@ class Forecast:
         ax.figure.autofmt_xdate()
         return ax
 
+    def _level_note(self) -> str:
+        """", the weekly level moving (...)" when the inflow's level most likely moves."""
+        weights = self.dataset.attrs.get("new_deal_level_discounts", {})
+        moving = sum(w for d, w in weights.items() if d < 1.0)
+        return (f"; its weekly level moves (P = {moving:.0%}), so recent weeks weigh more and the band widens "
+                "with the horizon" if moving > 0.5 else "")
+
     def summary(self, target: float | None = None) -> str:
         """A few plain sentences for the revenue team."""
         r = self.pipeline_revenue()
@@ -397,7 +409,8 @@ class Forecast:
             text += (f" Deals created during the horizon (about {self.dataset.attrs['new_deals_per_week']:,.1f} a week"
                      + (f", plus {created_won:,.1f} created already won, worth "
                         f"{float(self.dataset['created_won_revenue'].mean()):,.0f} in all" if created_won else "")
-                     + f", as over the last {self.dataset.attrs['new_deal_history_weeks']} weeks) add {new_wins:,.1f} "
+                     + f", on average over the last {self.dataset.attrs['new_deal_history_weeks']} weeks"
+                     + self._level_note() + f") add {new_wins:,.1f} "
                      f"expected wins; with them revenue is expected at {t['mean']:,.0f} "
                      f"(80% band {t['p10']:,.0f} to {t['p90']:,.0f})")
             text += (f", and the chance of reaching {target:,.0f} is {self.p_hit(target, total=True):.0%}."

@@ -9,11 +9,21 @@ history and turns it into new-deal *slots* for the simulator.
   first open stage was entered that week. Deals created straight into won or lost are not
   counted (they never sit in the pipeline).
 - :func:`new_deal_draws`: per posterior draw, how many deals each segment creates in each
-  week of the horizon and where they enter. Weekly counts are Negative Binomial: a Poisson
-  rate with a conjugate Gamma posterior (Gamma(1/2 + total, weeks), Jeffreys prior) times a
-  Gamma(r, 1/r) week-to-week factor, r = mean² / (variance - mean) from the history's weekly
-  counts (Poisson when they are not over-dispersed). Entry stages split each week's deals
-  by Dirichlet(1/2 + counts) shares over the stages deals were created in. A partial last week gets its share of the rate.
+  week of the horizon and where they enter. Weekly counts are Poisson with a rate that may
+  move: the Poisson-Gamma local level of Smith & Miller (1986) / Harvey & Fernandes (1989).
+  Each week the level's Gamma(a, b) is discounted to Gamma(ωa, ωb) (same mean, less
+  certainty), then updated with the week's count (a + count, b + 1), from the Jeffreys
+  prior (a = 1/2, b = 0). Over the horizon the level walks on as λ' = λ η / ω with η ~
+  Beta(ωa, (1 - ω)a) (mean unchanged, spread growing with the horizon). Each draw takes its
+  own ω from :data:`DISCOUNTS`, with the posterior weights of how well each predicts the
+  history's weekly counts (the one-step-ahead Negative Binomial likelihood, summed over
+  segments, from the third week on; a uniform prior over the grid), so the doubt about how
+  fast the level moves is in the band too. ω = 1 is a level that does not move: the
+  Gamma(1/2 + total, weeks) posterior of a flat rate; under 8 weeks of history every draw
+  takes it. Each week is also multiplied by a Gamma(r, 1/r) factor, r = mean² / (variance -
+  mean) from the history's weekly counts (Poisson when they are not over-dispersed). Entry
+  stages split each week's deals by Dirichlet(1/2 + counts) shares over the stages deals were
+  created in. A partial last week gets its share of the rate.
 - :func:`new_deal_pipeline`: the slots: for every (segment, week, entry stage) cell, as many
   deals as the largest count over draws, each created at a uniform time in its week; the
   simulator keeps, in draw d, the first ``counts[d, cell]`` of them.
@@ -25,7 +35,8 @@ sit in the pipeline, but they are revenue in the horizon all the same:
 gives, each on a uniform day of its week and worth an amount drawn from its segment's own
 created-won amounts (bootstrap).
 
-No trend or seasonality: the next weeks look like the average of the last ``weeks``. New
+No trend or seasonality: with ω = 1 the next weeks look like the average of the last
+``weeks``; with ω < 1 like the recent weeks, more uncertain the further ahead. New
 deals have no amount yet, so a won one is valued from its segment's won amounts (or the
 forecast's ``deal_value``).
 """
@@ -43,10 +54,11 @@ from ..data.spells import Spells, deal_segment
 from .kernel import Pipeline
 
 __all__ = ["new_deal_stats", "new_deal_draws", "new_deal_pipeline", "created_won_stats", "created_won_draws",
-           "NewDeals", "WEEKS"]
+           "discount_weights", "level_discount", "NewDeals", "WEEKS", "DISCOUNTS"]
 
 WEEKS = 26          # weeks of history the inflow is learnt from (fewer if the log is shorter)
 MIN_WEEKS = 2       # fewer full weeks of history than this: no inflow estimate
+DISCOUNTS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)   # the level's weekly discounts to choose from (1: a flat rate)
 
 
 def new_deal_stats(spells: Spells, weeks: int = WEEKS) -> pd.DataFrame:
@@ -87,23 +99,31 @@ def new_deal_stats(spells: Spells, weeks: int = WEEKS) -> pd.DataFrame:
 
 
 def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: int, draws: int,
-                   seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+                   seed: int = 0, discount: float | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Per draw, new deals per (segment, horizon week, entry stage) cell (see module doc).
 
     Returns ``counts`` (draws, C) int and ``cells`` (C rows: ``segment_index``,
-    ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of).
-    Segments of the model that the inflow history does not have create no deals."""
+    ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of;
+    ``cells.attrs["discount"]`` the level's discount ω). ``discount``: ω, or None to choose
+    it from the history (see module doc). Segments of the model that the inflow history does
+    not have create no deals."""
     rng = random_stream(seed, "new_deal_counts")
     width = _horizon_weeks(horizon_days)
     n_weeks = width.size
+    series = {str(g): _chronological(stats[stats["segment"].astype(str) == str(g)]) for g in segments}
+    if discount is None:
+        weights = discount_weights([w for w in series.values() if w.size])
+        omega = np.asarray(DISCOUNTS)[rng.choice(len(DISCOUNTS), size=draws, p=weights)]     # ω of each draw
+    else:
+        weights, omega = np.asarray(DISCOUNTS) == float(discount), float(discount)
     rows, columns = [], []
     for g, segment in enumerate(segments):
         mine = stats[stats["segment"].astype(str) == str(segment)]
         if mine.empty:
             continue
-        weekly = mine.groupby("week")["deals"].sum().to_numpy(float)
+        weekly = series[str(segment)]
         by_stage = mine.groupby("stage_index")["deals"].sum().reindex(range(n_stages), fill_value=0).to_numpy(float)
-        totals = _weekly_totals(weekly, width, draws, rng)                                # (D, W)
+        totals = _weekly_totals(weekly, width, draws, rng, omega)                         # (D, W)
         entry = np.flatnonzero(by_stage > 0)                     # stages deals were ever created in
         if entry.size == 0:
             continue
@@ -115,7 +135,60 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
                 rows.append({"segment_index": g, "stage_index": e, "week": w,
                              "start_low": 7.0 * w, "start_width": float(width[w])})
     counts = np.stack(columns, axis=1).astype(np.int64) if columns else np.zeros((draws, 0), np.int64)
-    return counts, pd.DataFrame(rows, columns=["segment_index", "stage_index", "week", "start_low", "start_width"])
+    cells = pd.DataFrame(rows, columns=["segment_index", "stage_index", "week", "start_low", "start_width"])
+    cells.attrs["discounts"] = {float(d): float(w) for d, w in zip(DISCOUNTS, weights, strict=True) if w > 0}
+    return counts, cells
+
+
+def _chronological(stats: pd.DataFrame) -> np.ndarray:
+    """A segment's new deals per week, oldest week first (the statistics count week 0 as the
+    last 7 days)."""
+    if stats.empty:
+        return np.zeros(0)
+    return stats.groupby("week")["deals"].sum().sort_index(ascending=False).to_numpy(float)
+
+
+def _dispersion(weekly: np.ndarray) -> float:
+    """r of the week factor Gamma(r, 1/r): mean² / (variance - mean) of the weekly counts,
+    infinite (no factor) with under 3 weeks or when they are not over-dispersed."""
+    mean, var = weekly.mean(), weekly.var(ddof=1) if weekly.size > 1 else 0.0
+    return mean**2 / (var - mean) if weekly.size >= 3 and var > mean > 0 else np.inf
+
+
+def _level(weekly: np.ndarray, omega: float, r: float = np.inf) -> tuple[float, float, float]:
+    """(a, b, log-likelihood) of the Poisson-Gamma local level after the weekly counts
+    (oldest first) with discount ``omega``: the level is Gamma(a, b) (rate b). The likelihood
+    is of the one-step-ahead predictions from the third week on, each the Negative Binomial
+    with the mean and variance of a Poisson count of that level times the week factor of
+    dispersion ``r``, so that over-dispersion is not taken for a moving level."""
+    from scipy import stats
+
+    a, b, loglik = 0.5, 0.0, 0.0
+    for t, y in enumerate(weekly):
+        a, b = omega * a, omega * b
+        if t >= 2 and b > 0:
+            mean, spread = a / b, a / b**2
+            var = mean + spread + ((mean**2 + spread) / r if np.isfinite(r) else 0.0)
+            loglik += stats.nbinom.logpmf(y, mean**2 / (var - mean), mean / var)
+        a, b = a + y, b + 1.0
+    return a, b, loglik
+
+
+def discount_weights(series: list[np.ndarray]) -> np.ndarray:
+    """Posterior weights of the discounts of :data:`DISCOUNTS` (a uniform prior over them)
+    from how well each one's local level predicts the weekly ``series`` (one per segment,
+    oldest week first); all on 1 (a flat rate) with under 8 weeks."""
+    series = [w for w in series if w.sum() > 0]
+    if not series or max(w.size for w in series) < 8:
+        return (np.asarray(DISCOUNTS) == 1.0).astype(float)
+    loglik = np.array([sum(_level(w, omega, _dispersion(w))[2] for w in series) for omega in DISCOUNTS])
+    weights = np.exp(loglik - loglik.max())
+    return weights / weights.sum()
+
+
+def level_discount(series: list[np.ndarray]) -> float:
+    """The discount of :data:`DISCOUNTS` with the largest weight (:func:`discount_weights`)."""
+    return float(DISCOUNTS[int(np.argmax(discount_weights(series)))])
 
 
 def _horizon_weeks(horizon_days: int) -> np.ndarray:
@@ -124,17 +197,28 @@ def _horizon_weeks(horizon_days: int) -> np.ndarray:
     return np.minimum(7.0, int(horizon_days) - 7.0 * np.arange(n_weeks))
 
 
-def _weekly_totals(weekly: np.ndarray, width: np.ndarray, draws: int, rng) -> np.ndarray:
-    """(draws, W) deals per horizon week from the history's weekly counts: a Poisson rate with
-    a Gamma(1/2 + total, weeks) posterior times a Gamma(r, 1/r) week factor when the history
-    is over-dispersed (see module doc); a week of ``width`` days gets width/7 of the rate."""
-    rate = rng.gamma(0.5 + weekly.sum(), 1.0 / weekly.size, size=draws)          # deals per week
-    mean, var = weekly.mean(), weekly.var(ddof=1) if weekly.size > 1 else 0.0
+def _weekly_totals(weekly: np.ndarray, width: np.ndarray, draws: int, rng, omega: float = 1.0) -> np.ndarray:
+    """(draws, W) deals per horizon week from the history's weekly counts (oldest first): the
+    local level's rate (Gamma(1/2 + total, weeks) when ``omega`` is 1), walking on over the
+    horizon when ``omega`` < 1, times a Gamma(r, 1/r) week factor when the history is
+    over-dispersed (see module doc); a week of ``width`` days gets width/7 of the rate."""
+    rates = np.empty((draws, width.size))
+    each = np.broadcast_to(np.asarray(omega, float), (draws,))
+    for value in np.unique(each):               # the draws of each discount (one group for a scalar ω)
+        mine = each == value
+        a, b, _ = _level(weekly, float(value))
+        level = rng.gamma(a, 1.0 / b, size=int(mine.sum()))                        # deals per week, now
+        rates[mine] = level[:, None]
+        if value < 1.0:                          # the level walks on: λ' = λ η / ω, η ~ Beta(ωa, (1 - ω)a)
+            for w in range(width.size):
+                level = level * rng.beta(value * a, (1.0 - value) * a, size=level.size) / value
+                a *= value
+                rates[mine, w] = level
+    r = _dispersion(weekly)
     factor = np.ones((draws, width.size))
-    if weekly.size >= 3 and var > mean > 0:
-        r = mean**2 / (var - mean)
+    if np.isfinite(r):
         factor = rng.gamma(r, 1.0 / r, size=(draws, width.size))
-    return rng.poisson(rate[:, None] * factor * width[None, :] / 7.0)
+    return rng.poisson(rates * factor * width[None, :] / 7.0)
 
 
 def created_won_stats(log, spells: Spells, weeks: int) -> pd.DataFrame:
@@ -179,7 +263,7 @@ def created_won_draws(created: pd.DataFrame, segments, horizon_days: int, draws:
         mine = created[created["segment"] == str(segment)]
         if mine.empty or weeks < 1:
             continue
-        weekly = np.bincount(mine["week"].to_numpy(int), minlength=weeks).astype(float)
+        weekly = np.bincount(mine["week"].to_numpy(int), minlength=weeks).astype(float)[::-1]   # oldest first
         totals = _weekly_totals(weekly, width, draws, rng)                            # (D, W)
         amounts = mine["amount"].to_numpy(float)
         for w in np.flatnonzero(totals.max(axis=0)):
