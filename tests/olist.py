@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from funnelsim.data.olist import DEALS_FILE, ENV_VAR, MQL_FILE, olist_events
+from funnelsim.data.olist import ENV_VAR, MQL_FILE, holds_olist, olist_events
 from funnelsim.data.olist import olist_data_path as _found
 
 __all__ = ["ENV_VAR", "olist_data_path", "olist_data_dir", "olist_events"]
@@ -25,4 +25,4 @@ def olist_data_path() -> Path:
 def olist_data_dir() -> Path | None:
     """:func:`olist_data_path` if both CSVs are there, else None."""
     folder = olist_data_path()
-    return folder if all((folder / name).is_file() for name in (MQL_FILE, DEALS_FILE)) else None
+    return folder if holds_olist(folder) else None

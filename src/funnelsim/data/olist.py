@@ -47,7 +47,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["olist_data_path", "olist_data_dir", "olist_events", "read_raw", "FUNNEL_KWARGS", "MQL_FILE", "DEALS_FILE",
+__all__ = ["olist_data_path", "olist_data_dir", "holds_olist", "olist_events", "read_raw", "FUNNEL_KWARGS", "MQL_FILE", "DEALS_FILE",
            "CONTACT_FORMAT", "WON_FORMAT", "ENV_VAR"]
 
 MQL_FILE = "marketing_qualified_leads.csv"
@@ -76,7 +76,12 @@ def olist_data_path(start=None) -> Path:
 def olist_data_dir(start=None) -> Path | None:
     """:func:`olist_data_path` if both CSVs are there, else None."""
     folder = olist_data_path(start)
-    return folder if (folder / MQL_FILE).is_file() and (folder / DEALS_FILE).is_file() else None
+    return folder if holds_olist(folder) else None
+
+
+def holds_olist(folder) -> bool:
+    """Whether ``folder`` has both Olist CSVs."""
+    return all((Path(folder) / name).is_file() for name in (MQL_FILE, DEALS_FILE))
 
 
 def read_raw(data_dir) -> tuple[pd.DataFrame, pd.DataFrame]:

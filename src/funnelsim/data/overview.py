@@ -125,15 +125,16 @@ def _day(value) -> pd.Timestamp | None:
 
 def _columns(raw: ibis.Table) -> pd.DataFrame:
     """Per column: rows with a value, distinct values and a few examples (most frequent first)."""
+    text = {i: raw[column].cast("string") for i, column in enumerate(raw.columns)}
+    filled = {i: value.notnull() & (_strip(value) != "") for i, value in text.items()}
+    counts = raw.aggregate(**{f"filled_{i}": filled[i].sum() for i in text},           # one query for all columns
+                           **{f"distinct_{i}": text[i].nullif("").nunique() for i in text}).to_pandas().iloc[0]
     records = []
-    for column in raw.columns:
-        text = raw[column].cast("string")
-        filled = text.notnull() & (_strip(text) != "")
-        counts = raw.aggregate(filled=filled.sum(), distinct=text.nullif("").nunique()).to_pandas().iloc[0]
-        top = (raw.filter(filled).group_by(value=text).aggregate(n=ibis._.count())
+    for i, column in enumerate(raw.columns):
+        top = (raw.filter(filled[i]).group_by(value=text[i]).aggregate(n=ibis._.count())
                .order_by([ibis.desc("n"), "value"]).limit(EXAMPLES).to_pandas())
-        records.append({"column": column, "filled": int(counts["filled"] or 0), "distinct": int(counts["distinct"]),
-                        "examples": top["value"].tolist()})
+        records.append({"column": column, "filled": int(counts[f"filled_{i}"] or 0),
+                        "distinct": int(counts[f"distinct_{i}"]), "examples": top["value"].tolist()})
     return pd.DataFrame(records)
 
 

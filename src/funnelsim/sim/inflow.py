@@ -104,13 +104,14 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
 
     Returns ``counts`` (draws, C) int and ``cells`` (C rows: ``segment_index``,
     ``stage_index``, ``week``, ``start_low`` and ``start_width`` in days after as-of;
-    ``cells.attrs["discount"]`` the level's discount ω). ``discount``: ω, or None to choose
-    it from the history (see module doc). Segments of the model that the inflow history does
+    ``cells.attrs["discounts"]`` the level's discounts ω with their weights). ``discount``: ω
+    for every draw, or None to weigh the discounts by the history (see module doc). Segments of the model that the inflow history does
     not have create no deals."""
     rng = random_stream(seed, "new_deal_counts")
     width = _horizon_weeks(horizon_days)
     n_weeks = width.size
-    series = {str(g): _chronological(stats[stats["segment"].astype(str) == str(g)]) for g in segments}
+    by_segment = {str(g): stats[stats["segment"].astype(str) == str(g)] for g in segments}
+    series = {g: _chronological(mine) for g, mine in by_segment.items()}
     if discount is None:
         weights = discount_weights([w for w in series.values() if w.size])
         omega = np.asarray(DISCOUNTS)[rng.choice(len(DISCOUNTS), size=draws, p=weights)]     # ω of each draw
@@ -118,7 +119,7 @@ def new_deal_draws(stats: pd.DataFrame, segments, n_stages: int, horizon_days: i
         weights, omega = np.asarray(DISCOUNTS) == float(discount), float(discount)
     rows, columns = [], []
     for g, segment in enumerate(segments):
-        mine = stats[stats["segment"].astype(str) == str(segment)]
+        mine = by_segment[str(segment)]
         if mine.empty:
             continue
         weekly = series[str(segment)]
