@@ -73,31 +73,38 @@ class Snapshot:
     history_days : float, optional
         Learn conversion and time in stage only from stays that began in these days before
         the cut-off (a funnel that changes over time). Default: all history.
+    every : "week", "month" or "quarter", optional
+        Split the statistics by entry cohort, the calendar period a stay begins in, for a
+        model whose conversion and time in stage drift over cohorts (default: not split, a
+        funnel that stays as it is).
     """
 
     def __init__(self, log: EventLog, as_of=None, *, segment_by: str | None = None,
-                 history_days: float | None = None):
+                 history_days: float | None = None, every: str | None = None):
+        from .stats import cohort_of
+
         log.check_segment(segment_by)
         self.log = log
         self.as_of: pd.Timestamp = resolve_as_of(log, as_of)
         self.segment_by = segment_by
         self.history_days = None if history_days is None else float(history_days)
+        self.every = cohort_of(every)
 
     @classmethod
     def read(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
              history_days: float | None = None, columns: dict[str, str] | None = None, dayfirst: bool = False,
              decimal: str = ".", encoding: str | None = None, sheet: str | int | None = None,
-             segment_from: str = "first") -> Snapshot:
+             segment_from: str = "first", every: str | None = None) -> Snapshot:
         """Read an event log (path, DataFrame or Ibis table; see
         :func:`funnelsim.data.events.read_events` for ``columns``, ``dayfirst``, ``decimal``,
         ``encoding``, ``sheet`` and ``segment_from``) and stand on ``as_of``."""
         log = read_events(events, funnel, columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
                           sheet=sheet, segment_from=segment_from)
-        return cls(log, as_of, segment_by=segment_by, history_days=history_days)
+        return cls(log, as_of, segment_by=segment_by, history_days=history_days, every=every)
 
     def at(self, as_of) -> Snapshot:
         """The same log, segments and history window, standing on another day."""
-        return Snapshot(self.log, as_of, segment_by=self.segment_by, history_days=self.history_days)
+        return Snapshot(self.log, as_of, segment_by=self.segment_by, history_days=self.history_days, every=self.every)
 
     def __repr__(self) -> str:
         window = "" if self.history_days is None else f", history_days={self.history_days:g}"
@@ -134,7 +141,7 @@ class Snapshot:
         """:class:`funnelsim.data.stats.StageStats` of the stays in the history window."""
         from .stats import to_stage_stats
 
-        return to_stage_stats(self.spells, self.history_days)
+        return to_stage_stats(self.spells, self.history_days, self.every)
 
     @cached_property
     def amounts(self) -> pd.DataFrame:

@@ -44,7 +44,7 @@ from .events import FunnelDefinition
 from .spells import Spells, end_of_day
 
 __all__ = ["StageStats", "to_stage_stats", "OFFSET_DAYS", "BINS_PER_DOUBLING", "bin_edges", "CENSORED",
-           "SHORT_BIN", "SHORT_DAYS", "SHORT_DAYS_DATE_ONLY"]
+           "SHORT_BIN", "SHORT_DAYS", "SHORT_DAYS_DATE_ONLY", "COHORT_PERIODS", "cohort_labels", "cohort_of"]
 
 OFFSET_DAYS = 0.5
 BINS_PER_DOUBLING = 3
@@ -53,6 +53,11 @@ SHORT_BIN = -1                 # the row of exits shorter than the log's resolut
 SHORT_DAYS = 1.0 / 24.0        # ... in a log with times of day: under an hour
 SHORT_DAYS_DATE_ONLY = 1.0     # ... in a log of dates only: the same day
 
+
+# the entry cohorts a drifting funnel is estimated over (--every): the calendar period a stay
+# begins in, as pandas periods ("2024-03", "2024Q1", a week by its Monday)
+COHORT_PERIODS = {"week": "W-SUN", "month": "M", "quarter": "Q"}
+_TRUNCATE = {"week": "W", "month": "M", "quarter": "Q"}
 
 FIXED_POINT = 2.0**32   # sums are taken in integers of 2^-32: exact, so the same in any row order
 
@@ -84,6 +89,19 @@ class StageStats:
     history_days: float | None = None
     counts: dict = field(default_factory=dict)
     short_days: float = SHORT_DAYS
+    every: str | None = None
+
+    @property
+    def cohorts(self) -> tuple[str, ...]:
+        """The entry cohorts, oldest first, from the first stay's to as-of's, with none left out
+        (a period without entries is a step of the drift like any other); () when the
+        statistics are not split by cohort (``every`` None)."""
+        if self.every is None:
+            return ()
+        first = self.table["cohort"].min() if len(self.table) else cohort_labels([self.as_of], self.every)[0]
+        periods = pd.period_range(pd.Period(first, COHORT_PERIODS[self.every]),
+                                  pd.Period(self.as_of, COHORT_PERIODS[self.every]))
+        return tuple(_label(p, self.every) for p in periods)
 
     @property
     def short_exits(self) -> int:
@@ -100,14 +118,14 @@ class StageStats:
         return {"as_of": str(self.as_of.date()), "funnel": self.funnel.to_dict(), "segment_by": self.segment_by,
                 "segments": list(self.segments), "history_days": self.history_days,
                 "offset_days": OFFSET_DAYS, "bins_per_doubling": BINS_PER_DOUBLING, "counts": dict(self.counts),
-                "short_days": self.short_days}
+                "short_days": self.short_days, "every": self.every}
 
     @classmethod
     def from_metadata(cls, table: pd.DataFrame, meta: dict) -> StageStats:
         """The inverse of :meth:`metadata`."""
         return cls(table, FunnelDefinition(**meta["funnel"]), pd.Timestamp(meta["as_of"]), meta.get("segment_by"),
                    tuple(meta.get("segments") or ()), meta.get("history_days"), dict(meta.get("counts") or {}),
-                   float(meta.get("short_days", SHORT_DAYS)))
+                   float(meta.get("short_days", SHORT_DAYS)), meta.get("every"))
 
 
 def bin_edges(n_bins: int) -> np.ndarray:
@@ -115,9 +133,33 @@ def bin_edges(n_bins: int) -> np.ndarray:
     return OFFSET_DAYS * 2.0 ** (np.arange(n_bins + 1) / BINS_PER_DOUBLING)
 
 
-def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageStats:
+def cohort_labels(dates, every: str) -> list[str]:
+    """The entry cohort of each date: "2024-03" (month), "2024Q1" (quarter), or the Monday
+    that begins its week, "2024-03-04" (week)."""
+    return [_label(pd.Period(pd.Timestamp(d), COHORT_PERIODS[every]), every) for d in dates]
+
+
+def _label(period: pd.Period, every: str) -> str:
+    return str(period.start_time.date()) if every == "week" else str(period)
+
+
+def cohort_of(every: str | None):
+    """A checked ``every`` (None: no cohorts), with a clear error for an unknown period."""
+    from .events import FunnelDataError
+
+    if every is None or every in COHORT_PERIODS:
+        return every
+    raise FunnelDataError(f"unknown cohort period {every!r}", column="every", value=str(every),
+                          hint=f"Use one of: {', '.join(COHORT_PERIODS)}.")
+
+
+def to_stage_stats(spells: Spells, history_days: float | None = None, every: str | None = None) -> StageStats:
     """Counts of stays by (stage, segment, destination or censored, duration bin): a
     :class:`StageStats` (its ``table`` has the columns listed there).
+
+    ``every`` ("week", "month", "quarter"; None: not split) adds the stay's entry cohort, the
+    calendar period it began in, to the key: column ``cohort`` (labels as
+    :func:`cohort_labels`), what a drifting funnel model is fitted from.
 
     ``history_days``: learn only from stays that *began* in the last ``history_days`` days
     before the end of as-of, for a funnel that changes over time (None: all history). Stays
@@ -134,17 +176,28 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageSt
     log_t = (t.days + OFFSET_DAYS).ln()
     bin_index = (log_t - np.log(OFFSET_DAYS)) / np.log(2.0) * BINS_PER_DOUBLING
     short = t.destination.notnull() & (t.days < short_days)
+    every = cohort_of(every)
+    keys = ["stage", "stage_index", "segment", "destination", "move", "bin"]
+    if every is not None:
+        t = t.mutate(cohort_start=t.entered.truncate(_TRUNCATE[every]))
+        keys.append("cohort_start")
     grouped = (
         t.mutate(destination=t.destination.fill_null(CENSORED), log_t=log_t,
                  bin=ibis.ifelse(short, SHORT_BIN, bin_index.floor().cast("int64").clip(lower=0)))
-        .group_by(["stage", "stage_index", "segment", "destination", "move", "bin"])
+        .group_by(keys)
         .aggregate(n=lambda s: s.count(), sum_log_t=lambda s: _fixed(s.log_t).sum(),
                    sum_log_t2=lambda s: _fixed(s.log_t * s.log_t).sum())
     )
     stats = grouped.to_pandas()
     for column in ("sum_log_t", "sum_log_t2"):
         stats[column] = stats[column].astype("float64") / FIXED_POINT
-    stats = stats.sort_values(["stage_index", "segment", "destination", "bin"], ignore_index=True)
+    order = ["stage_index", "segment", "destination", "bin"]
+    if every is not None:
+        starts = stats.pop("cohort_start")
+        labels = {x: cohort_labels([x], every)[0] for x in starts.unique()}
+        stats["cohort"] = starts.map(labels).astype(str)
+        order.append("cohort")
+    stats = stats.sort_values(order, ignore_index=True)
     stats["n"] = stats["n"].astype("int64")
     stats["mean_log_t"] = stats["sum_log_t"] / stats["n"]
     edges = bin_edges(max(int(stats["bin"].max()) + 1, 1) if len(stats) else 1)
@@ -154,7 +207,7 @@ def to_stage_stats(spells: Spells, history_days: float | None = None) -> StageSt
     stats["days_high"] = np.where(is_short, short_days, edges[np.maximum(b, 0) + 1] - OFFSET_DAYS)
     return StageStats(stats, spells.funnel, spells.as_of, spells.segment_by,
                       tuple(segments or sorted(stats["segment"].astype(str).unique())),
-                      None if history_days is None else float(history_days), dict(spells.counts), short_days)
+                      None if history_days is None else float(history_days), dict(spells.counts), short_days, every)
 
 
 def _short_days(spells: Spells) -> float:

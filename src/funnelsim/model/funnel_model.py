@@ -42,6 +42,7 @@ from .diagnostics import (
     check_fit,
     worst_parameters,
 )
+from .drift import cohort_model_data
 from .likelihood import DEFAULT_CONFIG, build_pymc_model, centred_cells, model_data, model_inputs
 from .sojourn import family as sojourn_family
 
@@ -95,6 +96,11 @@ class FunnelModel:
         self.data = model_data(stats, self.funnel, bool(self.config["instant_stays"]),
                                float(self.config["absent_expected_exits"]))
         self.centred = centred_cells(self.data, self.config["pooling"], self.config["centred_precision_ratio"])
+        # a funnel that drifts over entry cohorts (statistics split by cohort: funnelsim.model.drift)
+        self.cohorts = None
+        if stats.every is not None:
+            self.cohorts = cohort_model_data(stats, self.data, bool(self.config["instant_stays"]),
+                                             float(self.config["absent_expected_exits"]))
         self.idata = None
         self._diagnostics: dict | None = None
         self.timings: dict[str, float] = {}
@@ -131,11 +137,13 @@ class FunnelModel:
         # through, shape the graph (two logs with the same pairs but other instant pairs reused one
         # compiled graph and failed on its instant shares' shape)
         short = [d.short_log_t, d.instant_pairs.tolist(), d.passing_pairs.tolist()] if d.has_short else []
-        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(), *short], default=str)
+        cohorts = [] if self.cohorts is None else [self.cohorts.every, self.cohorts.size]
+        return json.dumps([self.sojourn, self.config, d.stages, d.segments, d.pairs.tolist(), *short, *cohorts],
+                          default=str)
 
     def build_model(self):
         """The PyMC model (a new one each call)."""
-        return build_pymc_model(self.data, self.sojourn, self.config, self.centred)
+        return build_pymc_model(self.data, self.sojourn, self.config, self.centred, self.cohorts)
 
     def fit(self, draws: int = DEFAULT_DRAWS, tune: int = DEFAULT_TUNE, chains: int = 4, sampler: str = "nutpie",
             random_seed: int | None = None, target_accept: float = DEFAULT_TARGET_ACCEPT, progressbar: bool = False):
@@ -182,7 +190,7 @@ class FunnelModel:
             _COMPILED[self.signature] = (model, compiled)
         else:
             model, compiled = cached
-            inputs = model_inputs(self.data, self.sojourn, self.centred)
+            inputs = model_inputs(self.data, self.sojourn, self.centred, self.cohorts)
             compiled = compiled.with_data(**inputs)
             # the sampler starts from the PyMC model's initial point, which reads the model's own
             # data containers: without this a refit started where the first dataset's would, and
@@ -252,24 +260,35 @@ class FunnelModel:
             flat["instant"] = dense
         return flat
 
-    def simulation_parameters(self, draws: int | None = None, seed: int = 0):
+    def simulation_parameters(self, draws: int | None = None, seed: int = 0, horizon_days: float | None = None):
         """Posterior draws as :class:`funnelsim.sim.kernel.Parameters` for the simulator:
         ``draws`` evenly spaced draws of the fit (all by default), amount ratios drawn from
-        their conjugate posterior with ``seed``."""
+        their conjugate posterior with ``seed``. A drifting model (:mod:`funnelsim.model.drift`)
+        gives each open deal's current stay its cohort's parameters and every stay entered
+        during the horizon (``horizon_days``, days) a cohort projected that far by the walk."""
         from ..data.deals import ratio_draws, won_amount_quantiles
         from ..sim.kernel import Parameters
+        from .drift import parameter_sets
 
         arrays = self.posterior_arrays()
         total = arrays["pi"].shape[0]
         pick = np.arange(total) if not draws or draws >= total else np.linspace(0, total - 1, draws).round().astype(int)
-        loc, shape = self.sojourn_family.natural(*(arrays[name][pick] for name in self.sojourn_family.params))
+        first, second = (arrays[name][pick] for name in self.sojourn_family.params)
         segments = self.data.segments
         ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
+        won_amounts = won_amount_quantiles(self.amounts, segments)
         instant = arrays["instant"][pick] if "instant" in arrays else None
-        return Parameters(pi=arrays["pi"][pick], family=self.sojourn, loc=loc, shape=shape,
+        pi, sets = arrays["pi"][pick], {}
+        if self.cohorts is not None:
+            sets = parameter_sets(self, pick, horizon_days, seed)
+            pi, first = sets.pop("pi"), sets.pop("loc")
+            sets.pop("projected_steps")
+            ratio_mean, ratio_sd = ratio_mean[:, sets["segment_of"]], ratio_sd[:, sets["segment_of"]]
+            won_amounts = won_amounts[sets["segment_of"]]
+        loc, shape = self.sojourn_family.natural(first, second)
+        return Parameters(pi=pi, family=self.sojourn, loc=loc, shape=shape,
                           instant=instant, short_t=float(np.exp(self.data.short_log_t)),
-                          ratio_mean=ratio_mean, ratio_sd=ratio_sd,
-                          won_amounts=won_amount_quantiles(self.amounts, segments))
+                          ratio_mean=ratio_mean, ratio_sd=ratio_sd, won_amounts=won_amounts, **sets)
 
     def sojourn_draws(self) -> derived.Sojourn:
         """The time in stage of every posterior draw (see :class:`funnelsim.model.derived.Sojourn`)."""

@@ -90,6 +90,11 @@ DEFAULT_CONFIG = {
     # auto pooling: a cell is centred where its data are this many times more precise than
     # the spread across segments (see centred_cells)
     "centred_precision_ratio": 2.0,
+    # a drifting funnel (statistics split by entry cohort, funnelsim.model.drift): the step of
+    # each stage's random walk over cohorts, Half-Normal(sigma) per month (scaled by the square
+    # root of the period's length), on the destination logits and on log time in stage
+    "drift_logit_step": {"sigma": 0.2},
+    "drift_log_days_step": {"sigma": 0.1},
 }
 
 
@@ -118,6 +123,7 @@ class ModelData:
     short_n: np.ndarray | None = None    # (S, G, E) exits shorter than short_days (None: there are none)
     short_log_t: float = 0.0             # log t at short_days: those exits left before it
     absent_expected: float = ABSENT_EXPECTED_EXITS   # see absent
+    absent_given: np.ndarray | None = None           # absent, when set from elsewhere (cohort cells: their sum's)
 
     @property
     def has_short(self) -> bool:
@@ -197,6 +203,8 @@ class ModelData:
         the other segments' exits from the stage predicts at least
         :attr:`absent_expected` (:data:`ABSENT_EXPECTED_EXITS`) of the segment's exits: the model gives it probability
         0 there, as it does to destinations never seen from a stage at all."""
+        if self.absent_given is not None:
+            return self.absent_given
         n = self.choice_n                                                  # (S, G, E)
         exits = n.sum(axis=2, keepdims=True)                               # (S, G, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -288,7 +296,7 @@ def stats_hash(stats: StageStats) -> str:
 
 # --------------------------------------------------------------------------- the PyMC model
 
-def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str, np.ndarray]:
+def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=None) -> dict[str, np.ndarray]:
     """The model's data containers, packed into as few arrays as possible: nutpie's compiler
     spends about 0.4 s per container (measured: 11 containers cost 13 s to compile, 2 cost 5 s).
 
@@ -304,13 +312,22 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray) -> dict[str
     - ``rotation`` (K, K): the coordinates the logits are sampled in (:func:`logit_rotation`);
     - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull): exits
       per duration bin and their mean log t.
+
+    With ``cohorts`` (:class:`funnelsim.model.drift.CohortData`) the statistics are its cells'
+    (segment axis G x C), the centring and the rotation still ``data``'s, and
+    ``cohort_weight`` (S, C) centres the walks.
     """
+    rotation = logit_rotation(data)
+    if cohorts is not None:
+        data = cohorts.cells
     exits = np.concatenate([data.exit_n, data.exit_sum_log_t, data.exit_sum_log_t2, data.open_total[..., None],
                             np.where(data.absent, IMPOSSIBLE, 0.0)], axis=-1)
     open_stays = np.column_stack([data.open_index, data.open_scale_index, data.open_mask,
                                   data.open_count, data.open_age]).astype(float)
     inputs = {"exits": exits, "open_stays": open_stays, "centred": np.asarray(centred, float),
-              "rotation": logit_rotation(data)}
+              "rotation": rotation}
+    if cohorts is not None:
+        inputs["cohort_weight"] = cohorts.weights
     if sojourn_family(sojourn).binned:
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
     if data.has_short:
@@ -334,29 +351,38 @@ def _unpacked(containers, E: int, A: int) -> dict:
     return d
 
 
-def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray):
+def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.ndarray, cohorts=None):
     """The PyMC model. Data live in ``pm.Data`` containers so one compiled model can be
     refitted on new statistics of the same shape (stages, segments, destinations seen).
     ``centred`` (2, pair, segment) marks the cells given the centred parametrisation, for
     the logits and for the time in stage (see :func:`centred_cells`). It is data: a segment's
     value x around the pair's mean m with spread s is sampled as x~ ~ Normal(c m, c s + 1 - c),
-    x = c x~ + (1 - c) (m + s x~), the centred form for c = 1 and the non-centred for c = 0."""
+    x = c x~ + (1 - c) (m + s x~), the centred form for c = 1 and the non-centred for c = 0.
+
+    With ``cohorts`` (:class:`funnelsim.model.drift.CohortData`) the logits and locations walk
+    over entry cohorts (:mod:`funnelsim.model.drift`) and the likelihood reads the (segment,
+    cohort) cells; ``pi`` and the sojourn location recorded are the last cohort's (the funnel
+    now), ``drift_logit`` and ``drift_log_days`` (pair, cohort) the walks."""
     import pymc as pm
     import pytensor.tensor as pt
+
+    from . import drift
 
     family = sojourn_family(sojourn)
     S, G, E = data.exit_n.shape
     K = len(data.pairs)
+    cells = data if cohorts is None else cohorts.cells
+    X = len(cells.segments)                # G, or G x C (segment, cohort) cells
     # parameters live on the pairs seen; a constant one-hot matrix spreads them onto the
     # dense (stage, exit) grid, so the graph has matrix products instead of scatters
     onehot = np.zeros((K, S * E))
     onehot[np.arange(K), data.pairs[:, 0] * E + data.pairs[:, 1]] = 1.0
     unseen = np.where(onehot.sum(axis=0).reshape(S, E) > 0, 0.0, IMPOSSIBLE)
 
-    def dense(values):  # (K, G) -> (S, G, E); (K,) -> (S, E)
+    def dense(values, groups=G):  # (K, groups) -> (S, groups, E); (K,) -> (S, E)
         if values.ndim == 1:
             return pt.dot(values, onehot).reshape((S, E))
-        return pt.dot(values.T, onehot).reshape((G, S, E)).dimshuffle(1, 0, 2)
+        return pt.dot(values.T, onehot).reshape((groups, S, E)).dimshuffle(1, 0, 2)
 
     coords = {"stage": list(data.stages), "segment": list(data.segments),
               "destination": list(data.destinations), "exit": list(data.destinations[:-1]),
@@ -366,9 +392,17 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         mixed = data.instant_pairs & ~data.passing_pairs
         coords["mixed_pair"] = [label for label, x in zip(data.pair_labels, mixed, strict=True) if x]
         coords["instant_stage"] = [data.stages[i] for i in np.unique(data.pairs[mixed, 0])]
+    if cohorts is not None:
+        coords["cohort"], coords["cohort_step"] = list(cohorts.cohorts), list(cohorts.cohorts[1:])
     with pm.Model(coords=coords) as model:
-        containers = {name: pm.Data(name, value) for name, value in model_inputs(data, sojourn, centred).items()}
-        d = _unpacked(containers, E, data.open_index.shape[1])
+        containers = {name: pm.Data(name, value)
+                      for name, value in model_inputs(data, sojourn, centred, cohorts).items()}
+        d = _unpacked(containers, E, cells.open_index.shape[1])
+        absent = d["absent"]                   # (S, X, E)
+
+        def now(values, level):
+            """(K, G) segment values at the last cohort (the values themselves without cohorts)."""
+            return values if level is None else values + level[:, -1:]
 
         def pooled(name, mean, spread, c, rotation=None):
             """Segment values around the pair's mean: centred where c is 1, non-centred where
@@ -391,24 +425,37 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         pm.Deterministic("alpha", pt.dot(rotation.T, alpha_rotated), dims="pair")
         alpha_spread = pm.Gamma("alpha_spread", **config["logit_spread"], dims="stage")[data.pairs[:, 0]]
         eta = pooled("eta", alpha_rotated, alpha_spread, containers["centred"][0], rotation)
-        logits = dense(eta) + unseen[:, None, :] + d["absent"]   # stall logit: 0
-        log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
-        log_pi = logits - log_norm                     # (S, G, E)
-        log_stall = -log_norm[..., 0]                  # (S, G)
-        pm.Deterministic("pi", pt.concatenate([pt.exp(log_pi), pt.exp(log_stall)[..., None]], axis=-1),
+        logit_walk = loc_walk = None
+        if cohorts is not None:
+            logit_walk = drift.walk("drift_logit", config["drift_logit_step"], cohorts.step_scale,
+                                    containers["cohort_weight"], data.pairs[:, 0], rotation)
+            loc_walk = drift.walk("drift_log_days", config["drift_log_days_step"], cohorts.step_scale,
+                                  containers["cohort_weight"], data.pairs[:, 0])
+
+        def log_shares(values, offsets):
+            logits = dense(values, offsets.shape[1]) + unseen[:, None, :] + offsets   # stall logit: 0
+            log_norm = pt.logaddexp(pt.logsumexp(logits, axis=-1, keepdims=True), 0.0)
+            return logits, logits - log_norm, -log_norm[..., 0]       # (S, X, E), (S, X, E), (S, X)
+
+        absent_now = absent if cohorts is None else absent.reshape((S, G, cohorts.size, E))[:, :, -1]
+        _, log_pi_now, log_stall_now = log_shares(now(eta, logit_walk), absent_now)
+        pm.Deterministic("pi", pt.concatenate([pt.exp(log_pi_now), pt.exp(log_stall_now)[..., None]], axis=-1),
                          dims=("stage", "segment", "destination"))
+        logits, log_pi, log_stall = log_shares(eta if cohorts is None else drift.by_cell(eta, logit_walk), absent)
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
         location_spread = pm.Gamma("log_days_spread", **config["log_days_spread"], dims="stage")[data.pairs[:, 0]]
-        loc = dense(pooled("loc", location, location_spread, containers["centred"][1]))
+        loc_segments = pooled("loc", location, location_spread, containers["centred"][1])
+        loc = dense(loc_segments) if cohorts is None else dense(drift.by_cell(loc_segments, loc_walk), X)
         scale = dense(family.pymc_shape(config)) + (unseen < 0)   # 1 where unseen, so every entry is finite
-        pm.Deterministic(family.params[0], loc, dims=("stage", "segment", "exit"))
+        pm.Deterministic(family.params[0], loc if cohorts is None else dense(now(loc_segments, loc_walk)),
+                         dims=("stage", "segment", "exit"))
         pm.Deterministic(family.params[1], scale, dims=("stage", "exit"))
 
         exit_ll = _exit_loglik(d, log_pi, loc, scale, family)
         timed = None
         if data.has_short:
-            instant_ll, timed = _instant_loglik(data, d, config, log_pi, loc, scale, family)
+            instant_ll, timed = _instant_loglik(cells, d, config, log_pi, loc, scale, family)
             exit_ll = exit_ll + instant_ll
         open_ll = _open_loglik(d, logits, log_stall, loc, scale, family, timed)
         pm.Potential("loglik", exit_ll + open_ll)

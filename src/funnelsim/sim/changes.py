@@ -232,6 +232,8 @@ def apply_changes(params, changes, stages, segments):
     for change in changes:
         s_index = [stages.index(change.stage)] if change.stage else list(range(S))
         g_index = [segments.index(change.segment)] if change.segment else list(range(len(segments)))
+        if params.segment_of is not None:        # a drifting model: every parameter set of those segments
+            g_index = list(np.flatnonzero(np.isin(params.segment_of, g_index)))
         for s in s_index:
             rows = pi[:, s][:, g_index]                 # (D, g, S+3), a copy
             if change.conversion_points is not None or change.conversion_odds is not None:

@@ -61,7 +61,7 @@ def forecast(model, deals, *, horizon_days: int = HORIZON_DAYS, as_of=None, peri
     period_of_day, labels = pd.factorize(periods)
     if deal_value is not None:
         deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
-    params = model.simulation_parameters(draws=draws, seed=seed)
+    params = model.simulation_parameters(draws=draws, seed=seed, horizon_days=horizon_days)
     fresh = new_deal_draws_for(model, new_deals, params, horizon_days, period_of_day, seed, deal_value)
     run = simulate_run(model, deals, params, horizon_days, period_of_day=period_of_day, seed=seed,
                        deal_value=deal_value, chunk_draws=chunk_draws,

@@ -7,7 +7,9 @@ Pure numpy + numba (no PyMC). For each posterior draw and each open deal:
    pi_stall; the remaining time is drawn from the sojourn distribution truncated to T > age
    (inverse survival function: S_j(T) = u * S_j(age)).
 2. Every later stay starts fresh: destination by pi, time by the sojourn distribution.
-3. Repeat until won, lost, stalled, or past the horizon. A won deal's value is its last open
+3. Repeat until won, lost, stalled, or past the horizon. A drifting funnel's later stays follow
+   another parameter set than the current one (``Parameters.later``: a cohort projected over
+   the horizon instead of the deal's own). A won deal's value is its last open
    amount times exp(m_g + s_g * z), the won/last-open ratio of its segment (per draw); a deal
    with no amount takes one from its segment's won amounts (quantiles, interpolated).
 
@@ -104,7 +106,8 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         first_shape=_contiguous(np.asarray(first_shape, np.float64).transpose(1, 2, 0)),        # (S, S+2, D)
         h_win=_contiguous(params.p_win_from_entry().transpose(1, 2, 0)),                        # (S, G, D)
         time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale),
-        **instant_arrays(family, params, S, G, D))
+        **instant_arrays(family, params, S, G, D),
+        later=np.arange(G, dtype=np.int64) if params.later is None else np.asarray(params.later, np.int64))
     amounts = Amounts(ratio_mean=_contiguous(params.ratio_mean), ratio_sd=_contiguous(params.ratio_sd),
                        won_amounts=np.ascontiguousarray(params.won_amounts, np.float64))
     deals = Deals(stage=pipeline.stage, segment=pipeline.segment, age=pipeline.age_days,
@@ -152,7 +155,8 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
     Parameters (``draws``, :class:`Draws`) are in draw-last layout (``pi`` (S, G, S+3, D) and
     so on); ``first_shape`` is 1/sigma for LogNormal; ``possible`` (S, S+2) says which
     destinations any draw can take."""
-    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _, any_instant, instant_pair, _, instant_c = draws
+    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _, any_instant, instant_pair, _, instant_c, later = draws
+    g_later = later[g]                         # P(win | enter j) for the stage it enters next
     S = pi_t.shape[0]
     aged = t_age > OFFSET_DAYS                 # an open deal (a new deal's first stay is fresh)
     forward, other = scratch[0], scratch[1]          # the groups' weights, for the pick
@@ -190,7 +194,7 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
         for k in range(n):
             group[k] += w_row[k]
         if j < S:
-            win_row = h_win_t[j, g, d0:d0 + n]
+            win_row = h_win_t[j, g_later, d0:d0 + n]
             for k in range(n):
                 ever[k] += w_row[k] * win_row[k]
     won_possible = possible[s, S]
@@ -262,7 +266,7 @@ def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, star
     destination's S_j(t_age) (weight / pi) and sojourn parameters are taken by selection, row
     by row (``ratio``, ``lam``, ``sig``, ``tails``: work space), so every loop runs over draws
     in order and vectorises."""
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scales, any_instant, instant_pair, _, instant_c = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scales, any_instant, instant_pair, _, instant_c, _ = draws
     time_scale = time_scales[s, g]
     S = weights.shape[0] - 3
     for k in range(n):
@@ -419,7 +423,7 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
     won deal is worth) and ``totals`` (:class:`Totals`: the outputs added to)."""
     d0, n, horizon, offset, seed, period_of_day, block_deals = run
     stage0, segment, age, log_age, amount, deal_keys, start_low, start_width, slot, cell, counts = deals
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scale, any_instant, _, _, instant_c = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scale, any_instant, _, _, instant_c, later = draws
     ratio_mean, ratio_sd, won_amounts = amounts
     sums, close_days, block_totals = totals
     N = stage0.size
@@ -477,7 +481,7 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
                 now[m] = t
                 path_keys[m] = keys[k]
                 m += 1 if (j < S) & in_time else 0
-            capped[b] += _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, path_keys, won_at, weights,
+            capped[b] += _later_moves(m, d0, later[g], flat, horizon, offset, lane, stages, now, path_keys, won_at, weights,
                                       dest, u, z, scratch, chosen)
             nw = 0
             for k in range(n):                         # the paths won within the horizon, in draw order

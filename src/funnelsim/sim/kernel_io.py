@@ -80,6 +80,13 @@ class Parameters:
     ``instant`` (D, S, S+2), optional: the instant share h of each (stage, destination), the
     stays shorter than the log's resolution, t < ``short_t`` (days + OFFSET_DAYS); the rest of a
     stay is the family truncated to t >= ``short_t`` (see :mod:`funnelsim.model.likelihood`).
+
+    A drifting funnel (:mod:`funnelsim.model.drift`) has more parameter sets than segments:
+    ``segment_of`` (G,) names the segment (an index of the model's segments) of each set,
+    ``later`` (G,) the set that stays entered during the horizon follow (a deal's current stay
+    follows its own, its cohort's), and ``cohort_sets`` maps (segment index, cohort index) to
+    the set of that cohort's open deals. The first sets are the segments', in order. Without
+    them (None) every set is its own segment's.
     """
 
     pi: np.ndarray
@@ -92,6 +99,9 @@ class Parameters:
     time_scale: np.ndarray | None = None
     instant: np.ndarray | None = None
     short_t: float = 0.0
+    segment_of: np.ndarray | None = None
+    later: np.ndarray | None = None
+    cohort_sets: dict | None = None
 
     @property
     def draws(self) -> int:
@@ -177,6 +187,7 @@ class Draws(NamedTuple):
     instant_pair: np.ndarray     # (S, S+2) bool: the pairs with instant stays
     instant_h: np.ndarray        # (S, S+2, D) their instant share h
     instant_c: np.ndarray        # (S, G, S+2, D) S(r) / (1 - h): survival levels of the timed part (1 elsewhere)
+    later: np.ndarray            # (G,) int: the parameter set of the stays entered during the horizon
 
 
 class Amounts(NamedTuple):
@@ -209,6 +220,9 @@ def check_inputs(params: Parameters, pipeline: Pipeline, S: int, G: int) -> None
         raise ValueError(f"Parameters.time_scale needs shape ({S}, {G})")
     if params.won_amounts.ndim != 2 or params.won_amounts.shape[0] != G:
         raise ValueError(f"Parameters.won_amounts needs shape ({G}, Q)")
+    if params.later is not None and (np.shape(params.later) != (G,) or np.min(params.later) < 0
+                                     or np.max(params.later) >= G):
+        raise ValueError(f"Parameters.later needs shape ({G},) of indices below {G}")
     if params.instant is not None and np.shape(params.instant) != (D, S, S + 2):
         raise ValueError(f"Parameters.instant needs shape {(D, S, S + 2)}; got {np.shape(params.instant)}")
     sojourn_family(params.family)             # FunnelDataError (a ValueError) for an unknown one

@@ -105,7 +105,7 @@ def simulate_run(model, deals: pd.DataFrame, params, horizon_days: int, *, perio
     check_run_settings(horizon_days, deal_value)
     if deal_value is not None:
         deals = deals.assign(amount=deals["amount"].fillna(float(deal_value)))
-    sim = simulate(params, deal_arrays(model, deals), int(horizon_days), period_of_day=period_of_day, seed=seed,
+    sim = simulate(params, deal_arrays(model, deals, params), int(horizon_days), period_of_day=period_of_day, seed=seed,
                    chunk_draws=chunk_draws)
     if inflow is None and created_won is None:
         return Run(sim)
@@ -122,9 +122,11 @@ def simulate_run(model, deals: pd.DataFrame, params, horizon_days: int, *, perio
     return Run(sim, new_revenue, new_wins, created)
 
 
-def deal_arrays(model, deals: pd.DataFrame) -> Pipeline:
+def deal_arrays(model, deals: pd.DataFrame, params=None) -> Pipeline:
     """Stage and segment names of the open deals as the model's indices, with a clear error
-    for a name the model does not know."""
+    for a name the model does not know. With ``params`` of a drifting model (their
+    ``cohort_sets``), each deal's parameter set is its segment's in the cohort its stay began
+    in (as-of's end less its age)."""
     missing = [c for c in ("deal_id", "segment", "stage", "age_days", "amount") if c not in deals.columns]
     if missing:
         raise FunnelDataError(f"the open deals lack column(s) {', '.join(missing)}",
@@ -138,9 +140,24 @@ def deal_arrays(model, deals: pd.DataFrame) -> Pipeline:
                                   column=column, value=str(unknown[0]),
                                   hint=f"The model knows: {', '.join(known)}. Fit it on this log "
                                        "(same --segment-by).")
-    return Pipeline(stage=deals["stage"].map(stages).to_numpy(), segment=deals["segment"].map(segments).to_numpy(),
+    segment = deals["segment"].map(segments).to_numpy()
+    if params is not None and params.cohort_sets:
+        segment = _cohort_sets(model, deals, segment, params.cohort_sets)
+    return Pipeline(stage=deals["stage"].map(stages).to_numpy(), segment=segment,
                     age_days=deals["age_days"].to_numpy(float), amount=deals["amount"].to_numpy(float),
                     key=deal_keys(deals["deal_id"]))
+
+
+def _cohort_sets(model, deals: pd.DataFrame, segment: np.ndarray, sets: dict) -> np.ndarray:
+    """Each open deal's parameter set: its (segment, entry cohort)'s, or its segment's projected
+    one when there is none (a stay begun before the history window)."""
+    from ..data.spells import end_of_day
+    from ..data.stats import cohort_labels
+
+    cohorts = {label: i for i, label in enumerate(model.cohorts.cohorts)}
+    entered = end_of_day(model.stats.as_of) - pd.to_timedelta(deals["age_days"].to_numpy(float), unit="D")
+    cohort = [cohorts.get(label, -1) for label in cohort_labels(entered, model.cohorts.every)]
+    return np.array([sets.get((int(g), c), g) for g, c in zip(segment, cohort, strict=True)], np.int64)
 
 
 def deal_keys(deal_ids) -> np.ndarray:

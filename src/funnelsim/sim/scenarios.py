@@ -116,7 +116,7 @@ def paired_revenue(model, deals, scenarios, *, horizon_days: int = HORIZON_DAYS,
 
     deals, new_deals = _deals_and_inflow(deals, new_deals)
     stages, segments = list(model.funnel.stages), list(model.data.segments)
-    params = model.simulation_parameters(draws=draws, seed=seed)
+    params = model.simulation_parameters(draws=draws, seed=seed, horizon_days=horizon_days)
     every_day = np.zeros(int(horizon_days), int)
     fresh = new_deal_draws_for(model, new_deals, params, horizon_days, every_day, seed, deal_value)
     inflow = uniforms = None

@@ -1,0 +1,212 @@
+"""A funnel that drifts: conversion and time in stage that move over entry cohorts.
+
+With statistics split by entry cohort (the calendar period a stay begins in,
+:func:`funnelsim.data.stats.to_stage_stats` with ``every``), the model adds to each (stage,
+destination) pair a Gaussian random walk over the cohorts, shared by the segments:
+
+- the destination logits (stall's fixed at 0, so a walk of every destination together is
+  stall drifting the other way): ``eta[k, g, c] = eta[k, g] + level[k, c]``;
+- the time-in-stage location (log days): ``mu[k, g, c] = mu[k, g] + level'[k, c]``;
+
+``level[k, c] - level[k, c-1] ~ Normal(0, step[s])`` with one step size per stage (Half-Normal
+prior, ``drift_logit_step`` / ``drift_log_days_step``, per month and scaled by the square root
+of the period's length). Each walk is centred on the cohorts' average, weighted by the stage's
+stays in each cohort, so the segment values (``eta``, ``loc``) are the average funnel and the
+walk is its cohorts' departure from it. The logit steps are sampled in the rotated coordinates
+of :func:`funnelsim.model.pooling.logit_rotation` (the walk is isotropic, so this is exact) and
+non-centred (cumulative sums of standard normals): recent cohorts, still mostly open, get the
+width the walk gives them.
+
+The likelihood is the stationary model's on (segment, cohort) cells: the statistics of cohort
+c of segment g are the "segment" g * C + c of a :class:`ModelData` (:func:`cohort_model_data`),
+so exits and open stays are still sufficient statistics and the graph is compiled once per
+shape (stages, segments, cohorts, destinations seen). A destination absent from a segment
+(:attr:`ModelData.absent`) is absent from all its cohorts.
+
+The simulator (:meth:`funnelsim.model.funnel_model.FunnelModel.simulation_parameters`) gives
+each open deal's current stay the parameters of its own cohort, and every stay entered during
+the horizon (an open deal's later stages, the new deals) those of a cohort projected forward by
+the walk: the last cohort's level plus a step of ``step * sqrt(m)``, m the cohorts from the last
+one to the horizon's middle plus a third of the horizon (the variance of the walk averaged over
+the horizon), drawn once per posterior draw, so the band widens with the horizon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..data.events import FunnelDataError
+from ..data.stats import StageStats
+
+__all__ = ["CohortData", "cohort_model_data", "walk", "by_cell", "dense_logits", "dense_locations",
+           "softmax_with_stall", "PERIOD_DAYS", "MIN_COHORTS"]
+
+PERIOD_DAYS = {"week": 7.0, "month": 365.25 / 12.0, "quarter": 365.25 / 4.0}
+MIN_COHORTS = 3          # fewer cohorts than this: nothing to learn a drift from
+
+
+@dataclass
+class CohortData:
+    """The statistics over (segment, cohort) cells, what the drift model's likelihood reads.
+
+    ``cells``: a :class:`ModelData` whose segment axis is g * C + c (segment g, cohort c);
+    ``cohorts``: their labels, oldest first; ``weights`` (S, C): each stage's share of stays in
+    each cohort (what the walks are centred by); ``every``: the cohort period.
+    """
+
+    cells: object
+    cohorts: tuple[str, ...]
+    weights: np.ndarray
+    every: str
+
+    @property
+    def size(self) -> int:
+        return len(self.cohorts)
+
+    @property
+    def step_scale(self) -> float:
+        """The walks' step priors are per month: sqrt(period / month)."""
+        return float(np.sqrt(PERIOD_DAYS[self.every] / PERIOD_DAYS["month"]))
+
+    def entries(self) -> np.ndarray:
+        """(S, G, C) stays begun per stage, segment and cohort."""
+        S, X = self.cells.entries.shape
+        return self.cells.entries.reshape(S, X // self.size, self.size)
+
+
+def cohort_model_data(stats: StageStats, collapsed, instant_stays: bool, absent_expected: float) -> CohortData:
+    """The (segment, cohort) cells of ``stats`` (split by cohort) as a :class:`CohortData`;
+    ``collapsed`` is the :class:`ModelData` of the same statistics summed over cohorts."""
+    from .likelihood import model_data
+
+    cohorts = stats.cohorts
+    if len(cohorts) < MIN_COHORTS:
+        raise FunnelDataError(f"the history holds {len(cohorts)} {stats.every}(s) of entries; a drifting funnel needs "
+                              f"at least {MIN_COHORTS}", column="every", value=str(stats.every),
+                              hint="Use a shorter --every period, or --drift none for a funnel that stays as it is.")
+    segments = collapsed.segments
+    G, C = len(segments), len(cohorts)
+    g = stats.table["segment"].astype(str).map({x: i for i, x in enumerate(segments)}).to_numpy(int)
+    c = stats.table["cohort"].map({x: i for i, x in enumerate(cohorts)})
+    if c.isna().any():       # a stay before the first cohort cannot be: cohorts start at the first
+        raise ValueError("statistics hold a cohort outside their own range")
+    labels = [f"{i:05d}|{k:05d}" for i in range(G) for k in range(C)]
+    table = stats.table.assign(segment=[labels[i * C + k] for i, k in zip(g, c.to_numpy(int), strict=True)])
+    cells = model_data(replace(stats, table=table, segments=tuple(labels)), stats.funnel, instant_stays, absent_expected)
+    if not np.array_equal(cells.pairs, collapsed.pairs):
+        raise ValueError("the cohort cells see other destinations than their sum")
+    cells.absent_given = np.repeat(collapsed.absent, C, axis=1)
+    entries = cells.entries.reshape(len(collapsed.stages), G, C).sum(axis=1)          # (S, C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.nan_to_num(entries / entries.sum(axis=1, keepdims=True), nan=1.0 / C)
+    return CohortData(cells, tuple(cohorts), weights, str(stats.every))
+
+
+# --------------------------------------------------------------------------- the PyMC graph
+
+def walk(name: str, prior: dict, scale: float, weights, pair_stage: np.ndarray, rotation=None):
+    """The cohort levels (pair, cohort) of one random walk per pair: steps of size
+    ``step[stage]`` (Half-Normal(prior sigma x ``scale``)), non-centred, in ``rotation``'s
+    coordinates when given, centred on the cohorts' average weighted by ``weights`` (S, C)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    step = pm.HalfNormal(f"{name}_step", sigma=float(prior["sigma"]) * scale, dims="stage")
+    raw = pm.Normal(f"{name}_raw", 0.0, 1.0, dims=("pair", "cohort_step"))
+    increments = step[pair_stage][:, None] * raw
+    if rotation is not None:
+        increments = pt.dot(rotation.T, increments)
+    level = pt.concatenate([pt.zeros((len(pair_stage), 1)), pt.cumsum(increments, axis=1)], axis=1)
+    w = weights[pair_stage]
+    level = level - (level * w).sum(axis=1, keepdims=True)
+    return pm.Deterministic(name, level, dims=("pair", "cohort"))
+
+
+def by_cell(values, level):
+    """(K, G) segment values plus (K, C) cohort levels: (K, G * C), cell g * C + c."""
+    K = values.shape[0]
+    return (values[:, :, None] + level[:, None, :]).reshape((K, -1))
+
+
+# --------------------------------------------------------------------------- numpy, for the simulator and tables
+
+def dense_logits(eta: np.ndarray, pairs: np.ndarray, S: int, E: int, absent: np.ndarray) -> np.ndarray:
+    """(D, S, X, E) destination logits from pair values ``eta`` (D, K, X): unseen destinations
+    and those ``absent`` (S, X, E) get the graph's IMPOSSIBLE offset."""
+    from .likelihood import IMPOSSIBLE
+
+    D, _, X = eta.shape
+    logits = np.full((D, S, X, E), IMPOSSIBLE)
+    logits[:, pairs[:, 0], :, pairs[:, 1]] = eta.transpose(1, 0, 2)
+    return logits + np.where(absent, IMPOSSIBLE, 0.0)[None]
+
+
+def dense_locations(loc: np.ndarray, pairs: np.ndarray, S: int, E: int) -> np.ndarray:
+    """(D, S, X, E) time-in-stage locations from pair values (D, K, X), 0 where unseen (as the graph)."""
+    D, _, X = loc.shape
+    out = np.zeros((D, S, X, E))
+    out[:, pairs[:, 0], :, pairs[:, 1]] = loc.transpose(1, 0, 2)
+    return out
+
+
+def softmax_with_stall(logits: np.ndarray) -> np.ndarray:
+    """(..., E + 1) destination probabilities, stall last, from (..., E) logits against stall's 0."""
+    top = np.maximum(logits.max(axis=-1, keepdims=True), 0.0)
+    odds = np.exp(logits - top)
+    stall = np.exp(-top)
+    total = odds.sum(axis=-1, keepdims=True) + stall
+    return np.concatenate([odds / total, stall / total], axis=-1)
+
+
+def projected_steps(cohorts: CohortData, as_of, horizon_days: float | None) -> float:
+    """Cohort steps (fractional) from the last cohort to the stays entered during the horizon,
+    as the variance of the walk sees them: from the last cohort's middle to the end of as-of,
+    plus a third of the horizon (the variance of a random walk averaged over the horizon)."""
+    import pandas as pd
+
+    from ..data.stats import COHORT_PERIODS
+
+    period = pd.Period(cohorts.cohorts[-1] if cohorts.every != "week" else pd.Timestamp(cohorts.cohorts[-1]),
+                       COHORT_PERIODS[cohorts.every])
+    middle = period.start_time + (period.end_time - period.start_time) / 2
+    elapsed = max((pd.Timestamp(as_of) + pd.Timedelta(days=1) - middle).total_seconds() / 86_400.0, 0.0)
+    return (elapsed + float(horizon_days or 0.0) / 3.0) / PERIOD_DAYS[cohorts.every]
+
+
+def parameter_sets(model, pick: np.ndarray, horizon_days: float | None, seed: int) -> dict:
+    """The simulator's parameter sets of a drifting model (see the module doc), for the
+    posterior draws ``pick``: first one per segment, the cohort projected over the horizon;
+    then one per (segment, cohort) holding open stays. Returns ``pi`` (D, S, X, S+3),
+    ``loc`` (D, S, X, S+2) in the model's parametrisation, ``segment_of``, ``later`` and
+    ``cohort_sets`` as :class:`funnelsim.sim.kernel.Parameters` takes them."""
+    cohorts, data = model.cohorts, model.data
+    post = model.idata.posterior
+
+    def stacked(name):
+        values = post[name].values
+        return values.reshape(-1, *values.shape[2:])[pick]
+
+    S, G, C = len(data.stages), len(data.segments), cohorts.size
+    E = len(data.destinations) - 1
+    stage_of_pair = data.pairs[:, 0]
+    rng = np.random.default_rng([int(seed), 20])
+    m = projected_steps(cohorts, model.stats.as_of, horizon_days)
+    open_cells = np.flatnonzero(cohorts.cells.open_total.sum(axis=0) > 0)           # cells g * C + c
+    set_segment, set_cohort = open_cells // C, open_cells % C
+    out = {}
+    for name, level_name in (("eta", "drift_logit"), ("loc", "drift_log_days")):
+        values, level = stacked(name), stacked(level_name)                       # (D, K, G), (D, K, C)
+        step = stacked(f"{level_name}_step")[:, stage_of_pair]                    # (D, K)
+        future = level[:, :, -1] + step * np.sqrt(m) * rng.standard_normal(step.shape)
+        sets = np.concatenate([values + future[:, :, None],
+                               values[:, :, set_segment] + level[:, :, set_cohort]], axis=2)   # (D, K, X)
+        out[name] = sets
+    segment_of = np.concatenate([np.arange(G), set_segment])
+    absent = data.absent[:, segment_of]                                             # (S, X, E)
+    pi = softmax_with_stall(dense_logits(out["eta"], data.pairs, S, E, absent))
+    loc = dense_locations(out["loc"], data.pairs, S, E)
+    return {"pi": pi, "loc": loc, "segment_of": segment_of, "later": segment_of.copy(),
+            "cohort_sets": {(int(g), int(c)): G + i for i, (g, c) in enumerate(zip(set_segment, set_cohort, strict=True))},
+            "projected_steps": m}
