@@ -245,7 +245,8 @@ def exit_calendar(name: str, sp: pd.DataFrame, trend_df: int = 6) -> None:
     clustered = sm.GLM(y, fixed, family=sm.families.Poisson(), offset=off).fit(
         cov_type="cluster", cov_kwds={"groups": weeks})
     null = sm.GLM(y, trend, family=sm.families.Poisson(), offset=off).fit()
-    bq, seq, bm, sem, _ = quarter_end_rr(fit)
+    bq, seq, bm, sem, bx = quarter_end_rr(fit)
+    sex = float(fit.bse["last7_q"])
     _, seq_c, _, sem_c, _ = quarter_end_rr(clustered)
     weekend = days.day_of_week >= 5
     q = calendar_frame(days[keep])["last7_q"].to_numpy() > 0
@@ -253,6 +254,8 @@ def exit_calendar(name: str, sp: pd.DataFrame, trend_df: int = 6) -> None:
            "wins_kept": int(y.sum()), "quarter_ends": int(calendar_frame(days[keep]).loc[q, "month"].nunique()),
            "daily_dispersion_fe": float(fit.scale),
            "rr_quarter_end": float(np.exp(bq)), "ci_quarter_end": [round(float(np.exp(bq + z * seq)), 3) for z in (-1.96, 1.96)],
+           "rr_quarter_over_month_end": float(np.exp(bx)),
+           "ci_quarter_over_month_end": [round(float(np.exp(bx + z * sex)), 3) for z in (-1.96, 1.96)],
            "ci_quarter_end_week_clustered": [round(float(np.exp(bq + z * seq_c)), 3) for z in (-1.96, 1.96)],
            "rr_month_end": float(np.exp(bm)), "ci_month_end": [round(float(np.exp(bm + z * sem)), 3) for z in (-1.96, 1.96)],
            "ci_month_end_week_clustered": [round(float(np.exp(bm + z * sem_c)), 3) for z in (-1.96, 1.96)],
