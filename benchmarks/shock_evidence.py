@@ -148,7 +148,7 @@ def entry_dispersion(name: str, sp: pd.DataFrame, period: str, truth_sd=None) ->
         tr_phi, tr_p, tr_df = dispersion(k, n, quad)
         y = np.log((k + 0.5) / (n - k + 0.5))
         v = 1 / (k + 0.5) + 1 / (n - k + 0.5)
-        ll = fit_local_level(y, v) if len(t) >= 12 else {"rw_sd": None, "shock_sd": None, "p_shock": None}
+        ll = fit_local_level(y, v) if len(t) >= 10 else {"rw_sd": None, "shock_sd": None, "p_shock": None}
         resid = y - np.polyval(np.polyfit(x, y, 2, w=1 / np.sqrt(v)), x)
         residuals[stage] = pd.Series(resid / np.sqrt(v), index=t["cohort"].to_numpy())
         row = {"data": name, "measure": "entry_dispersion", "period": period, "stage": stage,
@@ -156,7 +156,7 @@ def entry_dispersion(name: str, sp: pd.DataFrame, period: str, truth_sd=None) ->
                "phi_raw": raw_phi, "p_raw": raw_p, "phi_trend": tr_phi, "p_trend": tr_p, "df_trend": tr_df,
                "logit_rw_sd": ll["rw_sd"], "logit_shock_sd": ll["shock_sd"], "logit_p_shock": ll["p_shock"]}
         m = t["k"] >= 5
-        if m.sum() >= 12:
+        if m.sum() >= 10:
             kk = t.loc[m, "k"].to_numpy(float)
             pooled = float(np.nansum(t.loc[m, "var_lt"] * (kk - 1)) / (kk - 1).sum())
             ls = fit_local_level(t.loc[m, "mean_lt"].to_numpy(float), pooled / kk)
@@ -335,6 +335,8 @@ def main() -> None:
         if sp is None:
             emit(data="olist", skipped="Olist CSVs not found")
         else:
+            # Olist records no win before 2017-12-05: without that cut the 2017 cohorts read as a drift
+            entry_dispersion("olist_uncut", sp.drop(columns="window_start"), "month")
             for period in ("month", "week"):
                 entry_dispersion("olist", sp, period)
             for trend_df in (4, 6, 10):
