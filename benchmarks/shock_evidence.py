@@ -12,16 +12,19 @@ Prints one JSON object per line. Light on purpose (no PyMC, a few seconds on one
   ``rw_sd`` = q, ``shock_sd`` = tau and the likelihood-ratio p of tau = 0 (boundary: half
   chi-square(1)). The same for the mean log time in stage of those 30-day forward exits
   (a speed shock; v_c = pooled variance / n_c).
-- ``exit_calendar``: wins per calendar day against an exposure E_d = sum over stays open that
-  day of the empirical win hazard at their age (per stage, pooled over calendar time), in a
-  Poisson GLM log E[wins_d] = log E_d + natural-spline trend + weekday + last 7 days of a
-  quarter + last 7 days of another month. Rate ratios with 95% CIs: model-based with the
-  quasi-Poisson dispersion, and clustered by calendar month. Then the over-dispersion of the
-  weekly and monthly totals around that fit (without the period terms), and a moment
-  estimate of a log-normal period effect's sd: tau² = sum((O - mu)² - mu) / sum(mu²).
-- ``calendar_power``: the same GLM on Poisson counts drawn from Olist's own exposure with a
-  known quarter-end rate ratio and monthly N(0, 0.2) log effect (and a null): rejection rate
-  and coverage of the clustered 95% CI over 200 replicates: whether the exit test can see it.
+- ``exit_calendar``: wins per weekday against an exposure E_d = sum over stays open that day of
+  the empirical win hazard at their age (per stage, pooled over calendar time; Olist: only days
+  from its first recorded win, 2017-12-05). A Poisson GLM log E[wins_d] = log E_d + calendar-month
+  fixed effects + weekday + last 7 days of a month + last 7 days of a quarter-end month: rate
+  ratios (quarter end, quarter over month end, non-quarter month end) with quasi-Poisson 95% CIs
+  and CIs clustered by week, and the same contrast for each 7-day window before the month end
+  (placebo). Then the over-dispersion of weekly and monthly totals around a B-spline trend +
+  weekday fit, a moment estimate of a log-normal period effect's sd,
+  tau² = sum((O - mu)² - mu) / sum(mu²), and the local level + iid fit on log(O / E).
+- ``calendar_power``: that GLM on Poisson counts drawn around Olist's fitted trend with a known
+  quarter-end rate ratio and a N(0, sd) log effect per week: rejection rate and 95% CI coverage
+  (quasi-Poisson and clustered by week) over 200 replicates: whether the exit test can see it.
+- ``olist_uncut``: Olist's monthly cohorts without the 2017-12-05 cut, to show what it does.
 
 Data: Olist (``$FUNNELSIM_OLIST_DIR`` or a ``data/olist`` / ``shared/data/olist`` folder above
 the working directory or /work; skipped if absent) and synthetic logs
