@@ -41,7 +41,7 @@ def event_source(events: Path | None, table: str | None):
 
 
 def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None = None, as_of: str | None = None,
-                  segment_by: str | None = None, history_days: float | None = None, dayfirst: bool = False,
+                  segment_by: str | None = None, history_days: float | None = None, drift=None, dayfirst: bool = False,
                   decimal: str = ".", columns: str | None = None, encoding: str | None = None,
                   sheet: str | None = None, segment_from: str = "first") -> Snapshot:
     """Read the log (the file ``events`` or the ``table`` URL, with the reading options as given)
@@ -61,7 +61,8 @@ def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None
                           encoding=encoding, sheet=sheet, segment_from=segment_from)
         if day is not None:
             refuse_as_of_outside_log(log, day, as_of)
-        snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days)
+        snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days,
+                            every=getattr(drift, "every", drift))
         snapshot.spells  # noqa: B018 - built now, under the spinner
     told = [n for n in log.notes if n.startswith(SHEET_NOTE)]
     if snapshot.spells.filled_later:

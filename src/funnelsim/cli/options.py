@@ -45,6 +45,20 @@ class Period(Enum):
     quarter = "quarter"
 
 
+class Drift(Enum):
+    """How the funnel may change over time: not at all, or over entry cohorts of a period."""
+
+    none = "none"
+    week = "week"
+    month = "month"
+    quarter = "quarter"
+
+    @property
+    def every(self) -> str | None:
+        """The cohort period (None: a funnel that stays as it is)."""
+        return None if self is Drift.none else self.value
+
+
 class Sojourn(Enum):
     """The time-in-stage families the model knows."""
 
@@ -116,6 +130,11 @@ HistoryDays = Annotated[float | None, typer.Option(
 
 # --------------------------------------------------------------------------- fitting
 
+DriftPeriod = Annotated[Drift, typer.Option(
+    "--drift", help="Let conversion and time in stage drift over entry cohorts (the week, month or quarter a stay "
+                    "begins in): a random walk per stage, so recent cohorts and the horizon carry the uncertainty a "
+                    "changing funnel brings. 'none': a funnel that stays as it is.", rich_help_panel=FITTING)]
+
 Draws = Annotated[int, typer.Option(
     "--draws", min=10, help="Posterior draws per chain when fitting.", rich_help_panel=FITTING)]
 Tune = Annotated[int, typer.Option(
@@ -134,7 +153,7 @@ TargetAccept = Annotated[float, typer.Option(
          "smaller steps, slower sampling.", rich_help_panel=FITTING)]
 ModelDir = Annotated[Path | None, typer.Option(
     "--model", help="Use this saved model (funnelsim fit --out) instead of fitting; it must have been fitted on "
-                    "this log with the same --as-of, --segment-by and --history-days.",
+                    "this log with the same --as-of, --segment-by, --history-days and --drift.",
     show_default=False, rich_help_panel=FITTING)]
 
 # --------------------------------------------------------------------------- simulating

@@ -67,6 +67,11 @@ PARAMETER_MEANINGS = {
     "log_days_spread": "spread of days in stage across segments at {stage}",
     "instant_logit": "log-odds that a stay before {pair} is instant (shorter than the log's resolution)",
     "instant_logit_mean": "log-odds of an instant stay at {stage} (stage mean)",
+    # a drifting funnel (funnelsim.model.drift)
+    "drift_logit": "drift of the log-odds of {pair} in entry cohort {cohort} (from the cohorts' average)",
+    "drift_logit_step": "step per cohort of the drift in conversion at {stage}",
+    "drift_log_days": "drift of log days in stage before {pair} in entry cohort {cohort}",
+    "drift_log_days_step": "step per cohort of the drift in days in stage at {stage}",
     # each sojourn family's shape
     **{f.shape_variable: f.shape_meaning for f in FAMILIES.values()},
 }
@@ -93,7 +98,8 @@ def worst_parameters(idata, n: int = 3) -> list[dict]:
                          "segment": at.get("segment"), "r_hat": float(r_hat[name].values[index]),
                          "ess_bulk": float(ess[name].values[index]),
                          "meaning": PARAMETER_MEANINGS[name].format(pair=pair, stage=stage,
-                                                                     segment=at.get("segment"))})
+                                                                     segment=at.get("segment"),
+                                                                     cohort=at.get("cohort"))})
     rows.sort(key=lambda r: (-np.nan_to_num(r["r_hat"], nan=np.inf), np.nan_to_num(r["ess_bulk"], nan=-1.0)))
     return rows[:n]
 
@@ -101,7 +107,7 @@ def worst_parameters(idata, n: int = 3) -> list[dict]:
 def _is_free(name: str, posterior) -> bool:
     """Free parameters (not deterministic transforms) of the posterior."""
     return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "instant_logit", "instant_logit_mean",
-                    *(f.shape_variable for f in FAMILIES.values())) or name.endswith("_raw")
+                    "drift_logit_step", "drift_log_days_step", *(f.shape_variable for f in FAMILIES.values())) or name.endswith("_raw")
 
 
 def _extreme(dataset, pick) -> float:

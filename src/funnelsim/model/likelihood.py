@@ -290,7 +290,9 @@ def model_data(stage_stats: StageStats, funnel: FunnelDefinition, instant_stays:
 def stats_hash(stats: StageStats) -> str:
     """A fingerprint of the training statistics (sha256 of their table's canonical CSV)."""
     columns = ["stage", "segment", "destination", "bin", "n", "sum_log_t", "sum_log_t2"]
-    ordered = stats.table[columns].sort_values(columns[:4]).round(9)
+    if "cohort" in stats.table.columns:      # statistics split by entry cohort
+        columns.insert(4, "cohort")
+    ordered = stats.table[columns].sort_values(columns[:4 + ("cohort" in columns)]).round(9)
     return hashlib.sha256(ordered.to_csv(index=False).encode()).hexdigest()
 
 

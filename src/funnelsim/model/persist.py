@@ -113,7 +113,7 @@ def load_model(cls, folder: Path, stats: StageStats | None = None):
 
 # the settings a model is fitted with, as the options that set them
 _SETTINGS = (("stages", "--stages"), ("won", "--won"), ("lost", "--lost"), ("segment_by", "--segment-by"),
-             ("history_days", "--history-days"), ("as_of", "--as-of"))
+             ("history_days", "--history-days"), ("every", "--drift"), ("as_of", "--as-of"))
 
 
 def _check_fits(folder: Path, saved: dict, given: dict, *, same_stays: bool) -> None:

@@ -70,6 +70,7 @@ class BacktestSettings:
     model_config: dict | None = None     # merged over the model's defaults (e.g. a fixed pooling)
     new_deals: bool = False              # also forecast and score total revenue (with new deals)
     history_days: float | None = None    # learn from the stays that began in these days before each origin
+    every: str | None = None             # a drifting funnel over entry cohorts of this period (None: stationary)
 
 
 def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
@@ -129,7 +130,8 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
     """Everything the forecast at ``origin`` is built from, all from the CRM as it was at the
     end of that day: its :class:`Snapshot`, stage statistics, amount statistics, open deals,
     the new-deal inflow (with ``settings.new_deals``) and the baselines."""
-    snapshot = Snapshot(log, origin, segment_by=settings.segment_by, history_days=settings.history_days)
+    snapshot = Snapshot(log, origin, segment_by=settings.segment_by, history_days=settings.history_days,
+                        every=settings.every)
     found = baselines(snapshot, settings.horizon_days, settings.deal_value)
     if not settings.new_deals:
         found.pop("run_rate")

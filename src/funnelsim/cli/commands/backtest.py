@@ -23,6 +23,8 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
+    Drift,
+    DriftPeriod,
     Encoding,
     Events,
     HistoryDays,
@@ -57,6 +59,7 @@ def backtest(
     lost: Lost = "Lost",
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
+    drift: DriftPeriod = Drift.none,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -123,7 +126,8 @@ def backtest(
     else:
         dates = [parse_date(text, "--origins", dayfirst=dayfirst) for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
-                                seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days)
+                                seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days,
+                                every=drift.every)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
         result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,

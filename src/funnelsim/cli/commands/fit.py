@@ -17,6 +17,8 @@ from ..options import (
     Dayfirst,
     Decimal,
     Draws,
+    Drift,
+    DriftPeriod,
     Encoding,
     Events,
     HistoryDays,
@@ -52,6 +54,7 @@ def fit(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
+    drift: DriftPeriod = Drift.none,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -76,7 +79,7 @@ def fit(
     from ...report.render import diagnostics_panel, stage_table_rich
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     stage_stats(snapshot)  # says how much of the history a --history-days window keeps
     model = FunnelModel.from_snapshot(snapshot, sojourn=sojourn.value)
