@@ -10,7 +10,10 @@ destination) pair a Gaussian random walk over the cohorts, shared by the segment
 
 ``level[k, c] - level[k, c-1] ~ Normal(0, step[s])`` with one step size per stage (Half-Normal
 prior, ``drift_logit_step`` / ``drift_log_days_step``, per month and scaled by the square root
-of the period's length). Each walk is centred on the cohorts' average, weighted by the stage's
+of the period's length), plus two walks of the whole funnel, shared by the stages: its
+conversion (on every forward destination's logit, ``drift_conversion_step``) and its speed (on
+every location, ``drift_speed_step``): lead quality, pricing or the market move every stage at
+once, and a stage with few stays a month then borrows the drift the others show. Each walk is centred on the cohorts' average, weighted by the stage's
 stays in each cohort, so the segment values (``eta``, ``loc``) are the average funnel and the
 walk is its cohorts' departure from it. The logit steps are sampled in the rotated coordinates
 of :func:`funnelsim.model.pooling.logit_rotation` (the walk is isotropic, so this is exact) and
@@ -40,7 +43,7 @@ import numpy as np
 from ..data.events import FunnelDataError
 from ..data.stats import StageStats
 
-__all__ = ["CohortData", "cohort_model_data", "walk", "by_cell", "dense_logits", "dense_locations",
+__all__ = ["CohortData", "cohort_model_data", "walks", "by_cell", "dense_logits", "dense_locations",
            "softmax_with_stall", "PERIOD_DAYS", "MIN_COHORTS"]
 
 PERIOD_DAYS = {"week": 7.0, "month": 365.25 / 12.0, "quarter": 365.25 / 4.0}
@@ -125,22 +128,48 @@ def padded(cohorts: tuple[str, ...], every: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- the PyMC graph
 
-def walk(name: str, prior: dict, scale: float, weights, pair_stage: np.ndarray, rotation=None):
-    """The cohort levels (pair, cohort) of one random walk per pair: steps of size
-    ``step[stage]`` (Half-Normal(prior sigma x ``scale``)), non-centred, in ``rotation``'s
-    coordinates when given, centred on the cohorts' average weighted by ``weights`` (S, C)."""
+def walks(config: dict, cohorts: CohortData, weights, pairs: np.ndarray, S: int, rotation):
+    """The cohort levels (pair, cohort) of the logits and of the log time in stage, recorded as
+    ``drift_logit`` and ``drift_log_days``: each pair's own walk plus, for the logits of the
+    forward destinations (a later stage, won), the walk of the whole funnel's conversion, and
+    for every location the walk of the whole funnel's speed. Each is centred on the cohorts'
+    average, weighted by ``weights`` (S, C) (the funnel-wide walks by their mean over stages)."""
+    import pymc as pm
+
+    forward = ((pairs[:, 0] < pairs[:, 1]) & (pairs[:, 1] <= S)).astype(float)
+    stage = pairs[:, 0]
+    overall = weights.mean(axis=0)[None, :]
+    scale = cohorts.step_scale
+
+    def sigma(key):
+        return float(config[key]["sigma"]) * scale
+
+    own = _walk("drift_logit", sigma("drift_logit_step"), weights[stage], stage, rotation)
+    conversion = _walk("drift_conversion", sigma("drift_conversion_step"), overall)
+    logits = pm.Deterministic("drift_logit", own + forward[:, None] * conversion, dims=("pair", "cohort"))
+    own = _walk("drift_log_days", sigma("drift_log_days_step"), weights[stage], stage)
+    speed = _walk("drift_speed", sigma("drift_speed_step"), overall)
+    return logits, pm.Deterministic("drift_log_days", own + speed, dims=("pair", "cohort"))
+
+
+def _walk(name: str, sigma: float, weights, stage: np.ndarray | None = None, rotation=None):
+    """Random walks over the cohorts, non-centred, centred on their ``weights``-average: one per
+    pair with a step per stage (``stage``: each pair's), in ``rotation``'s coordinates when given,
+    or (``stage`` None) a single one with a single step. (rows, C)."""
     import pymc as pm
     import pytensor.tensor as pt
 
-    step = pm.HalfNormal(f"{name}_step", sigma=float(prior["sigma"]) * scale, dims="stage")
-    raw = pm.Normal(f"{name}_raw", 0.0, 1.0, dims=("pair", "cohort_step"))
-    increments = step[pair_stage][:, None] * raw
+    if stage is None:
+        step = pm.HalfNormal(f"{name}_step", sigma=sigma)
+        increments = step * pm.Normal(f"{name}_raw", 0.0, 1.0, dims="cohort_step")[None, :]
+    else:
+        step = pm.HalfNormal(f"{name}_step", sigma=sigma, dims="stage")
+        increments = step[stage][:, None] * pm.Normal(f"{name}_raw", 0.0, 1.0, dims=("pair", "cohort_step"))
     if rotation is not None:
         increments = pt.dot(rotation.T, increments)
-    level = pt.concatenate([pt.zeros((len(pair_stage), 1)), pt.cumsum(increments, axis=1)], axis=1)
-    w = weights[pair_stage]
-    level = level - (level * w).sum(axis=1, keepdims=True)
-    return pm.Deterministic(name, level, dims=("pair", "cohort"))
+    rows = 1 if stage is None else len(stage)
+    level = pt.concatenate([pt.zeros((rows, 1)), pt.cumsum(increments, axis=1)], axis=1)
+    return level - (level * weights).sum(axis=1, keepdims=True)
 
 
 def by_cell(values, level):
@@ -215,10 +244,14 @@ def parameter_sets(model, pick: np.ndarray, horizon_days: float | None, seed: in
     open_cells = np.flatnonzero(cohorts.cells.open_total.sum(axis=0) > 0)           # cells g * C + c
     set_segment, set_cohort = open_cells // C, open_cells % C
     out = {}
-    for name, level_name in (("eta", "drift_logit"), ("loc", "drift_log_days")):
+    forward = (data.pairs[:, 0] < data.pairs[:, 1]) & (data.pairs[:, 1] <= S)
+    for name, level_name, overall, rows in (("eta", "drift_logit", "drift_conversion", forward),
+                                            ("loc", "drift_log_days", "drift_speed", np.ones_like(forward))):
         values, level = stacked(name), stacked(level_name)                       # (D, K, G), (D, K, C)
         step = stacked(f"{level_name}_step")[:, stage_of_pair]                    # (D, K)
-        future = level[:, :, -1] + step * np.sqrt(m) * rng.standard_normal(step.shape)
+        shared = stacked(f"{overall}_step")[:, None] * rows[None, :]              # (D, K): the funnel-wide walk's
+        z = rng.standard_normal((2, *step.shape))
+        future = level[:, :, -1] + np.sqrt(m) * (step * z[0] + shared * z[1][:, :1])
         sets = np.concatenate([values + future[:, :, None],
                                values[:, :, set_segment] + level[:, :, set_cohort]], axis=2)   # (D, K, X)
         out[name] = sets

@@ -93,8 +93,11 @@ DEFAULT_CONFIG = {
     # a drifting funnel (statistics split by entry cohort, funnelsim.model.drift): the step of
     # each stage's random walk over cohorts, Half-Normal(sigma) per month (scaled by the square
     # root of the period's length), on the destination logits and on log time in stage
-    "drift_logit_step": {"sigma": 0.2},
-    "drift_log_days_step": {"sigma": 0.1},
+    "drift_logit_step": {"sigma": 0.15},
+    "drift_log_days_step": {"sigma": 0.05},
+    # ... and the walks of the whole funnel's conversion (every forward logit) and speed
+    "drift_conversion_step": {"sigma": 0.2},
+    "drift_speed_step": {"sigma": 0.1},
 }
 
 
@@ -429,10 +432,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         eta = pooled("eta", alpha_rotated, alpha_spread, containers["centred"][0], rotation)
         logit_walk = loc_walk = None
         if cohorts is not None:
-            logit_walk = drift.walk("drift_logit", config["drift_logit_step"], cohorts.step_scale,
-                                    containers["cohort_weight"], data.pairs[:, 0], rotation)
-            loc_walk = drift.walk("drift_log_days", config["drift_log_days_step"], cohorts.step_scale,
-                                  containers["cohort_weight"], data.pairs[:, 0])
+            logit_walk, loc_walk = drift.walks(config, cohorts, containers["cohort_weight"], data.pairs, S, rotation)
 
         def log_shares(values, offsets):
             logits = dense(values, offsets.shape[1]) + unseen[:, None, :] + offsets   # stall logit: 0
