@@ -40,6 +40,7 @@ COMMANDS = (
     (describe.funnel, "Funnel table of the log: conversion, days in stage, going-dark deals."),
     (fit.fit, "Fit the Bayesian funnel model and save it."),
     (describe.stages, "A saved model's stage table and diagnostics."),
+    (fit.drift, "The funnel over time: conversion and days in stage by entry cohort."),
     (simulate.forecast, "Revenue forecast: the band, revenue per period, the chance of reaching a target."),
     (simulate.whatif, "What-if scenarios against the baseline forecast, as paired differences."),
     (simulate.bottlenecks, "Where to focus: the revenue each stage's conversion or speed is worth."),

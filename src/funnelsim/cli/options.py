@@ -22,7 +22,7 @@ __all__ = [
     "FITTING", "SIMULATING", "OUTPUT",
     "Period", "Sojourn", "Sampler", "SegmentRow",
     "Events", "Table", "Stages", "Won", "Lost", "AsOf", "SegmentBy", "SegmentFrom", "Dayfirst", "Decimal", "Columns",
-    "Encoding", "Sheet", "HistoryDays",
+    "Encoding", "Sheet", "HistoryDays", "Drift", "DriftPeriod",
     "Draws", "Tune", "Chains", "Seed", "Strict", "SojournFamily", "SamplerName", "TargetAccept", "ModelDir",
     "Horizon", "ReportPeriod", "DealValue", "NewDeals", "Target",
     "Json", "Csv", "Xlsx", "png_file",

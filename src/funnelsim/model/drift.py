@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from ..data.events import FunnelDataError
 from ..data.stats import StageStats
@@ -262,3 +263,54 @@ def parameter_sets(model, pick: np.ndarray, horizon_days: float | None, seed: in
     return {"pi": pi, "loc": loc, "segment_of": segment_of, "later": segment_of.copy(),
             "cohort_sets": {(int(g), int(c)): G + i for i, (g, c) in enumerate(zip(set_segment, set_cohort, strict=True))},
             "projected_steps": m}
+
+
+COHORT_QUANTITIES = ("p_advance", "p_win_from_entry", "median_days")
+
+
+def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
+    """Per entry cohort, stage and segment (None: the whole funnel, segments weighted by that
+    cohort's stays), the stays that ``entered`` and the posterior mean and equal-tailed ``prob``
+    interval (``_low``, ``_high``) of P(advance), P(win from entry) and the median days in
+    stage of the deals that leave it, under that cohort's parameters; from ``draws`` evenly
+    spaced posterior draws. Cohorts from the first stay's to as-of's (the padding left out)."""
+    from . import derived
+
+    if model.cohorts is None:
+        raise FunnelDataError("the model does not drift: it was fitted on statistics not split by cohort",
+                              hint="Fit it with --drift month (or week, quarter): Snapshot(..., every='month').")
+    cohorts, data = model.cohorts, model.data
+    post = model.idata.posterior
+    total = post.sizes["chain"] * post.sizes["draw"]
+    pick = np.unique(np.linspace(0, total - 1, min(draws, total)).round().astype(int))
+
+    def stacked(name):
+        values = post[name].values
+        return values.reshape(-1, *values.shape[2:])[pick]
+
+    S, E = len(data.stages), len(data.destinations) - 1
+    eta, loc, logit_level, loc_level = (stacked(n) for n in ("eta", "loc", "drift_logit", "drift_log_days"))
+    arrays = model.posterior_arrays()
+    shape = arrays[model.sojourn_family.params[1]][pick]
+    instant = arrays["instant"][pick] if "instant" in arrays else None
+    entries = cohorts.entries()                                                      # (S, G, C)
+    segments = model._segments()
+    rows = []
+    first = cohorts.cohorts.index(model.stats.cohorts[0])
+    for c in range(first, cohorts.size):
+        pi = softmax_with_stall(dense_logits(eta + logit_level[:, :, c:c + 1], data.pairs, S, E, data.absent))
+        location = dense_locations(loc + loc_level[:, :, c:c + 1], data.pairs, S, E)
+        sojourn = derived.Sojourn(model.sojourn, *model.sojourn_family.natural(location, shape), instant,
+                                  float(np.exp(data.short_log_t)))
+        weights = np.where(entries[:, :, c].sum(axis=1, keepdims=True) > 0, entries[:, :, c], data.entries)
+        found = model.quantity_draws(pi, sojourn, weights)
+        for g, segment in [(None, None), *segments]:
+            for s, stage in enumerate(data.stages):
+                row = {"cohort": cohorts.cohorts[c], "stage": stage, "segment": segment,
+                       "entered": int(entries[s, :, c].sum() if g is None else entries[s, g, c])}
+                for name in COHORT_QUANTITIES:
+                    values = found["whole"][name][:, s] if g is None else found["segment"][name][:, s, g]
+                    mean, low, high = derived.interval(values, prob)
+                    row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
+                rows.append(row)
+    return pd.DataFrame(rows)

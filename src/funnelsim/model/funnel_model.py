@@ -295,11 +295,12 @@ class FunnelModel:
         return derived.Sojourn.from_posterior(self.sojourn_family, self.posterior_arrays(),
                                               float(np.exp(self.data.short_log_t)))
 
-    def quantity_draws(self) -> dict[str, np.ndarray]:
+    def quantity_draws(self, pi=None, sojourn=None, weights=None) -> dict[str, np.ndarray]:
         """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel
-        (segments weighted by their stays in the stage)."""
-        pi = self.posterior_arrays()["pi"]
-        sojourn = self.sojourn_draws()
+        (segments weighted by their stays in the stage, or by ``weights`` (S, G)). ``pi`` and
+        ``sojourn`` default to the posterior's (a drifting model's: the last cohort's)."""
+        pi = self.posterior_arrays()["pi"] if pi is None else pi
+        sojourn = self.sojourn_draws() if sojourn is None else sojourn
         S = len(self.funnel.stages)
         later = np.triu(np.ones((S, S)), k=1)                      # [s, s'] = 1 if s' after s
         advance = np.einsum("dsgj,sj->dsg", pi[..., :S], later) + pi[..., S]
@@ -310,7 +311,7 @@ class FunnelModel:
             "median_days": derived.median_days(pi, sojourn),
             "expected_days_to_close": derived.expected_days_to_close(pi, sojourn),
         }
-        weights = self.data.entries
+        weights = self.data.entries if weights is None else weights
         whole = {name: derived.mix_segments(values, weights) for name, values in per_segment.items()}
         whole["median_days"] = derived.whole_funnel_median_days(pi, sojourn, weights)
         return {"segment": per_segment, "whole": whole}
@@ -331,6 +332,12 @@ class FunnelModel:
                     row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
                 rows.append(row)
         return pd.DataFrame(rows)
+
+    def cohort_table(self, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
+        """A drifting model's funnel by entry cohort (see :func:`funnelsim.model.drift.cohort_table`)."""
+        from .drift import cohort_table
+
+        return cohort_table(self, prob, draws)
 
     def where_deals_are_lost(self, prob: float = 0.9) -> pd.DataFrame:
         """Stages ranked by their share of eventual losses (lost or stalled) of deals entering

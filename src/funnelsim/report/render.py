@@ -12,7 +12,7 @@ from rich.panel import Panel
 from ._tables import FitTable
 
 __all__ = ["stage_table_rich", "diagnostics_panel", "periods_rich", "deals_rich", "comparison_rich",
-           "bottlenecks_rich", "backtest_rich", "track_record_rich", "overview_rich"]
+           "bottlenecks_rich", "backtest_rich", "track_record_rich", "overview_rich", "cohorts_rich"]
 
 PERCENT = ("p_advance", "p_back", "p_lost", "p_stall", "p_win_from_entry")
 DAYS = ("median_days", "expected_days_to_close")
@@ -60,6 +60,30 @@ def stage_table_rich(table: pd.DataFrame, title: str = "Stage table: posterior m
         cells = [str(row["stage"]), *([segment] if segmented else []), f"{row['stays']:,}"]
         out.add_row(*cells, *(_cell(row, name) for name in (*PERCENT, *DAYS)))
     return out
+
+
+COHORT_NOTE = ("Each entry cohort (the period a stay began in) under its own parameters: the random walk over "
+               "cohorts fitted with --drift. Recent cohorts, still mostly open, are wide: the walk, not the few "
+               "stays that closed, sets them.")
+
+
+def cohorts_rich(table: pd.DataFrame) -> list[FitTable]:
+    """One Rich table per stage of :meth:`funnelsim.model.funnel_model.FunnelModel.cohort_table`'s
+    whole-funnel rows: entered, P(advance), P(win from entry) and median days per cohort."""
+    whole = table[table["segment"].isna()]
+    tables = []
+    for stage, rows in whole.groupby("stage", sort=False):
+        out = FitTable(title=f"{stage} by entry cohort: posterior mean, then 90% interval",
+                       caption=COHORT_NOTE if not tables else None, caption_justify="left")
+        out.add_column("cohort", key=True)
+        out.add_column("entered", justify="right")
+        for name in ("p_advance", "p_win_from_entry", "median_days"):
+            out.add_column(HEADERS[name], justify="right")
+        for row in rows.to_dict(orient="records"):
+            out.add_row(str(row["cohort"]), f"{row['entered']:,}",
+                        *(_cell(row, name) for name in ("p_advance", "p_win_from_entry", "median_days")))
+        tables.append(out)
+    return tables
 
 
 def diagnostics_panel(diagnostics: dict) -> Panel:
