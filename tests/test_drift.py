@@ -16,6 +16,8 @@ from funnelsim.model.funnel_model import FunnelModel
 from funnelsim.sim.kernel import Parameters, Pipeline, simulate
 from funnelsim.sim.run import deal_arrays
 
+pytestmark = pytest.mark.xdist_group("drift")      # one compiled drift model for the file's fits
+
 DRIFTING = SynthConfig(drift_per_month=-0.06, drift_jumps={"2025-01": 0.6}, shock_sd=0.1)
 
 
@@ -155,3 +157,57 @@ def test_a_saved_drift_model_loads_and_refuses_a_stationary_log(tmp_path, drifti
     stationary = Snapshot.read(events, funnel, segment_by="segment").stage_stats
     with pytest.raises(FunnelDataError, match="--drift month, not none"):
         FunnelModel.load(tmp_path / "m", stationary)
+
+
+@pytest.mark.slow
+def test_the_cohort_table_and_its_plot(drifting, drift_model):
+    from funnelsim.report.charts import plot_drift
+
+    snapshot, model = drift_model
+    table = model.cohort_table(draws=100)
+    whole = table[table["segment"].isna()]
+    assert len(whole) == len(model.data.stages) * len(snapshot.stage_stats.cohorts)
+    # entered: every stay of the statistics, by the cohort it began in
+    assert whole["entered"].sum() == snapshot.stage_stats.stays
+    assert (table["p_advance_low"] <= table["p_advance"]).all() and (table["p_advance"] <= table["p_advance_high"]).all()
+    # the drift is in the table: the first cohorts advance far more often than the last
+    first = whole[whole["cohort"].eq("2024-02")].set_index("stage")["p_advance"]
+    last = whole[whole["cohort"].eq("2025-11")].set_index("stage")["p_advance"]
+    assert (first > last + 0.05).all(), (first, last)
+    ax = plot_drift(table, "p_advance")
+    assert len(ax.get_lines()) == len(model.data.stages)
+    assert ax.yaxis.get_major_formatter()(0.25, 0) == "25%"
+    with pytest.raises(FunnelDataError, match="does not drift"):
+        FunnelModel(Snapshot.read(drifting[0], drifting[2]).stage_stats).cohort_table()
+
+
+@pytest.mark.slow
+def test_drift_command_json(tmp_path, drifting):
+    import json
+    import subprocess
+    import sys
+
+    events, _, _ = drifting
+    path = tmp_path / "crm.csv"
+    events.to_csv(path, index=False)
+    funnel = ["--stages", ",".join(DRIFTING.stages), "--won", DRIFTING.won, "--lost", DRIFTING.lost]
+    out, png = tmp_path / "drift.json", tmp_path / "drift.png"
+    result = subprocess.run([sys.executable, "-m", "funnelsim.cli.app", "drift", str(path), *funnel,
+                             "--segment-by", "segment", "--draws", "300", "--chains", "2", "--json", str(out),
+                             "--plot", str(png)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["every"] == "month" and data["as_of"] == "2025-12-28"
+    rows = data["cohorts"]
+    assert {r["segment"] for r in rows} == {None, *DRIFTING.segments}
+    row = next(r for r in rows if r["cohort"] == "2024-03" and r["stage"] == "Qualified" and r["segment"] is None)
+    assert set(row) == {"cohort", "stage", "segment", "entered", "p_advance", "p_win_from_entry", "median_days"}
+    assert set(row["p_advance"]) == {"mean", "low", "high"} and row["p_advance"]["low"] < row["p_advance"]["high"]
+    whole = [r for r in rows if r["segment"] is None]
+    parts = [r for r in rows if r["segment"] is not None]
+    assert sum(r["entered"] for r in whole) == sum(r["entered"] for r in parts) > 5000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Prospecting by entry cohort" in result.stdout and "2025-12" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "funnelsim.cli.app", "drift", str(path), *funnel, "--every", "fortnight"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "week" in bad.stderr and "Traceback" not in bad.stderr
