@@ -333,6 +333,22 @@ class FunnelModel:
                 rows.append(row)
         return pd.DataFrame(rows)
 
+    def drift_summary(self, horizon_days: float | None = None) -> dict | None:
+        """How a drifting model moves (None for a stationary one): ``every``, the ``cohorts``
+        learnt from, ``projected_cohorts`` (how far the stays entered during ``horizon_days``
+        are projected, in cohorts; see :func:`funnelsim.model.drift.projected_steps`) and the
+        posterior mean step of the whole funnel's walks per cohort: ``conversion_step`` (logit)
+        and ``speed_step`` (log days)."""
+        if self.cohorts is None:
+            return None
+        from .drift import projected_steps
+
+        post = self._require_fit().posterior
+        return {"every": self.cohorts.every, "cohorts": len(self.stats.cohorts),
+                "projected_cohorts": projected_steps(self.cohorts, self.stats.as_of, horizon_days),
+                "conversion_step": float(post["drift_conversion_step"].mean()),
+                "speed_step": float(post["drift_speed_step"].mean())}
+
     def cohort_table(self, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
         """A drifting model's funnel by entry cohort (see :func:`funnelsim.model.drift.cohort_table`)."""
         from .drift import cohort_table

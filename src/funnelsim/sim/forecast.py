@@ -318,6 +318,7 @@ class Forecast:
                       for r in deals.to_dict(orient="records")],
             "stages": model_dict["stages"],
             "diagnostics": model_dict["diagnostics"],
+            "drift": self.model.drift_summary(self.horizon_days),
         }
         if self._segment_revenue is not None:
             result["segments"] = [{k: r[k] for k in ("segment", "mean", "p10", "p50", "p90")}
@@ -415,6 +416,11 @@ class Forecast:
                      f"(80% band {t['p10']:,.0f} to {t['p90']:,.0f})")
             text += (f", and the chance of reaching {target:,.0f} is {self.p_hit(target, total=True):.0%}."
                      if target is not None else ".")
+        drift = self.model.drift_summary(self.horizon_days)
+        if drift:
+            text += (f" Conversion and days in stage drift over {drift['every']}ly entry cohorts ({drift['cohorts']} "
+                     f"learnt from): open deals follow their own cohort, and stays begun during the horizon a cohort "
+                     f"projected {drift['projected_cohorts']:.1f} {drift['every']}s ahead, so the band carries the drift.")
         if len(deals) and deals["amount"].isna().all() and r["p90"] == 0:
             text += (" The log has no amounts and no won amounts to borrow, so revenue is 0: read the deal "
                      "counts, or pass a value per deal (--deal-value).")
