@@ -74,6 +74,7 @@ PARAMETER_MEANINGS = {
     "drift_log_days_step": "step per cohort of the drift in days in stage at {stage}",
     "drift_conversion_step": "step per cohort of the whole funnel's drift in conversion",
     "drift_speed_step": "step per cohort of the whole funnel's drift in days in stage",
+    "drift_conversion_shock_sd": "spread of one cohort's own shock to conversion (the whole funnel)",
     # each sojourn family's shape
     **{f.shape_variable: f.shape_meaning for f in FAMILIES.values()},
 }
@@ -109,7 +110,8 @@ def worst_parameters(idata, n: int = 3) -> list[dict]:
 def _is_free(name: str, posterior) -> bool:
     """Free parameters (not deterministic transforms) of the posterior."""
     return name in ("alpha", "alpha_spread", "log_days", "log_days_spread", "instant_logit", "instant_logit_mean",
-                    "drift_logit_step", "drift_log_days_step", "drift_conversion_step", "drift_speed_step", *(f.shape_variable for f in FAMILIES.values())) or name.endswith("_raw")
+                    "drift_logit_step", "drift_log_days_step", "drift_conversion_step", "drift_speed_step",
+                    "drift_conversion_shock_sd", *(f.shape_variable for f in FAMILIES.values())) or name.endswith("_raw")
 
 
 def _extreme(dataset, pick) -> float:

@@ -338,7 +338,8 @@ class FunnelModel:
         learnt from, ``projected_cohorts`` (how far the stays entered during ``horizon_days``
         are projected, in cohorts; see :func:`funnelsim.model.drift.projected_steps`) and the
         posterior mean step of the whole funnel's walks per cohort: ``conversion_step`` (logit)
-        and ``speed_step`` (log days)."""
+        and ``speed_step`` (log days), and the spread of a cohort's own conversion shock,
+        ``conversion_shock_sd``."""
         if self.cohorts is None:
             return None
         from .drift import projected_steps
@@ -347,7 +348,8 @@ class FunnelModel:
         return {"every": self.cohorts.every, "cohorts": len(self.stats.cohorts),
                 "projected_cohorts": projected_steps(self.cohorts, self.stats.as_of, horizon_days),
                 "conversion_step": float(post["drift_conversion_step"].mean()),
-                "speed_step": float(post["drift_speed_step"].mean())}
+                "speed_step": float(post["drift_speed_step"].mean()),
+                "conversion_shock_sd": float(post["drift_conversion_shock_sd"].mean())}
 
     def cohort_table(self, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
         """A drifting model's funnel by entry cohort (see :func:`funnelsim.model.drift.cohort_table`)."""

@@ -98,6 +98,8 @@ DEFAULT_CONFIG = {
     # ... and the walks of the whole funnel's conversion (every forward logit) and speed
     "drift_conversion_step": {"sigma": 0.2},
     "drift_speed_step": {"sigma": 0.1},
+    # ... and the conversion shock of one cohort, not carried on: its sd ~ Half-Normal(sigma)
+    "drift_conversion_shock": {"sigma": 0.2},
 }
 
 
