@@ -64,7 +64,10 @@ def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None
         snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days,
                             every=getattr(drift, "every", drift))
         snapshot.spells  # noqa: B018 - built now, under the spinner
+        short = snapshot.drift_or_none()
     told = [n for n in log.notes if n.startswith(SHEET_NOTE)]
+    if short:
+        told.append(short)
     if snapshot.spells.filled_later:
         told.append(segment_note(snapshot.spells.filled_later, segment_by))
     for note in told:

@@ -102,6 +102,29 @@ class Snapshot:
                           sheet=sheet, segment_from=segment_from)
         return cls(log, as_of, segment_by=segment_by, history_days=history_days, every=every)
 
+    def drift_or_none(self) -> str | None:
+        """With ``every`` set, a history of fewer entry cohorts than a drift can be learnt from
+        (:data:`funnelsim.model.drift.MIN_COHORTS`) makes this a funnel that stays as it is
+        (``every`` None); returns a note saying so, else None. Call before ``stage_stats``."""
+        from ..model.drift import MIN_COHORTS
+        from .stats import COHORT_PERIODS
+
+        if self.every is None:
+            return None
+        t = self.spells.table
+        if self.history_start is not None:
+            t = t.filter(t.entered >= ibis.timestamp(self.history_start))
+        first = t.entered.min().execute()
+        if first is None or pd.isna(first):
+            return None
+        periods = len(pd.period_range(pd.Period(first, COHORT_PERIODS[self.every]),
+                                      pd.Period(self.as_of, COHORT_PERIODS[self.every])))
+        if periods >= MIN_COHORTS:
+            return None
+        every, self.every = self.every, None
+        return (f"the history holds stays begun in {periods} {every}(s); a drifting funnel needs {MIN_COHORTS}, so "
+                f"this fit is of a funnel that stays as it is (--drift none)")
+
     def at(self, as_of) -> Snapshot:
         """The same log, segments and history window, standing on another day."""
         return Snapshot(self.log, as_of, segment_by=self.segment_by, history_days=self.history_days, every=self.every)

@@ -132,6 +132,7 @@ def origin_inputs(log, origin, settings: BacktestSettings) -> dict:
     the new-deal inflow (with ``settings.new_deals``) and the baselines."""
     snapshot = Snapshot(log, origin, segment_by=settings.segment_by, history_days=settings.history_days,
                         every=settings.every)
+    snapshot.drift_or_none()      # an origin with too short a history for a drift is fitted without one
     found = baselines(snapshot, settings.horizon_days, settings.deal_value)
     if not settings.new_deals:
         found.pop("run_rate")

@@ -59,7 +59,7 @@ def backtest(
     lost: Lost = "Lost",
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.none,
+    drift: DriftPeriod = Drift.month,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,

@@ -61,7 +61,7 @@ def fit(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.none,
+    drift: DriftPeriod = Drift.month,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,

@@ -71,7 +71,7 @@ def report(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.none,
+    drift: DriftPeriod = Drift.month,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
