@@ -6,6 +6,9 @@ peak_mb, converged (and the diagnostics). Default: 5 stages x 20 segments, 4 cha
 
     python benchmarks/bench_fit.py [--sizes 100000,1000000] [--draws 1000] [--chains 4]
 
+``--drift month`` fits the funnel that drifts over entry cohorts (the synthetic log's two years:
+24 monthly cohorts; issue 20's line: 1,000,000 deals at most 60 s warm, converged, under 2 GB).
+
 ``--short-stays`` writes the log of issue 18's real funnel shape instead: Qualified a
 pass-through (every stay lasts seconds) and 10% of forward moves clicked through at once, so
 the fit includes the instant shares (docs/short-stays.md).
@@ -41,7 +44,8 @@ def config(segments: int, short_stays: bool = False):
     )
 
 
-def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short_stays: bool) -> dict:
+def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short_stays: bool,
+            drift: str | None = None) -> dict:
     import funnelsim as fs
     from funnelsim.data import synth
     from funnelsim.model.funnel_model import DEFAULT_TUNE
@@ -50,7 +54,7 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short
     events, _ = synth.generate(deals, seed=deals, config=cfg)
     funnel = fs.FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
     start = time.perf_counter()
-    snap = fs.Snapshot.read(events, funnel, segment_by="segment")
+    snap = fs.Snapshot.read(events, funnel, segment_by="segment", every=drift)
     stats = snap.stage_stats
     stats_s = time.perf_counter() - start
     model = fs.FunnelModel(stats)
@@ -65,7 +69,8 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short
             "ess_bulk_min": round(diag["ess_bulk_min"]), "divergences": diag["divergences"],
             "stats_rows": len(stats.table), "segments": segments, "chains": chains, "draws": draws,
             "tune": tune or DEFAULT_TUNE, "short_stays": short_stays,
-            "short_exits": int(stats.table.loc[stats.table["bin"] < 0, "n"].sum())}
+            "short_exits": int(stats.table.loc[stats.table["bin"] < 0, "n"].sum()),
+            "drift": drift, "cohorts": len(stats.cohorts)}
 
 
 def main() -> None:
@@ -77,16 +82,19 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--short-stays", action="store_true",
                         help="a pass-through stage and same-day jumps (instant stays)")
+    parser.add_argument("--drift", default=None, help="week, month or quarter: the drifting model")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains, args.short_stays)), flush=True)
+        print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains, args.short_stays,
+                                 args.drift)), flush=True)
         return
     for deals in (int(s) for s in args.sizes.split(",")):
         subprocess.run([sys.executable, __file__, "--one", str(deals), "--segments", str(args.segments),
                         "--draws", str(args.draws), "--chains", str(args.chains),
                         *(["--tune", str(args.tune)] if args.tune else []),
-                        *(["--short-stays"] if args.short_stays else [])],
+                        *(["--short-stays"] if args.short_stays else []),
+                        *(["--drift", args.drift] if args.drift else [])],
                        check=True)
 
 
