@@ -211,3 +211,26 @@ def test_drift_command_json(tmp_path, drifting):
     bad = subprocess.run([sys.executable, "-m", "funnelsim.cli.app", "drift", str(path), *funnel, "--every", "fortnight"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "week" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_what_if_edits_every_parameter_set_of_its_segment(drift_model):
+    """A drifting model has several parameter sets per segment (its open deals' cohorts and the
+    projected one): a conversion change for one segment edits all of that segment's sets and no
+    other's, so the segment's revenue rises and the others' does not move."""
+    from funnelsim.sim.changes import apply_changes
+    from funnelsim.sim.scenarios import Change, Scenario, compare
+
+    snapshot, model = drift_model
+    params = model.simulation_parameters(draws=100, seed=1, horizon_days=90)
+    segments = list(model.data.segments)
+    edited = apply_changes(params, (Change("Negotiation", "SMB", conversion_points=10),), list(model.data.stages),
+                           segments)
+    changed = np.flatnonzero((edited.pi != params.pi).any(axis=(0, 1, 3)))
+    assert set(params.segment_of[changed]) == {segments.index("SMB")}
+    assert len(changed) == (params.segment_of == segments.index("SMB")).sum() > 1
+    result = compare(model, snapshot, [Scenario("baseline"), Scenario("smb", (Change("Negotiation", "SMB",
+                                                                                        conversion_points=10),))],
+                     horizon_days=90, draws=100, seed=2)
+    row = result.table.set_index("scenario").loc["smb"]
+    assert row["delta_mean"] > 0
