@@ -74,6 +74,9 @@ def compare_sojourn(*models) -> pd.DataFrame:
     import arviz as az
     import xarray as xr
 
+    if any(getattr(m, "cohorts", None) is not None for m in models):
+        raise FunnelDataError("LOO compares stationary models: a drifting model's cohorts are not in its pointwise "
+                              "likelihood yet", hint="Fit both families with --drift none (Snapshot(every=None)).")
     hashes = {stats_hash(m.stats) for m in models}
     if len(hashes) != 1:
         raise FunnelDataError("the models were fitted on different statistics; LOO can only compare "
