@@ -40,8 +40,26 @@ def event_source(events: Path | None, table: str | None):
     return events
 
 
+def drift_every(drift, model_dir=None) -> str | None:
+    """The entry cohorts to fit over: ``--drift`` when given (a :class:`Drift`, or a period's
+    name), else a ``--model``'s own setting, else "month" (the default the backtests chose)."""
+    import json
+
+    if isinstance(drift, str):
+        return drift
+    if drift is not None:
+        return drift.every
+    if model_dir is not None:
+        try:
+            return json.loads((Path(model_dir) / "model.json").read_text())["stats_metadata"].get("every")
+        except (OSError, ValueError, KeyError):
+            pass                 # loading the model says what is wrong with it
+    return "month"
+
+
 def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None = None, as_of: str | None = None,
-                  segment_by: str | None = None, history_days: float | None = None, drift=None, dayfirst: bool = False,
+                  segment_by: str | None = None, history_days: float | None = None, drift=None, model_dir=None,
+                  dayfirst: bool = False,
                   decimal: str = ".", columns: str | None = None, encoding: str | None = None,
                   sheet: str | None = None, segment_from: str = "first") -> Snapshot:
     """Read the log (the file ``events`` or the ``table`` URL, with the reading options as given)
@@ -62,7 +80,7 @@ def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None
         if day is not None:
             refuse_as_of_outside_log(log, day, as_of)
         snapshot = Snapshot(log, day, segment_by=segment_by, history_days=history_days,
-                            every=getattr(drift, "every", drift))
+                            every=drift_every(drift, model_dir))
         snapshot.spells  # noqa: B018 - built now, under the spinner
         short = snapshot.drift_or_none()
     told = [n for n in log.notes if n.startswith(SHEET_NOTE)]

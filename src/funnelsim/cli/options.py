@@ -130,12 +130,13 @@ HistoryDays = Annotated[float | None, typer.Option(
 
 # --------------------------------------------------------------------------- fitting
 
-DriftPeriod = Annotated[Drift, typer.Option(
+DriftPeriod = Annotated[Drift | None, typer.Option(
     "--drift", help="Let conversion and time in stage drift over entry cohorts (the week, month or quarter a stay "
                     "begins in): a random walk per stage, so recent cohorts and the horizon carry the uncertainty a "
                     "changing funnel brings; the default, as rolling-origin backtests scored it better (README, "
                     "'Drift'). 'none': a funnel that stays as it is. A history under 3 periods is fitted without "
-                    "drift, with a note.", rich_help_panel=FITTING)]
+                    "drift, with a note. Default: month, or with --model the model's own.", show_default=False,
+    rich_help_panel=FITTING)]
 
 Draws = Annotated[int, typer.Option(
     "--draws", min=10, help="Posterior draws per chain when fitting.", rich_help_panel=FITTING)]

@@ -11,7 +11,7 @@ from ...data.events import FunnelDataError
 from ...defaults import HORIZON_DAYS
 from ...model.funnel_model import DEFAULT_DRAWS, DEFAULT_TUNE
 from ..console import err, out, progress, write_outputs, wrote
-from ..inputs import event_source
+from ..inputs import drift_every, event_source
 from ..options import (
     FITTING,
     OUTPUT,
@@ -23,7 +23,6 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
-    Drift,
     DriftPeriod,
     Encoding,
     Events,
@@ -59,7 +58,7 @@ def backtest(
     lost: Lost = "Lost",
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.month,
+    drift: DriftPeriod = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -127,7 +126,7 @@ def backtest(
         dates = [parse_date(text, "--origins", dayfirst=dayfirst) for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                 seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days,
-                                every=drift.every)
+                                every=drift_every(drift))
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
         result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,

@@ -22,7 +22,6 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
-    Drift,
     DriftPeriod,
     Encoding,
     Events,
@@ -71,7 +70,7 @@ def report(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.month,
+    drift: DriftPeriod = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -113,7 +112,7 @@ def report(
     browser = find_browser() if pdf else None          # a missing browser fails before the fit
     earlier = None if compare_to is None else parse_date(compare_to, "--compare-to", dayfirst=dayfirst)
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     horizon = horizon_days(horizon, snapshot.as_of)

@@ -28,7 +28,6 @@ from ..options import (
     DealValue,
     Decimal,
     Draws,
-    Drift,
     DriftPeriod,
     Encoding,
     Events,
@@ -79,7 +78,7 @@ def forecast(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.month,
+    drift: DriftPeriod = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -129,7 +128,7 @@ def forecast(
         raise FunnelDataError("--calibrate widens the band by the forecast's track record, and there is none",
                               source="--calibrate", hint="Pass --check N too (4 or more past origins).")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     horizon = horizon_days(horizon, snapshot.as_of)
@@ -148,7 +147,7 @@ def forecast(
 
         settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                     seed=seed, deal_value=deal_value, new_deals=result.has_new_deals,
-                                    history_days=history_days, every=drift.every)
+                                    history_days=history_days, every=snapshot.every)
         result.track_record = checked_record(events, table, stages, won, lost, snapshot.as_of, check, settings,
                                              columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
                                              sheet=sheet, segment_from=segment_from.value)
@@ -195,7 +194,7 @@ def whatif(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.month,
+    drift: DriftPeriod = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -238,7 +237,7 @@ def whatif(
         raise FunnelDataError("new_deals_factor needs new deals in the comparison", source=str(scenarios),
                               column="new_deals_factor", hint="Drop --no-new-deals, or the new_deals_factor change.")
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
@@ -264,7 +263,7 @@ def bottlenecks(
     as_of: AsOf = None,
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
-    drift: DriftPeriod = Drift.month,
+    drift: DriftPeriod = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -301,7 +300,7 @@ def bottlenecks(
     from ...sim.scenarios import bottlenecks as rank
 
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
-                             history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
+                             history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
     horizon = horizon_days(horizon, snapshot.as_of)
