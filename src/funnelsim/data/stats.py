@@ -136,7 +136,10 @@ def bin_edges(n_bins: int) -> np.ndarray:
 def cohort_labels(dates, every: str) -> list[str]:
     """The entry cohort of each date: "2024-03" (month), "2024Q1" (quarter), or the Monday
     that begins its week, "2024-03-04" (week)."""
-    return [_label(pd.Period(pd.Timestamp(d), COHORT_PERIODS[every]), every) for d in dates]
+    periods = pd.DatetimeIndex(pd.to_datetime(list(dates))).to_period(COHORT_PERIODS[every])
+    if every == "week":
+        return [str(d) for d in periods.start_time.date]
+    return [str(p) for p in periods]
 
 
 def _label(period: pd.Period, every: str) -> str:

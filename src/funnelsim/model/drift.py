@@ -219,6 +219,12 @@ def dense_locations(loc: np.ndarray, pairs: np.ndarray, S: int, E: int) -> np.nd
     return out
 
 
+def _draws(post, name: str, pick: np.ndarray) -> np.ndarray:
+    """The posterior draws ``pick`` of variable ``name``, chains stacked into one axis."""
+    values = post[name].values
+    return values.reshape(-1, *values.shape[2:])[pick]
+
+
 def softmax_with_stall(logits: np.ndarray) -> np.ndarray:
     """(..., E + 1) destination probabilities, stall last, from (..., E) logits against stall's 0."""
     top = np.maximum(logits.max(axis=-1, keepdims=True), 0.0)
@@ -252,10 +258,6 @@ def parameter_sets(model, pick: np.ndarray, horizon_days: float | None, seed: in
     cohorts, data = model.cohorts, model.data
     post = model.idata.posterior
 
-    def stacked(name):
-        values = post[name].values
-        return values.reshape(-1, *values.shape[2:])[pick]
-
     S, G, C = len(data.stages), len(data.segments), cohorts.size
     E = len(data.destinations) - 1
     stage_of_pair = data.pairs[:, 0]
@@ -269,13 +271,14 @@ def parameter_sets(model, pick: np.ndarray, horizon_days: float | None, seed: in
     spanned = max(1.0, float(horizon_days or 0.0) / PERIOD_DAYS[cohorts.every])
     for name, level_name, overall, rows in (("eta", "drift_logit", "drift_conversion", forward),
                                             ("loc", "drift_log_days", "drift_speed", np.ones_like(forward))):
-        values, level = stacked(name), stacked(level_name)                       # (D, K, G), (D, K, C)
-        step = stacked(f"{level_name}_step")[:, stage_of_pair]                    # (D, K)
-        shared = stacked(f"{overall}_step")[:, None] * rows[None, :]              # (D, K): the funnel-wide walk's
+        values, level = _draws(post, name, pick), _draws(post, level_name, pick)     # (D, K, G), (D, K, C)
+        step = _draws(post, f"{level_name}_step", pick)[:, stage_of_pair]         # (D, K)
+        # (D, K): the funnel-wide walk's step
+        shared = _draws(post, f"{overall}_step", pick)[:, None] * rows[None, :]
         last_shock = shock_sd = 0.0
         if name == "eta":                       # conversion: the last cohort's own shock, and the horizon's
-            last_shock = stacked(f"{overall}_shock")[:, -1:] * rows[None, :]
-            shock_sd = stacked(f"{overall}_shock_sd")[:, None] * rows[None, :] / np.sqrt(spanned)
+            last_shock = _draws(post, f"{overall}_shock", pick)[:, -1:] * rows[None, :]
+            shock_sd = _draws(post, f"{overall}_shock_sd", pick)[:, None] * rows[None, :] / np.sqrt(spanned)
         z = rng.standard_normal((3, *step.shape))
         future = (level[:, :, -1] - last_shock + np.sqrt(m) * (step * z[0] + shared * z[1][:, :1])
                   + shock_sd * z[2][:, :1])
@@ -301,6 +304,7 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
     stage of the deals that leave it, under that cohort's parameters; from ``draws`` evenly
     spaced posterior draws. Cohorts from the first stay's to as-of's (the padding left out)."""
     from . import derived
+    from .funnel_model import interval_rows
 
     if model.cohorts is None:
         raise FunnelDataError("the model does not drift: it was fitted on statistics not split by cohort",
@@ -310,12 +314,8 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
     total = post.sizes["chain"] * post.sizes["draw"]
     pick = np.unique(np.linspace(0, total - 1, min(draws, total)).round().astype(int))
 
-    def stacked(name):
-        values = post[name].values
-        return values.reshape(-1, *values.shape[2:])[pick]
-
     S, E = len(data.stages), len(data.destinations) - 1
-    eta, loc, logit_level, loc_level = (stacked(n) for n in ("eta", "loc", "drift_logit", "drift_log_days"))
+    eta, loc, logit_level, loc_level = (_draws(post, n, pick) for n in ("eta", "loc", "drift_logit", "drift_log_days"))
     arrays = model.posterior_arrays()
     shape = arrays[model.sojourn_family.params[1]][pick]
     instant = arrays["instant"][pick] if "instant" in arrays else None
@@ -330,13 +330,6 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
                                   float(np.exp(data.short_log_t)))
         weights = np.where(entries[:, :, c].sum(axis=1, keepdims=True) > 0, entries[:, :, c], data.entries)
         found = model.quantity_draws(pi, sojourn, weights)
-        for g, segment in [(None, None), *segments]:
-            for s, stage in enumerate(data.stages):
-                row = {"cohort": cohorts.cohorts[c], "stage": stage, "segment": segment,
-                       "entered": int(entries[s, :, c].sum() if g is None else entries[s, g, c])}
-                for name in COHORT_QUANTITIES:
-                    values = found["whole"][name][:, s] if g is None else found["segment"][name][:, s, g]
-                    mean, low, high = derived.interval(values, prob)
-                    row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
-                rows.append(row)
+        rows += interval_rows(found, data.stages, segments, entries[:, :, c], COHORT_QUANTITIES, prob, "entered",
+                              cohort=cohorts.cohorts[c])
     return pd.DataFrame(rows)

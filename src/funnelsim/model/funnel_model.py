@@ -320,17 +320,8 @@ class FunnelModel:
         """Per stage, for the whole funnel (``segment`` None) and each segment: every
         quantity's posterior mean and equal-tailed ``prob`` interval (``_low``, ``_high``).
         Probabilities are shares (0-1); days are days."""
-        draws = self.quantity_draws()
-        rows = []
-        for g, segment in [(None, None), *self._segments()]:
-            for s, stage in enumerate(self.funnel.stages):
-                row = {"stage": stage, "segment": segment,
-                       "stays": int(self.data.entries[s].sum() if g is None else self.data.entries[s, g])}
-                for name in QUANTITIES:
-                    values = draws["whole"][name][:, s] if g is None else draws["segment"][name][:, s, g]
-                    mean, low, high = derived.interval(values, prob)
-                    row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
-                rows.append(row)
+        rows = interval_rows(self.quantity_draws(), self.funnel.stages, self._segments(), self.data.entries,
+                             QUANTITIES, prob, "stays")
         return pd.DataFrame(rows)
 
     def drift_summary(self, horizon_days: float | None = None) -> dict | None:
@@ -412,6 +403,25 @@ class FunnelModel:
         from .persist import load_model
 
         return load_model(cls, Path(path), stats)
+
+
+def interval_rows(draws: dict, stages, segments, counts: np.ndarray, names, prob: float, count_name: str,
+                  **fixed) -> list[dict]:
+    """Table rows of :meth:`FunnelModel.quantity_draws`' ``draws``: for the whole funnel
+    (``segment`` None) and each (index, name) of ``segments``, per stage, ``fixed`` columns
+    first, the ``counts`` (S, G) as ``count_name``, then each quantity's mean and ``prob``
+    interval (``_low``, ``_high``)."""
+    rows = []
+    for g, segment in [(None, None), *segments]:
+        for s, stage in enumerate(stages):
+            row = {**fixed, "stage": stage, "segment": segment,
+                   count_name: int(counts[s].sum() if g is None else counts[s, g])}
+            for name in names:
+                values = draws["whole"][name][:, s] if g is None else draws["segment"][name][:, s, g]
+                mean, low, high = derived.interval(values, prob)
+                row |= {name: float(mean), f"{name}_low": float(low), f"{name}_high": float(high)}
+            rows.append(row)
+    return rows
 
 
 def _stacked(array) -> np.ndarray:
