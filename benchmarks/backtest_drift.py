@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--deals", type=int, default=8000)
+    parser.add_argument("--sojourn", default="lognormal")
+    parser.add_argument("--config", default=None, help="JSON merged over the model's config")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     for name, events, funnel, origins, settings, read in logs(args.logs.split(","), args.deals):
@@ -55,12 +57,14 @@ def main() -> None:
             every = None if drift == "none" else drift
             began = time.perf_counter()
             result = backtest(events, funnel, origins, BacktestSettings(draws=args.draws, tune=300, chains=args.chains,
-                                                                        new_deals=True, every=every, **settings),
+                                                                        new_deals=True, every=every, sojourn=args.sojourn,
+                                                                        model_config=json.loads(args.config) if args.config else None,
+                                                                        **settings),
                               workers=1, **read)
             s = result.summary
             keep = ("origins", "coverage80", "mean_crps", "pit_ks_p", "total_coverage80", "total_mean_crps",
                     "total_pit_ks_p", "total_crps_skill_run_rate", "total_crps_skill_ets", "converged_fits")
-            row = {"log": name, "drift": drift, **{k: s.get(k) for k in keep}, "seconds": round(time.perf_counter() - began)}
+            row = {"log": name, "drift": drift, "sojourn": args.sojourn, "config": args.config, **{k: s.get(k) for k in keep}, "seconds": round(time.perf_counter() - began)}
             t = result.table
             row["band_width"] = (t["p90"] - t["p10"]).round(0).tolist()
             row["actual"], row["p50"] = t["actual"].round(0).tolist(), t["p50"].round(0).tolist()

@@ -279,3 +279,25 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     with pytest.raises(FunnelDataError, match="runs past the log's last event") as error:
         backtest(events, funnel, [pd.Timestamp("2024-04-25")], settings, workers=1)
     assert "on or before 2024-04-20" in str(error.value)
+
+
+def test_each_origin_is_fitted_with_the_chosen_sojourn_family(crm, monkeypatch):
+    """BacktestSettings.sojourn (backtest --sojourn) reaches the model fitted at each origin, and
+    its --help offers the families: compare them on one's own history."""
+    from funnelsim.model.funnel_model import FunnelModel
+    from funnelsim.sim.backtest import run_origin
+
+    class Fitted(Exception):
+        pass
+
+    def fit(model, **kwargs):
+        raise Fitted(model.sojourn)
+
+    monkeypatch.setattr(FunnelModel, "fit", fit)
+    events, origin = crm
+    log = read_events(events, FUNNEL)
+    for family in ("lognormal", "weibull"):
+        with pytest.raises(Fitted, match=family):
+            run_origin(log, origin, BacktestSettings(horizon_days=60, sojourn=family))
+    help_text = run("backtest", "--help").stdout
+    assert "--sojourn" in help_text and "weibull" in help_text

@@ -71,6 +71,7 @@ class BacktestSettings:
     new_deals: bool = False              # also forecast and score total revenue (with new deals)
     history_days: float | None = None    # learn from the stays that began in these days before each origin
     every: str | None = None             # a drifting funnel over entry cohorts of this period (None: stationary)
+    sojourn: str = "lognormal"           # the time-in-stage family (funnelsim.model.sojourn)
 
 
 def origin_dates(every: str, start, end) -> list[pd.Timestamp]:
@@ -162,7 +163,8 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
 
     inputs = origin_inputs(log, origin, settings)
     snapshot = inputs["snapshot"]
-    model = FunnelModel(inputs["stats"], amounts=inputs["amounts"], model_config=settings.model_config)
+    model = FunnelModel(inputs["stats"], amounts=inputs["amounts"], sojourn=settings.sojourn,
+                        model_config=settings.model_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=settings.draws, tune=settings.tune, chains=settings.chains, random_seed=settings.seed)

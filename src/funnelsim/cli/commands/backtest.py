@@ -35,6 +35,8 @@ from ..options import (
     SegmentFrom,
     SegmentRow,
     Sheet,
+    Sojourn,
+    SojournFamily,
     Stages,
     Table,
     Tune,
@@ -59,6 +61,7 @@ def backtest(
     segment_by: SegmentBy = None,
     history_days: HistoryDays = None,
     drift: DriftPeriod = None,
+    sojourn: SojournFamily = Sojourn.lognormal,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -126,7 +129,7 @@ def backtest(
         dates = [parse_date(text, "--origins", dayfirst=dayfirst) for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                 seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days,
-                                every=drift_every(drift))
+                                every=drift_every(drift), sojourn=sojourn.value)
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
         result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,
