@@ -109,6 +109,10 @@ def test_forecast_of_a_snapshot_is_the_forecast_wired_by_hand(fitted):
     np.testing.assert_array_equal(alone.dataset["pipeline_revenue"].values, result.dataset["pipeline_revenue"].values)
     with pytest.raises(FunnelDataError, match="needs a Snapshot"):
         fs.forecast(model, snap.open_deals, new_deals=True)
+    # new_deals=False with the open deals themselves is the open pipeline alone (it was refused)
+    deals_only = fs.forecast(model, snap.open_deals, horizon_days=45, as_of=snap.as_of, seed=4, new_deals=False)
+    assert not deals_only.has_new_deals
+    np.testing.assert_array_equal(deals_only.dataset["pipeline_revenue"].values, alone.dataset["pipeline_revenue"].values)
 
 
 def test_every_run_refuses_a_negative_deal_value(fitted):

@@ -138,7 +138,9 @@ def _inputs(deals, as_of, new_deals):
         elif new_deals is False:
             new_deals = None
         return snapshot.open_deals, as_of or snapshot.as_of, new_deals
-    if isinstance(new_deals, bool):
+    if new_deals is False:
+        return deals, as_of, None
+    if new_deals is True:
         raise FunnelDataError("new_deals=True needs a Snapshot to learn the inflow from",
                               hint="Pass forecast(model, snapshot, ...) or new_deals=snapshot.new_deals.")
     return deals, as_of, new_deals
