@@ -68,6 +68,7 @@ def main() -> None:
             t = result.table
             row["band_width"] = (t["p90"] - t["p10"]).round(0).tolist()
             row["actual"], row["p50"] = t["actual"].round(0).tolist(), t["p50"].round(0).tolist()
+            row["by_age"] = {r["age"]: [round(r["forecast_wins"], 1), r["wins"]] for r in result.age_calibration.to_dict("records")}
             print(json.dumps(row, default=lambda v: round(float(v), 4)), flush=True)
 
 

@@ -11,7 +11,7 @@ from funnelsim.data import synth
 from funnelsim.data.events import FunnelDataError, FunnelDefinition, read_events
 from funnelsim.data.snapshot import Snapshot
 from funnelsim.data.spells import to_spells
-from funnelsim.sim.backtest import BacktestSettings, backtest, origin_dates, origin_inputs, score
+from funnelsim.sim.backtest import Backtest, BacktestSettings, backtest, origin_dates, origin_inputs, score
 
 from .test_forecast import run, weighted_pipeline
 
@@ -153,16 +153,23 @@ def test_bands_hold_over_twenty_origins_and_beat_the_weighted_pipeline():
     """5 synthetic logs x 4 monthly origins (60-day horizon, by segment as the synthetic process
     is). The 80% band covers 65-95% of
     actuals; the PIT values pass a Kolmogorov-Smirnov test of uniformity at the 1% level; mean
-    CRPS is below the weighted pipeline's mean absolute error."""
-    tables = []
+    CRPS is below the weighted pipeline's mean absolute error; the wins of every age band match
+    their forecast."""
+    tables, by_age = [], []
     settings = BacktestSettings(horizon_days=60, segment_by="segment", draws=200, tune=300, chains=2,
                                 model_config={"pooling": "non-centred"})
     for seed in range(5):
         events, _ = synth.generate(2500, seed=200 + seed, config=CONFIG)
         start = events.timestamp.min().normalize()
         origins = origin_dates("1M", start + pd.Timedelta(weeks=16), start + pd.Timedelta(weeks=31))
-        tables.append(backtest(events, FUNNEL, origins[:4], settings, workers=1).table)
+        result = backtest(events, FUNNEL, origins[:4], settings, workers=1)
+        tables.append(result.table)
+        by_age.append(result.by_age.assign(origin=f"{seed}-" + result.by_age["origin"]))
     table = pd.concat(tables, ignore_index=True)
+    # where the model is the world, the wins of every age band match their forecast (|z| < 3)
+    ages = Backtest(table, settings, {}, [], pd.concat(by_age, ignore_index=True)).age_calibration
+    assert ages["z"].abs().max() < 3 and ages["deals"].min() > 100, ages
+    assert not Backtest(table, settings, {}, [], pd.concat(by_age, ignore_index=True)).age_misses()
     assert len(table) >= 20
     assert 0.65 <= table["covered80"].mean() <= 0.95, table
     assert stats.kstest(table["pit"], "uniform").pvalue > 0.01, table["pit"].tolist()
@@ -196,14 +203,17 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     import funnelsim.sim.forecast
 
     class NoFit:
-        def __init__(self, stats, amounts=None, model_config=None):
+        def __init__(self, stats, amounts=None, sojourn="lognormal", model_config=None):
             self.diagnostics, self.timings = {"converged": True}, {"seconds": 0.0}
 
         def fit(self, **kwargs):
             return self
 
     def no_forecast(model, deals, **kwargs):
-        return types.SimpleNamespace(dataset={"pipeline_revenue": types.SimpleNamespace(values=np.zeros(10))},
+        values = {"deal": deals["deal_id"], "amount": deals["amount"], "age_days": deals["age_days"],
+                  "p_win_horizon": np.zeros(len(deals)), "expected_revenue": np.zeros(len(deals)),
+                  "pipeline_revenue": np.zeros(10)}
+        return types.SimpleNamespace(dataset={k: types.SimpleNamespace(values=np.asarray(v)) for k, v in values.items()},
                                      has_new_deals=False)
 
     monkeypatch.setattr(funnelsim.model.funnel_model, "FunnelModel", NoFit)
@@ -233,7 +243,8 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     events["timestamp"] = pd.to_datetime(events["timestamp"], format="ISO8601")
     origin, horizon = pd.Timestamp("2024-03-31"), 30
     settings = BacktestSettings(horizon_days=horizon, draws=10, tune=10, chains=1, new_deals=True)
-    table = backtest(events, funnel, [origin], settings, workers=1).table
+    result = backtest(events, funnel, [origin], settings, workers=1)
+    table = result.table
 
     # the spreadsheet: calendar days of the events, nothing from funnelsim
     day = events.timestamp.dt.normalize()
@@ -257,6 +268,10 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     assert (actual, last_period) == (2**4 + 2**5 + 2**8 + 2**10, 2**2 + 2**3)     # w4, w5, w8, w10; w2, w3
     row = table.iloc[0]
     assert row["actual"] == actual and row["last_period"] == last_period, (row["actual"], row["last_period"])
+    # the wins by age count the same deals: w4, w5 and w8 opened in February/March, w10 on the origin day
+    by_age = result.by_age.set_index("age")
+    assert by_age["wins"].sum() == 4 and by_age["revenue"].sum() == actual
+    assert by_age.loc["0-30 days", "wins"] == 2 and by_age.loc["30-90 days", "wins"] == 2   # w8, w10; w4, w5
     amount = events.groupby("deal_id").amount.last()
     coverage = amount[list(open_at(origin))].sum() * last_period / amount[list(open_at(origin - H))].sum()
     assert row["coverage"] == pytest.approx(coverage, rel=1e-12)
@@ -301,3 +316,30 @@ def test_each_origin_is_fitted_with_the_chosen_sojourn_family(crm, monkeypatch):
             run_origin(log, origin, BacktestSettings(horizon_days=60, sojourn=family))
     help_text = run("backtest", "--help").stdout
     assert "--sojourn" in help_text and "weibull" in help_text
+
+
+def test_wins_by_age_band_add_up_and_flag_a_band_the_forecast_misses():
+    """age_rows splits the open deals by age in stage (0-30, 30-90, 90-180, 180+ days); pooled
+    over origins, a band whose deals won far more often than their chances said is warned of."""
+    from funnelsim.sim.backtest import age_rows
+
+    rng = np.random.default_rng(3)
+    ages = rng.uniform(0, 400, 4000)
+    p = np.where(ages < 90, 0.2, 0.01)             # the forecast: old deals hardly ever close
+    truth = np.where(ages < 90, 0.2, 0.04)         # the world: they close 4x as often
+    won = rng.uniform(size=ages.size) < truth
+    revenue = np.where(won, 100.0, 0.0)
+    rows = age_rows(ages, p, 100.0 * p, won, revenue)
+    assert [r["age"] for r in rows] == ["0-30 days", "30-90 days", "90-180 days", "180+ days"]
+    assert sum(r["deals"] for r in rows) == ages.size and sum(r["wins"] for r in rows) == won.sum()
+    assert sum(r["forecast_wins"] for r in rows) == pytest.approx(p.sum())
+    assert rows[0]["deals"] == (ages < 30).sum() and rows[3]["deals"] == (ages >= 180).sum()
+    by_age = pd.DataFrame([{"origin": o, **r} for o in ("2024-01-31", "2024-02-29") for r in rows])
+    result = Backtest(pd.DataFrame(), BacktestSettings(), {}, [], by_age)
+    t = result.age_calibration.set_index("age")
+    assert t.loc["90-180 days", "deals"] == 2 * rows[2]["deals"]
+    assert t.loc["90-180 days", "z"] > 3 and t.loc["180+ days", "z"] > 3
+    assert abs(t.loc["0-30 days", "z"]) < 3 and abs(t.loc["30-90 days", "z"]) < 3
+    misses = result.age_misses()
+    assert len(misses) == 2 and "90-180 days" in misses[0] and "late closes" in misses[0]
+    assert Backtest(pd.DataFrame(), BacktestSettings(), {}, []).age_misses() == []

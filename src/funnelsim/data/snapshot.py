@@ -200,17 +200,28 @@ class Snapshot:
         """Revenue of ``deals`` (rows with ``deal_id`` and ``amount``, the amount to fall back
         on) won in the ``days`` days after the cut-off: the won row's amount, else the deal's
         ``amount``, else ``deal_value``, else 0."""
+        return math.fsum(self._won_values(deals, days, deal_value)["revenue"])   # exactly rounded, whatever the order
+
+    def won_by_deal(self, deals: pd.DataFrame, days: int, deal_value: float | None = None) -> pd.DataFrame:
+        """Per deal of ``deals`` (as :meth:`won_revenue`), in their order: ``won`` (a won event in
+        the ``days`` days after the cut-off) and ``revenue`` (currency; 0 if not won)."""
+        rows = self._won_values(deals, days, deal_value)
+        ids = deals["deal_id"].astype(str)
+        revenue = rows.groupby("deal_id")["revenue"].sum()
+        return pd.DataFrame({"deal_id": ids.to_numpy(), "won": ids.isin(rows["deal_id"]).to_numpy(),
+                             "revenue": ids.map(revenue).fillna(0.0).to_numpy()})
+
+    def _won_values(self, deals: pd.DataFrame, days: int, deal_value: float | None) -> pd.DataFrame:
+        """The won rows (``deal_id``, ``revenue``) of ``deals`` in the ``days`` days after the cut-off."""
         if deals.empty:
-            return 0.0
+            return pd.DataFrame({"deal_id": pd.Series(dtype=str), "revenue": pd.Series(dtype=float)})
         ids = ibis.memtable(pd.DataFrame({"deal_id": deals["deal_id"].astype(str)}))
         rows = self._won_rows(days).join(ids, "deal_id").select("deal_id", "amount").to_pandas()
-        if rows.empty:
-            return 0.0
-        last = deals.set_index("deal_id")["amount"]
+        last = deals.assign(deal_id=deals["deal_id"].astype(str)).set_index("deal_id")["amount"]
         value = rows["amount"].astype(float).fillna(rows["deal_id"].map(last))
         if deal_value is not None:
             value = value.fillna(float(deal_value))
-        return math.fsum(value.fillna(0.0))      # exactly rounded: the same whatever the row order
+        return pd.DataFrame({"deal_id": rows["deal_id"].astype(str), "revenue": value.fillna(0.0).astype(float)})
 
     def _won_rows(self, days: int):
         """Won events in the ``days`` days after the cut-off (an Ibis table)."""

@@ -21,6 +21,13 @@ Baselines from the same cut data (amounts in the log's currency):
 - ``last_period``: the revenue won in the horizon before the origin by the deals open at its
   start.
 
+**By age** (``Backtest.by_age``, :attr:`Backtest.age_calibration`): the open deals are split by
+their age in stage at the origin (:data:`AGE_BANDS`: 0-30, 30-90, 90-180, 180+ days) and each
+band's forecast wins (the sum of the deals' chances of winning in the horizon) and revenue are
+set beside what those deals won. Pooled over origins, z = (wins - forecast) / sqrt(sum p (1 - p))
+(the deals' own Bernoulli noise only, so approximate: a deal open at several origins counts at
+each) says whether the model's time in stage misses, say, old deals that still close.
+
 Realised revenue of a won deal: its won row's amount, else its last amount at the origin,
 else ``deal_value`` (else 0).
 
@@ -32,6 +39,7 @@ beside a ``run_rate`` baseline: all revenue won in the horizon before the origin
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -48,9 +56,14 @@ from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.snapshot import Snapshot
 from ..defaults import DRAWS, HORIZON_DAYS, TUNE
 
-__all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines"]
+__all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines",
+           "age_rows", "AGE_BANDS"]
 
 BANDS = (0.5, 0.8, 0.9)
+# the open deals' age at the origin (days since they entered their stage) the wins are compared by:
+# a forecast right on average can still miss the old deals' late closes, or the young deals' fast ones
+AGE_BANDS = (0.0, 30.0, 90.0, 180.0)
+LATE_CLOSE_Z = 3.0      # |z| of a band's wins against its forecast (pooled over origins) that is warned of
 _FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "ME", "Q": "QE"}
 
 
@@ -172,15 +185,44 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
     result = forecast(model, deals, horizon_days=settings.horizon_days, as_of=as_of, seed=settings.seed,
                       deal_value=settings.deal_value, new_deals=inputs.get("new_deals"))
     realised = snapshot.realised(settings.horizon_days, settings.deal_value)
+    ds = result.dataset
+    won = snapshot.won_by_deal(pd.DataFrame({"deal_id": ds["deal"].values, "amount": ds["amount"].values}),
+                               settings.horizon_days, settings.deal_value)
     out = {"origin": str(as_of.date()), "open_deals": len(deals), "actual": realised.pipeline,
-           "samples": result.dataset["pipeline_revenue"].values, "baselines": inputs["baselines"],
-           "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds")}
+           "samples": ds["pipeline_revenue"].values, "baselines": inputs["baselines"],
+           "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds"),
+           "by_age": age_rows(ds["age_days"].values, ds["p_win_horizon"].values, ds["expected_revenue"].values,
+                              won["won"].to_numpy(), won["revenue"].to_numpy())}
     if settings.new_deals:
         total = result.dataset["total_revenue"].values if result.has_new_deals else out["samples"]
         out["total_samples"] = total
         out["total_actual"] = realised.total
         out["baseline_samples"] = inputs["baseline_samples"]
     return out
+
+
+def age_rows(age_days, p_win, expected_revenue, won, revenue) -> list[dict]:
+    """Per age band (:data:`AGE_BANDS`) of open deals: ``deals``, ``forecast_wins`` (sum of the
+    deals' chances of winning in the horizon), ``wins_variance`` (sum of p (1 - p)), ``wins``
+    (how many did), ``forecast_revenue`` and ``revenue`` (currency). Bands without deals are
+    kept (zeros), so origins add up band by band."""
+    age_days, p_win = np.asarray(age_days, float), np.asarray(p_win, float)
+    band = np.searchsorted(np.asarray(AGE_BANDS[1:]), age_days, side="right")
+    rows = []
+    for i, label in enumerate(age_band_labels()):
+        pick = band == i
+        p = p_win[pick]
+        rows.append({"age": label, "deals": int(pick.sum()), "forecast_wins": math.fsum(p),
+                     "wins_variance": math.fsum(p * (1.0 - p)), "wins": int(np.asarray(won, bool)[pick].sum()),
+                     "forecast_revenue": math.fsum(np.asarray(expected_revenue, float)[pick]),
+                     "revenue": math.fsum(np.asarray(revenue, float)[pick])})
+    return rows
+
+
+def age_band_labels() -> list[str]:
+    """"0-30 days", "30-90 days", ..., "180+ days": the labels of :data:`AGE_BANDS`."""
+    edges = [f"{e:g}" for e in AGE_BANDS]
+    return [f"{a}-{b} days" for a, b in itertools.pairwise(edges)] + [f"{edges[-1]}+ days"]
 
 
 # --------------------------------------------------------------------------- scores
@@ -211,6 +253,30 @@ class Backtest:
     settings: BacktestSettings
     samples: dict
     skipped: list = field(default_factory=list)   # origins not scored: their horizon is not over in the log
+    by_age: pd.DataFrame = field(default_factory=pd.DataFrame)   # per (origin, age band): see age_rows
+
+    @property
+    def age_calibration(self) -> pd.DataFrame:
+        """Per age band, pooled over the origins: deals, forecast and actual wins, their ratio,
+        z = (wins - forecast) / sqrt(sum p (1 - p)), forecast and actual revenue (see module doc)."""
+        if self.by_age.empty:
+            return self.by_age
+        t = self.by_age.groupby("age", sort=False)[["deals", "forecast_wins", "wins_variance", "wins",
+                                                     "forecast_revenue", "revenue"]].sum().reset_index()
+        t["wins_ratio"] = t["wins"] / t["forecast_wins"].where(t["forecast_wins"] > 0)
+        t["z"] = (t["wins"] - t["forecast_wins"]) / np.sqrt(t["wins_variance"].where(t["wins_variance"] > 0))
+        return t[["age", "deals", "forecast_wins", "wins", "wins_ratio", "z", "forecast_revenue", "revenue"]]
+
+    def age_misses(self) -> list[str]:
+        """A sentence per age band whose wins missed the forecast by more than :data:`LATE_CLOSE_Z`."""
+        t = self.age_calibration
+        if t.empty:
+            return []
+        return [f"open deals aged {r.age} at the origins won {r.wins:,} times against {r.forecast_wins:,.1f} forecast "
+                f"({r.wins_ratio:.1f}x, z = {r.z:+.1f}): the model's time in stage "
+                + ("misses late closes of old deals; the band is too low for them" if r.wins > r.forecast_wins
+                   else "expects more of them to close than did")
+                for r in t.itertuples() if abs(r.z) > LATE_CLOSE_Z]
 
     @property
     def summary(self) -> dict:
@@ -259,7 +325,9 @@ class Backtest:
                        if "total_actual" in r else {})}
                    for r in self.table.to_dict(orient="records")]
         return json_safe({"settings": asdict(self.settings), "origins": origins, "skipped_origins": self.skipped,
-                          "summary": self.summary})
+                          "summary": self.summary, "by_age": self.age_calibration.to_dict(orient="records"),
+                          "by_age_origins": self.by_age.drop(columns="wins_variance", errors="ignore").to_dict(
+                              orient="records")})
 
     def to_json(self, path) -> None:
         write_json(path, self.to_dict())
@@ -397,7 +465,8 @@ def backtest(events, funnel: FunnelDefinition, origins, settings: BacktestSettin
                 if "total_samples" in r else {}),
              **(_baseline_scores(r["baseline_samples"], r["total_actual"]) if "baseline_samples" in r else {}),
              "converged": r["converged"], "fit_s": r["fit_s"]} for i, r in enumerate(results)]
-    return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results}, skipped)
+    by_age = pd.DataFrame([{"origin": r["origin"], **row} for r in results for row in r["by_age"]])
+    return Backtest(pd.DataFrame(rows), settings, {r["origin"]: r["samples"] for r in results}, skipped, by_age)
 
 
 def _baseline_scores(samples: dict, actual: float) -> dict:

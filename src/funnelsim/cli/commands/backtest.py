@@ -103,12 +103,14 @@ def backtest(
     forecast the open pipeline for --horizon days, and score against what happened: CRPS,
     coverage of the 50/80/90% bands, error of the median, PIT, beside three baselines
     (weighted pipeline, pipeline coverage, last period's revenue). With --new-deals, the
-    total (pipeline plus deals created in the horizon) is scored too.
+    total (pipeline plus deals created in the horizon) is scored too. A second table sets the
+    open deals' wins by age in stage (0-30, 30-90, 90-180, 180+ days) against the forecast's,
+    and warns where they differ (say, old deals that still close).
 
     Example: funnelsim backtest crm.csv --stages Prospecting,Qualified,Proposal,Negotiation --won Won --lost Lost --horizon 90 --every 1M --start 2024-01-31 --end 2024-12-31 --json backtest.json
     """
     from ...data.events import FunnelDefinition
-    from ...report.render import backtest_rich
+    from ...report.render import backtest_age_rich, backtest_rich
     from ...sim.backtest import BacktestSettings, origin_dates
     from ...sim.backtest import backtest as run_backtest
 
@@ -137,6 +139,7 @@ def backtest(
                               sheet=sheet, segment_from=segment_from.value, workers=workers,
                               progress=advance)
     out.print(backtest_rich(result))
+    out.print(backtest_age_rich(result))
     warn_about(result)
     if plot:
         from ...report.charts import save_png
@@ -148,8 +151,9 @@ def backtest(
 
 
 def warn_about(result) -> None:
-    """Plain warnings under the table: origins left out because their horizon is not over in
-    the log, and fits that failed their checks (their scores are of a fit not to be trusted)."""
+    """Plain warnings under the tables: origins left out because their horizon is not over in
+    the log, fits that failed their checks (their scores are of a fit not to be trusted), and
+    deal ages whose wins missed the forecast (Backtest.age_misses)."""
     for skipped in result.skipped:
         err.print(f"WARNING: origin {skipped['origin']} not scored: {skipped['reason']} (horizon to "
                   f"{skipped['horizon_end']}).", highlight=False, soft_wrap=True)
@@ -158,3 +162,5 @@ def warn_about(result) -> None:
         err.print(f"WARNING: the fit failed its checks (R-hat, ESS or divergences) at {len(failed)} of "
                   f"{len(result.table)} origin(s): {', '.join(failed)}. Try more --draws and --tune, or fewer "
                   "segments.", highlight=False, soft_wrap=True)
+    for miss in result.age_misses():
+        err.print(f"WARNING: {miss}.", highlight=False, soft_wrap=True)
