@@ -316,7 +316,7 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
       count and the mean log age;
     - ``centred`` (2, K, G): 1 for the cells in the centred form, 0 for the non-centred (see
       :func:`centred_cells`): data rather than structure, so one compiled graph serves every
-      dataset of one shape;
+      dataset of one shape (absent with a single segment, which is not pooled);
     - ``rotation`` (K, K): the coordinates the logits are sampled in (:func:`logit_rotation`);
     - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull): exits
       per duration bin and their mean log t.
@@ -326,14 +326,16 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
     ``cohort_weight`` (S, C) centres the walks.
     """
     rotation = logit_rotation(data)
+    segments = data.segments
     if cohorts is not None:
         data = cohorts.cells
     exits = np.concatenate([data.exit_n, data.exit_sum_log_t, data.exit_sum_log_t2, data.open_total[..., None],
                             np.where(data.absent, IMPOSSIBLE, 0.0)], axis=-1)
     open_stays = np.column_stack([data.open_index, data.open_scale_index, data.open_mask,
                                   data.open_count, data.open_age]).astype(float)
-    inputs = {"exits": exits, "open_stays": open_stays, "centred": np.asarray(centred, float),
-              "rotation": rotation}
+    inputs = {"exits": exits, "open_stays": open_stays, "rotation": rotation}
+    if len(segments) > 1:     # one segment is not pooled (build_pymc_model): nothing to centre
+        inputs["centred"] = np.asarray(centred, float)
     if cohorts is not None:
         inputs["cohort_weight"] = cohorts.weights
     if sojourn_family(sojourn).binned:
@@ -437,7 +439,8 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         alpha_rotated = pm.Normal("alpha_raw", pt.dot(rotation, np.full(K, float(logit_mean["mu"]))),
                                   logit_mean["sigma"], dims="pair")
         pm.Deterministic("alpha", pt.dot(rotation.T, alpha_rotated), dims="pair")
-        eta = pooled("eta", alpha_rotated, "alpha_spread", config["logit_spread"], containers["centred"][0], rotation)
+        centred = containers.get("centred", np.zeros((2, K, G)))
+        eta = pooled("eta", alpha_rotated, "alpha_spread", config["logit_spread"], centred[0], rotation)
         logit_walk = loc_walk = None
         if cohorts is not None:
             logit_walk, loc_walk = drift.walks(config, cohorts, containers["cohort_weight"], data.pairs, S, rotation)
@@ -454,7 +457,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         logits, log_pi, log_stall = log_shares(eta if cohorts is None else drift.by_cell(eta, logit_walk), absent)
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
-        loc_segments = pooled("loc", location, "log_days_spread", config["log_days_spread"], containers["centred"][1])
+        loc_segments = pooled("loc", location, "log_days_spread", config["log_days_spread"], centred[1])
         loc = dense(loc_segments) if cohorts is None else dense(drift.by_cell(loc_segments, loc_walk), X)
         scale = dense(family.pymc_shape(config)) + (unseen < 0)   # 1 where unseen, so every entry is finite
         pm.Deterministic(family.params[0], loc if cohorts is None else dense(now(loc_segments, loc_walk)),
