@@ -103,6 +103,11 @@ def test_a_band_that_keeps_missing_gets_a_plain_warning():
     few = TrackRecord(_table([True, True]), "pipeline", 90, 5)
     assert not few.too_narrow and "only 2 past origin" in few.warning
     assert few.to_dict()["origins_asked"] == 5 and few.to_dict()["origins_checked"] == 2
+    assert "WARNING" not in fine.summary()
+    old = TrackRecord(_table([True, True, False, True, True, True]), "total", 90, 6,
+                      age_misses=["open deals aged 180+ days at the origins won 9 times against 2.0 forecast"])
+    assert old.warnings == old.age_misses and "WARNING: open deals aged 180+ days" in old.summary()
+    assert old.to_dict()["age_warnings"] == old.age_misses
 
 
 def run(*args):
@@ -144,10 +149,17 @@ def test_forecast_check_reports_what_the_backtest_of_those_origins_scores(tmp_pa
     replay = run("backtest", events, *STAGES, *SMALL_FIT, "--origins", "2024-07-02,2024-08-16", "--horizon", 45,
                  "--new-deals", "--workers", 1, "--json", bt)
     assert replay.returncode == 0, replay.stderr
-    totals = {o["origin"]: o["total"] for o in json.loads(bt.read_text())["origins"]}
+    replayed = json.loads(bt.read_text())
+    totals = {o["origin"]: o["total"] for o in replayed["origins"]}
     for row in record["origins"]:
         for key in ("actual", "p10", "p50", "p90", "pit"):
             assert row[key] == pytest.approx(totals[row["origin"]][key], rel=1e-12), (row["origin"], key)
+    # the open deals' wins by age at those origins are the backtest's too
+    assert [r["age"] for r in record["by_age"]] == ["0-30 days", "30-90 days", "90-180 days", "180+ days"]
+    for mine, theirs in zip(record["by_age"], replayed["by_age"], strict=True):
+        assert mine["wins"] == theirs["wins"] and mine["forecast_wins"] == pytest.approx(theirs["forecast_wins"], rel=1e-12)
+    assert sum(r["revenue"] for r in record["by_age"]) == pytest.approx(sum(o["actual"] for o in replayed["origins"]))
+    assert isinstance(record["age_warnings"], list)
 
     data = json.loads(out.read_text())
     samples = np.asarray(data["total_revenue"]["samples"])

@@ -26,7 +26,7 @@ in its place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,8 @@ class TrackRecord:
     scored: str
     horizon_days: int
     asked: int
+    by_age: pd.DataFrame = field(default_factory=pd.DataFrame)   # the open deals' wins by age (Backtest.age_calibration)
+    age_misses: list = field(default_factory=list)               # sentences of Backtest.age_misses
 
     @property
     def checked(self) -> int:
@@ -137,6 +139,12 @@ class TrackRecord:
             return f"only {self.checked} past origin(s) could be checked: too few to judge the band (4 or more)."
         return None
 
+    @property
+    def warnings(self) -> list[str]:
+        """:attr:`warning` (if any) and, at the past origins, the deal ages whose wins missed
+        the forecast (old deals that still close, say)."""
+        return ([self.warning] if self.warning else []) + list(self.age_misses)
+
     def calibrated(self, samples: np.ndarray, target: float | None = None) -> dict:
         """Today's draws widened by the record: mean, P10, P50, P90, the factor and, with a
         ``target``, the chance of reaching it."""
@@ -157,7 +165,8 @@ class TrackRecord:
         out = {"scored": self.scored, "horizon_days": self.horizon_days, "origins_asked": self.asked,
                "origins_checked": self.checked, "held80": self.held, "origins": rows,
                "pit": [r["pit"] for r in rows], "too_narrow": self.too_narrow, "warning": self.warning,
-               "widening_factor": self.factor if self.checked else None}
+               "widening_factor": self.factor if self.checked else None,
+               "by_age": self.by_age.to_dict(orient="records"), "age_warnings": list(self.age_misses)}
         if samples is not None:
             out["calibrated"] = self.calibrated(samples, target)
         return out
@@ -169,8 +178,8 @@ class TrackRecord:
         text = (f"Track record ({self.scored} revenue, the same forecast at {self.checked} past origins "
                 f"{self.horizon_days} days apart): the 80% band held at {self.held} of {self.checked}; "
                 f"PIT values {pits} (spread evenly over 0-1 when calibrated).")
-        if self.warning:
-            text += f" WARNING: {self.warning}"
+        for warning in self.warnings:
+            text += f" WARNING: {warning.rstrip('.')}."
         return text
 
 
@@ -200,4 +209,4 @@ def track_record(events, funnel: FunnelDefinition, as_of, n: int, settings: Back
     table = pd.DataFrame({"origin": t["origin"], **{k: t[f"{prefix}{k}"] for k in ("actual", "p10", "p50", "p90")},
                           "covered": t[f"{prefix}covered80"], "pit": t[f"{prefix}pit"], "converged": t["converged"]})
     return TrackRecord(table.sort_values("origin", ascending=False, ignore_index=True)[columns_out], scored,
-                       settings.horizon_days, int(n))
+                       settings.horizon_days, int(n), result.age_calibration, result.age_misses())
