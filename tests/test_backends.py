@@ -36,7 +36,7 @@ def assert_same(expected: pd.DataFrame, got: pd.DataFrame, keys) -> None:
 
 def results(source, funnel, spells=True, **snapshot):
     """Everything a forecast stands on, from one source (with every stay, for a small log)."""
-    snap = fs.Snapshot.read(source, funnel, **snapshot)
+    snap = fs.Snapshot.read(source, funnel, **snapshot, every=None)
     return {"stats": snap.stage_stats.table, "funnel": funnel_table(snap).table, "amounts": snap.amounts,
             "open": snap.open_deals, "spells": snap.spells.to_pandas() if spells else None,
             "counts": snap.spells.counts, "notes": snap.notes, "realised": snap.realised(30),

@@ -68,7 +68,7 @@ def test_no_event_after_the_origin_reaches_its_inputs(crm):
     """Stage statistics, amounts, open deals and baselines at the origin are what the fit and
     the forecast are built from: rewriting or deleting later events leaves them identical."""
     events, origin = crm
-    settings = BacktestSettings(horizon_days=60)
+    settings = BacktestSettings(horizon_days=60, every=None)
     original = origin_inputs(read_events(events, FUNNEL), origin, settings)
     changed = origin_inputs(read_events(tampered(events, origin), FUNNEL), origin, settings)
     pd.testing.assert_frame_equal(original["stats"].table, changed["stats"].table)
@@ -79,7 +79,7 @@ def test_no_event_after_the_origin_reaches_its_inputs(crm):
 
 def test_weighted_baseline_matches_a_spreadsheet_calculation(crm):
     events, origin = crm
-    inputs = origin_inputs(read_events(events, FUNNEL), origin, BacktestSettings(horizon_days=60))
+    inputs = origin_inputs(read_events(events, FUNNEL), origin, BacktestSettings(horizon_days=60, every=None))
     assert inputs["baselines"]["weighted"] == pytest.approx(weighted_pipeline(events, inputs["deals"], origin), rel=1e-9)
 
 
@@ -87,7 +87,7 @@ def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
     """With new deals: the inflow statistics at the origin ignore the future; the run-rate
     baseline and the realised revenue of deals created in the horizon match pandas sums."""
     events, origin = crm
-    settings = BacktestSettings(horizon_days=60, new_deals=True)
+    settings = BacktestSettings(horizon_days=60, new_deals=True, every=None)
     original = origin_inputs(read_events(events, FUNNEL), origin, settings)
     changed = origin_inputs(read_events(tampered(events, origin), FUNNEL), origin, settings)
     pd.testing.assert_frame_equal(original["new_deals"].stats, changed["new_deals"].stats)
@@ -101,14 +101,14 @@ def test_total_revenue_inputs_see_no_future_and_match_a_spreadsheet(crm):
     fresh = created[(created >= origin + day) & (created < origin + 61 * day)].index
     after = won[won.deal_id.isin(fresh) & (won.timestamp < origin + 61 * day)]
     assert len(after) > 0
-    realised = Snapshot(read_events(events, FUNNEL), origin).realised(60)
+    realised = Snapshot(read_events(events, FUNNEL), origin, every=None).realised(60)
     assert realised.new == pytest.approx(after.amount.sum(), rel=1e-12)
 
 
 def test_a_history_window_at_each_origin_is_counted_back_from_it(crm):
     events, origin = crm
     log = read_events(events, FUNNEL)
-    window = origin_inputs(log, origin, BacktestSettings(horizon_days=60, history_days=56))["stats"]
+    window = origin_inputs(log, origin, BacktestSettings(horizon_days=60, history_days=56, every=None))["stats"]
     assert window.history_days == 56
     spells = to_spells(log, as_of=origin).to_pandas()
     began = spells.entered >= origin + pd.Timedelta(days=1) - pd.Timedelta(days=56)
@@ -118,7 +118,7 @@ def test_a_history_window_at_each_origin_is_counted_back_from_it(crm):
 @pytest.mark.slow
 def test_backtest_scores_the_total_with_new_deals(crm):
     events, origin = crm
-    settings = BacktestSettings(horizon_days=60, draws=100, tune=200, chains=2, new_deals=True)
+    settings = BacktestSettings(horizon_days=60, draws=100, tune=200, chains=2, new_deals=True, every=None)
     result = backtest(events, FUNNEL, [origin, origin + pd.Timedelta(days=28)], settings, workers=1)
     t = result.table
     assert (t.total_actual > t.actual).all() and (t.total_p50 > t.p50).all()
@@ -157,7 +157,7 @@ def test_bands_hold_over_twenty_origins_and_beat_the_weighted_pipeline():
     their forecast."""
     tables, by_age = [], []
     settings = BacktestSettings(horizon_days=60, segment_by="segment", draws=200, tune=300, chains=2,
-                                model_config={"pooling": "non-centred"})
+                                model_config={"pooling": "non-centred"}, every=None)
     for seed in range(5):
         events, _ = synth.generate(2500, seed=200 + seed, config=CONFIG)
         start = events.timestamp.min().normalize()
@@ -242,7 +242,7 @@ def test_actual_and_last_period_count_wins_on_their_boundary_days_as_a_spreadshe
     events = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "amount"])
     events["timestamp"] = pd.to_datetime(events["timestamp"], format="ISO8601")
     origin, horizon = pd.Timestamp("2024-03-31"), 30
-    settings = BacktestSettings(horizon_days=horizon, draws=10, tune=10, chains=1, new_deals=True)
+    settings = BacktestSettings(horizon_days=horizon, draws=10, tune=10, chains=1, new_deals=True, every=None)
     result = backtest(events, funnel, [origin], settings, workers=1)
     table = result.table
 
@@ -313,7 +313,7 @@ def test_each_origin_is_fitted_with_the_chosen_sojourn_family(crm, monkeypatch):
     log = read_events(events, FUNNEL)
     for family in ("lognormal", "weibull"):
         with pytest.raises(Fitted, match=family):
-            run_origin(log, origin, BacktestSettings(horizon_days=60, sojourn=family))
+            run_origin(log, origin, BacktestSettings(horizon_days=60, sojourn=family, every=None))
     help_text = run("backtest", "--help").stdout
     assert "--sojourn" in help_text and "weibull" in help_text
 
@@ -335,11 +335,11 @@ def test_wins_by_age_band_add_up_and_flag_a_band_the_forecast_misses():
     assert sum(r["forecast_wins"] for r in rows) == pytest.approx(p.sum())
     assert rows[0]["deals"] == (ages < 30).sum() and rows[3]["deals"] == (ages >= 180).sum()
     by_age = pd.DataFrame([{"origin": o, **r} for o in ("2024-01-31", "2024-02-29") for r in rows])
-    result = Backtest(pd.DataFrame(), BacktestSettings(), {}, [], by_age)
+    result = Backtest(pd.DataFrame(), BacktestSettings(every=None), {}, [], by_age)
     t = result.age_calibration.set_index("age")
     assert t.loc["90-180 days", "deals"] == 2 * rows[2]["deals"]
     assert t.loc["90-180 days", "z"] > 3 and t.loc["180+ days", "z"] > 3
     assert abs(t.loc["0-30 days", "z"]) < 3 and abs(t.loc["30-90 days", "z"]) < 3
     misses = result.age_misses()
     assert len(misses) == 2 and "90-180 days" in misses[0] and "late closes" in misses[0]
-    assert Backtest(pd.DataFrame(), BacktestSettings(), {}, []).age_misses() == []
+    assert Backtest(pd.DataFrame(), BacktestSettings(every=None), {}, []).age_misses() == []

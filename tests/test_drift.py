@@ -41,7 +41,7 @@ def drift_model(drifting):
 
 def test_cohort_statistics_add_up_to_the_unsplit_ones(drifting):
     events, _, funnel = drifting
-    whole = Snapshot.read(events, funnel, segment_by="segment").stage_stats
+    whole = Snapshot.read(events, funnel, segment_by="segment", every=None).stage_stats
     split = Snapshot.read(events, funnel, segment_by="segment", every="month").stage_stats
     key = ["stage", "segment", "destination", "bin"]
     summed = split.table.groupby(key)[["n", "sum_log_t", "sum_log_t2"]].sum()
@@ -58,11 +58,22 @@ def test_cohort_statistics_add_up_to_the_unsplit_ones(drifting):
 
 
 def test_a_history_of_two_months_is_too_short_to_drift(drifting):
+    """The Python API drifts by month by default, like the command line; a history too short for
+    a drift is fitted without one, with a warning; statistics split by hand are refused."""
+    from funnelsim.data.stats import to_stage_stats
+    from funnelsim.sim.backtest import BacktestSettings
+
     events, _, funnel = drifting
+    assert Snapshot.read(events, funnel).every == "month" and BacktestSettings().every == "month"
+    assert FunnelModel.from_events(events, funnel).cohorts is not None
+    assert FunnelModel.from_events(events, funnel, every=None).cohorts is None
     early = events[events["timestamp"] < "2024-02-20"]
-    snapshot = Snapshot.read(early, funnel, every="month")
+    snapshot = Snapshot.read(early, funnel)
+    with pytest.warns(UserWarning, match="needs 3"):
+        stats = snapshot.stage_stats
+    assert stats.every is None and FunnelModel.from_snapshot(snapshot).cohorts is None
     with pytest.raises(FunnelDataError, match="at least 3") as caught:
-        FunnelModel.from_snapshot(snapshot)
+        FunnelModel(to_stage_stats(snapshot.spells, None, "month"))
     assert "--drift none" in caught.value.hint
 
 

@@ -23,7 +23,7 @@ def _brazil(small_log):
 
 
 def _funnel_rows(source, funnel, **reading):
-    snap = Snapshot(read_events(source, funnel, **reading), AS_OF, segment_by="region")
+    snap = Snapshot(read_events(source, funnel, **reading), AS_OF, segment_by="region", every=None)
     return funnel_table(snap).to_dict()
 
 
@@ -156,16 +156,16 @@ def _segments(snap):
 
 def test_segment_from_last_takes_the_latest_value_and_first_says_so(funnel, small_log):
     frame = _filled_later(small_log)
-    first = Snapshot(read_events(frame, funnel), AS_OF, segment_by="region")
+    first = Snapshot(read_events(frame, funnel), AS_OF, segment_by="region", every=None)
     assert _segments(first) == {"d1": "EU", "d2": "(blank)", "d4": "(blank)", "d5": "US"}
     assert first.spells.filled_later == 1
     assert any("1 deal(s) have no 'region' on their first row" in n and "--segment-from last" in n
                for n in first.notes)
-    last = Snapshot(read_events(frame, funnel, segment_from="last"), AS_OF, segment_by="region")
+    last = Snapshot(read_events(frame, funnel, segment_from="last"), AS_OF, segment_by="region", every=None)
     assert _segments(last) == {"d1": "APAC", "d2": "US", "d4": "(blank)", "d5": "US"}
     assert not any("segment-from" in n for n in last.notes)
     # only rows visible at the as-of count: before d1 reached Qualified, it is still EU
-    early = Snapshot(read_events(frame, funnel, segment_from="last"), "2024-01-05", segment_by="region")
+    early = Snapshot(read_events(frame, funnel, segment_from="last"), "2024-01-05", segment_by="region", every=None)
     assert _segments(early)["d1"] == "EU"
     # the open pipeline and won amounts name segments the same way
     assert set(last.open_deals["segment"]) <= set(_segments(last).values())

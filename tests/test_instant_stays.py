@@ -267,7 +267,7 @@ def _awkward_snapshot(seed):
     config = synth.SynthConfig(weeks=52, pass_through={"Qualified": 1.0}, p_same_day_jump=0.1)
     events, truth = synth.generate(DEALS, seed=seed, config=config)
     funnel = FunnelDefinition(truth["stages"], won=truth["won"], lost=truth["lost"])
-    return Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"]), truth
+    return Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"], every=None), truth
 
 
 def _covered(model, truth) -> tuple[int, int]:
@@ -328,7 +328,7 @@ def test_default_fits_converge_on_a_log_of_dates_with_same_day_jumps():
         config = synth.SynthConfig(weeks=52, date_only=True, p_same_day_jump=0.2)
         events, truth = synth.generate(DEALS, seed=seed, config=config)
         funnel = FunnelDefinition(truth["stages"], won=truth["won"], lost=truth["lost"])
-        snapshot = Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"])
+        snapshot = Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"], every=None)
         assert snapshot.stage_stats.short_days == SHORT_DAYS_DATE_ONLY
         model = FunnelModel.from_snapshot(snapshot)
         with warnings.catch_warnings():

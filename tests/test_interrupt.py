@@ -148,7 +148,7 @@ def test_ctrl_c_stops_a_backtest_and_its_workers(events, tmp_path):
 def _model(events):
     from funnelsim.model.funnel_model import FunnelModel
 
-    return FunnelModel.from_events(events, FunnelDefinition(STAGES, ("Won",), ("Lost",)))
+    return FunnelModel.from_events(events, FunnelDefinition(STAGES, ("Won",), ("Lost",)), every=None)
 
 
 @pytest.fixture(scope="module")

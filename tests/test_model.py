@@ -83,7 +83,7 @@ def test_recovery_of_win_odds_and_days_over_seeds():
         if seed == seeds[0]:
             moves = to_spells(read_events(events, funnel)).to_pandas()["move"]
             assert 0.03 < (moves == "censored").mean() < 0.3   # some stays open, most resolved
-        model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING),
+        model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING, every=None),
                             seed)
         signatures.append(model.signature)
         compile_s.append(model.timings["compile_s"])
@@ -125,7 +125,7 @@ def test_small_segment_shrinks_to_stage_mean_big_one_does_not():
     raw = funnel_table(to_spells(read_events(events, funnel), segment_by="segment")).table
     raw = raw[raw["stage"] == "Lead"].set_index(raw.loc[raw["stage"] == "Lead", "segment"].fillna("all"))
     assert 15 <= raw.loc["B", "entered"] <= 60 and raw.loc["A", "entered"] >= 2_500
-    model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING),
+    model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING, every=None),
                         seed=0, tune=500, draws=500)
     table = model.stage_table()
     post = {g: row_of(table, "Lead", g)["p_advance"] for g in ("A", "B")}
@@ -161,7 +161,7 @@ def test_censoring_is_modelled_where_naive_estimates_are_biased():
     assert 0.3 < open_share < 0.6
     forward = lead["move"].isin(FORWARD).sum()
     naive = {"drop open": forward / (lead["move"] != "censored").sum(), "open as lost": forward / len(lead)}
-    model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING),
+    model = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING, every=None),
                         seed=0, tune=500, draws=500)
     row = row_of(model.stage_table(), "Lead", None)
     true = truth_cell(truth, "Lead", None)["conversion"]
@@ -187,7 +187,7 @@ def test_olist_fit_converges_and_respects_the_data():
     events, _ = olist_events(olist_data_dir())
     moves = to_spells(read_events(events, olist, dayfirst=True)).to_pandas()["move"]
     naive_win = (moves == "won").sum() / len(moves)            # won / entered: ~0.105
-    model = FunnelModel.from_events(events, olist, segment_by="origin", dayfirst=True)
+    model = FunnelModel.from_events(events, olist, segment_by="origin", dayfirst=True, every=None)
     model.fit(chains=2, tune=1000, draws=3000, random_seed=1)
     diag = model.diagnostics
     print(f"\nOlist diagnostics {diag}; timings {model.timings}")
@@ -220,7 +220,7 @@ def test_segments_that_behave_alike_fit_without_divergences():
     and one loaded from PyTensor's cache)."""
     cfg = synth.SynthConfig(segment_speed={g: 1.0 for g in synth.SynthConfig().segments})
     events, _ = synth.generate(20_000, seed=21_000, config=cfg)
-    model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment")
+    model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment", every=None)
     assert not model.centred[1].any()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -234,7 +234,7 @@ def test_segments_that_behave_alike_fit_without_divergences():
 def test_a_tiny_fit_says_it_failed():
     cfg = config()
     events, _ = synth.generate(3_000, seed=11, config=cfg)
-    model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment", model_config=POOLING)
+    model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment", model_config=POOLING, every=None)
     with pytest.warns(ConvergenceWarning, match="diagnostics"):
         model.fit(chains=2, tune=20, draws=20, random_seed=1)
     diag = model.diagnostics
@@ -268,7 +268,7 @@ def test_pymc_sampler_and_a_clear_error_for_a_missing_one():
     cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 1.0}, weeks=20)
     funnel = FunnelDefinition(cfg.stages, cfg.won, cfg.lost)
     events, _ = synth.generate(500, seed=0, config=cfg)
-    model = FunnelModel.from_events(events, funnel)
+    model = FunnelModel.from_events(events, funnel, every=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=100, tune=100, chains=2, sampler="pymc", random_seed=1)
@@ -287,7 +287,7 @@ from funnelsim.model import funnel_model as fm
 from funnelsim.data.events import FunnelDefinition
 cfg = synth.SynthConfig(stages=("Lead", "Qualified"), segments={"A": 0.5, "B": 0.5}, weeks=20)
 events, _ = synth.generate(int(sys.argv[1]), seed=0, config=cfg)
-model = fm.FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment")
+model = fm.FunnelModel.from_events(events, FunnelDefinition(cfg.stages, cfg.won, cfg.lost), segment_by="segment", every=None)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     model.fit(draws=100, tune=100, chains=1, random_seed=3)
@@ -332,7 +332,7 @@ def test_a_refit_in_the_same_process_samples_as_a_fresh_fit():
 
     def draws_of(seed_log):
         events, truth = synth.generate(600, seed=seed_log, config=cfg)
-        model = FunnelModel.from_events(events, funnel_of(cfg), as_of=truth["as_of"], segment_by="segment")
+        model = FunnelModel.from_events(events, funnel_of(cfg), as_of=truth["as_of"], segment_by="segment", every=None)
         fit_quietly(model, 3)
         return model.signature, hashlib.sha256(model.idata.posterior["pi"].values.tobytes()).hexdigest()
 
@@ -358,8 +358,8 @@ def test_a_history_window_follows_a_funnel_that_changed():
     events = pd.concat([old_events.assign(deal_id="old-" + old_events.deal_id), events], ignore_index=True)
     funnel = funnel_of(after)
     recent = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", history_days=26 * 7,
-                                                 model_config=POOLING), 1)
-    everything = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING), 1)
+                                                 model_config=POOLING, every=None), 1)
+    everything = fit_quietly(FunnelModel.from_events(events, funnel, segment_by="segment", model_config=POOLING, every=None), 1)
     assert recent.stats.history_days == 26 * 7 and recent.stats.stays < everything.stats.stays
     new, old = (truth_cell(t, STAGES[0], "A")["p_win_from_entry"] for t in (truth, old_truth))
     assert new - old > 0.1                                   # the change is large
@@ -376,13 +376,13 @@ def test_a_partial_prior_override_keeps_the_other_defaults():
     cfg = config()
     events, _ = synth.generate(300, seed=3, config=cfg)
     model = FunnelModel.from_events(events, funnel_of(cfg), segment_by="segment",
-                                    model_config={"logit_mean": {"sigma": 3.0}, "pooling": "non-centred"})
+                                    model_config={"logit_mean": {"sigma": 3.0}, "pooling": "non-centred"}, every=None)
     assert model.config["logit_mean"] == {"mu": DEFAULT_CONFIG["logit_mean"]["mu"], "sigma": 3.0}
     assert model.config["log_days_mean"] == DEFAULT_CONFIG["log_days_mean"]
     assert model.config["pooling"] == "non-centred"
     model.build_model()    # the partial override used to raise KeyError here
     with pytest.raises(FunnelDataError, match="unknown model_config key 'logit_men'.*Known keys: logit_mean"):
-        FunnelModel.from_events(events, funnel_of(cfg), model_config={"logit_men": {"sigma": 3.0}})
+        FunnelModel.from_events(events, funnel_of(cfg), model_config={"logit_men": {"sigma": 3.0}}, every=None)
 
 
 def test_the_diagnostics_of_a_loaded_model_with_divergences_read_its_target_accept():

@@ -204,7 +204,7 @@ def test_the_default_fit_converges_at_the_last_month_end_by_origin(converted):
     from funnelsim.data.snapshot import Snapshot
     from funnelsim.model.funnel_model import FunnelModel
 
-    snapshot = Snapshot.read(converted[0], FUNNEL, as_of="2018-08-31", segment_by="origin", dayfirst=True)
+    snapshot = Snapshot.read(converted[0], FUNNEL, as_of="2018-08-31", segment_by="origin", dayfirst=True, every=None)
     model = FunnelModel.from_snapshot(snapshot)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

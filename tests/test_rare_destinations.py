@@ -26,7 +26,7 @@ def _snapshot(seed, n=DEALS, config=RARE):
 
     events, truth = synth.generate(n, seed=seed, config=config)
     funnel = FunnelDefinition(truth["stages"], won=truth["won"], lost=truth["lost"])
-    return Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"]), truth
+    return Snapshot.read(events, funnel, as_of=truth["as_of"], segment_by=truth["segment_column"], every=None), truth
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def funnel():
 
 @pytest.fixture(scope="module")
 def snapshot(log, funnel):
-    return fs.Snapshot.read(log, funnel, as_of=AS_OF, segment_by=synth.SynthConfig().segment_column)
+    return fs.Snapshot.read(log, funnel, as_of=AS_OF, segment_by=synth.SynthConfig().segment_column, every=None)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_waterfall_adds_up_to_the_difference_of_the_open_amounts():
     events = pd.DataFrame(WATERFALL_LOG, columns=["deal_id", "stage", "timestamp", "amount"])
     events["timestamp"] = pd.to_datetime(events["timestamp"])
     then, now = pd.Timestamp("2024-03-10"), pd.Timestamp("2024-03-31")
-    snap = fs.Snapshot.read(events, fs.FunnelDefinition("A,B", "Won", "Lost"), as_of=now)
+    snap = fs.Snapshot.read(events, fs.FunnelDefinition("A,B", "Won", "Lost"), as_of=now, every=None)
     result = pipeline_changes(snap, then)
     steps = result.steps.set_index("step")["amount"]
     limits = _limits_by_hand(events, now)

@@ -68,7 +68,7 @@ def test_daily_won_revenue_reads_only_the_past_as_a_spreadsheet_does():
     events, _ = synth.generate(800, seed=5)
     config = synth.SynthConfig()
     log = fs.read_events(events, fs.FunnelDefinition(config.stages, config.won, config.lost))
-    snapshot = fs.Snapshot(log, "2024-09-30")
+    snapshot = fs.Snapshot(log, "2024-09-30", every=None)
     daily = daily_won_revenue(snapshot)
     won = events[events["stage"].eq("Won") & (events["timestamp"] < pd.Timestamp("2024-10-01"))]
     expected = won.groupby(won["timestamp"].dt.normalize())["amount"].sum()

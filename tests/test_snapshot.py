@@ -47,7 +47,7 @@ def _boundary_log():
 
 def test_realised_revenue_counts_exactly_the_days_after_the_cut_off():
     events = _boundary_log()
-    snap = Snapshot(read_events(events, FUNNEL), "2024-03-31")
+    snap = Snapshot(read_events(events, FUNNEL), "2024-03-31", every=None)
     assert snap.cutoff == pd.Timestamp("2024-04-01") == end_of_day("2024-03-31 18:00")
     realised = snap.realised(10)
     # by hand: open at the cut-off and won in [1 April 00:00, 11 April 00:00)
@@ -67,7 +67,7 @@ def test_a_snapshot_is_the_functions_it_wraps_and_keeps_what_it_built():
     funnel = FunnelDefinition(config.stages, config.won, config.lost)
     as_of = (events.timestamp.max() - pd.Timedelta(days=30)).normalize()
     log = read_events(events, funnel)
-    snap = Snapshot(log, as_of, segment_by="segment", history_days=70)
+    snap = Snapshot(log, as_of, segment_by="segment", history_days=70, every=None)
     spells = to_spells(log, as_of=as_of, segment_by="segment")
     pd.testing.assert_frame_equal(snap.spells.to_pandas(), spells.to_pandas())
     pd.testing.assert_frame_equal(snap.stage_stats.table, to_stage_stats(spells, 70).table)
@@ -80,7 +80,7 @@ def test_a_snapshot_is_the_functions_it_wraps_and_keeps_what_it_built():
     assert len(earlier.open_deals) != len(snap.open_deals)
     assert "as_of=" in repr(snap) and str(as_of.date()) in repr(snap)
     with pytest.raises(FunnelDataError, match="segment"):
-        Snapshot(log, as_of, segment_by="regio")
+        Snapshot(log, as_of, segment_by="regio", every=None)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def fitted():
     events, _ = synth.generate(1500, seed=11, config=config)
     funnel = fs.FunnelDefinition(config.stages, config.won, config.lost)
     snap = fs.Snapshot.read(events, funnel, as_of=(events.timestamp.max() - pd.Timedelta(days=60)).normalize(),
-                            segment_by="segment")
+                            segment_by="segment", every=None)
     model = fs.FunnelModel.from_snapshot(snap, model_config={"pooling": "non-centred"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -42,7 +42,8 @@ def event_source(events: Path | None, table: str | None):
 
 def drift_every(drift, model_dir=None) -> str | None:
     """The entry cohorts to fit over: ``--drift`` when given (a :class:`Drift`, or a period's
-    name), else a ``--model``'s own setting, else "month" (the default the backtests chose)."""
+    name), else a ``--model``'s own setting, else :data:`funnelsim.defaults.DRIFT_EVERY` (the
+    default the backtests chose)."""
     import json
 
     if isinstance(drift, str):
@@ -54,7 +55,9 @@ def drift_every(drift, model_dir=None) -> str | None:
             return json.loads((Path(model_dir) / "model.json").read_text())["stats_metadata"].get("every")
         except (OSError, ValueError, KeyError):
             pass                 # loading the model says what is wrong with it
-    return "month"
+    from ..defaults import DRIFT_EVERY
+
+    return DRIFT_EVERY
 
 
 def read_snapshot(events, stages: str, won: str, lost: str, *, table: str | None = None, as_of: str | None = None,

@@ -29,6 +29,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from ..defaults import DRIFT_EVERY
 from .events import EventLog, FunnelDefinition, read_events
 from .spells import Spells, end_of_day, resolve_as_of, to_spells
 
@@ -73,14 +74,16 @@ class Snapshot:
     history_days : float, optional
         Learn conversion and time in stage only from stays that began in these days before
         the cut-off (a funnel that changes over time). Default: all history.
-    every : "week", "month" or "quarter", optional
+    every : "week", "month", "quarter" or None
         Split the statistics by entry cohort, the calendar period a stay begins in, for a
-        model whose conversion and time in stage drift over cohorts (default: not split, a
-        funnel that stays as it is).
+        model whose conversion and time in stage drift over cohorts. Default
+        :data:`funnelsim.defaults.DRIFT_EVERY` ("month", as the command line's ``--drift``);
+        None: a funnel that stays as it is. A history of fewer cohorts than a drift can be
+        learnt from is fitted without one, with a warning (:meth:`drift_or_none`).
     """
 
     def __init__(self, log: EventLog, as_of=None, *, segment_by: str | None = None,
-                 history_days: float | None = None, every: str | None = None):
+                 history_days: float | None = None, every: str | None = DRIFT_EVERY):
         from .stats import cohort_of
 
         log.check_segment(segment_by)
@@ -94,7 +97,7 @@ class Snapshot:
     def read(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
              history_days: float | None = None, columns: dict[str, str] | None = None, dayfirst: bool = False,
              decimal: str = ".", encoding: str | None = None, sheet: str | int | None = None,
-             segment_from: str = "first", every: str | None = None) -> Snapshot:
+             segment_from: str = "first", every: str | None = DRIFT_EVERY) -> Snapshot:
         """Read an event log (path, DataFrame or Ibis table; see
         :func:`funnelsim.data.events.read_events` for ``columns``, ``dayfirst``, ``decimal``,
         ``encoding``, ``sheet`` and ``segment_from``) and stand on ``as_of``."""
@@ -161,9 +164,15 @@ class Snapshot:
 
     @cached_property
     def stage_stats(self):
-        """:class:`funnelsim.data.stats.StageStats` of the stays in the history window."""
+        """:class:`funnelsim.data.stats.StageStats` of the stays in the history window, by entry
+        cohort with ``every`` (none when the history is too short for a drift: a warning says so)."""
+        import warnings
+
         from .stats import to_stage_stats
 
+        short = self.drift_or_none()
+        if short:
+            warnings.warn(short, UserWarning, stacklevel=2)
         return to_stage_stats(self.spells, self.history_days, self.every)
 
     @cached_property

@@ -31,7 +31,7 @@ import pandas as pd
 from .._signals import interrupts_raised
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.stats import StageStats
-from ..defaults import DRAWS, TUNE
+from ..defaults import DRAWS, DRIFT_EVERY, TUNE
 from . import derived
 from .compare import compare_sojourn, pointwise_loglik
 from .diagnostics import (
@@ -115,15 +115,15 @@ class FunnelModel:
     def from_events(cls, events, funnel: FunnelDefinition, *, as_of=None, segment_by: str | None = None,
                     dayfirst: bool = False, decimal: str = ".", history_days: float | None = None,
                     encoding: str | None = None, sheet: str | int | None = None, segment_from: str = "first",
-                    **kwargs) -> FunnelModel:
+                    every: str | None = DRIFT_EVERY, **kwargs) -> FunnelModel:
         """Read an event log (path, DataFrame or Ibis table) and build the model of the CRM as
-        of ``as_of`` (see :class:`funnelsim.Snapshot`; the reading options as for
-        :func:`funnelsim.read_events`)."""
+        of ``as_of`` (see :class:`funnelsim.Snapshot`, also for ``every``, the drift's entry
+        cohorts; the reading options as for :func:`funnelsim.read_events`)."""
         from ..data.snapshot import Snapshot
 
         snapshot = Snapshot.read(events, funnel, as_of=as_of, segment_by=segment_by, history_days=history_days,
                                  dayfirst=dayfirst, decimal=decimal, encoding=encoding, sheet=sheet,
-                                 segment_from=segment_from)
+                                 segment_from=segment_from, every=every)
         return cls.from_snapshot(snapshot, **kwargs)
 
     # ------------------------------------------------------------------ fitting

@@ -54,7 +54,7 @@ from .._io import json_safe, write_json
 from .._signals import sigint_blocked
 from ..data.events import FunnelDataError, FunnelDefinition
 from ..data.snapshot import Snapshot
-from ..defaults import DRAWS, HORIZON_DAYS, TUNE
+from ..defaults import DRAWS, DRIFT_EVERY, HORIZON_DAYS, TUNE
 
 __all__ = ["BacktestSettings", "Backtest", "backtest", "origin_dates", "origin_inputs", "score", "baselines",
            "age_rows", "AGE_BANDS"]
@@ -83,7 +83,7 @@ class BacktestSettings:
     model_config: dict | None = None     # merged over the model's defaults (e.g. a fixed pooling)
     new_deals: bool = False              # also forecast and score total revenue (with new deals)
     history_days: float | None = None    # learn from the stays that began in these days before each origin
-    every: str | None = None             # a drifting funnel over entry cohorts of this period (None: stationary)
+    every: str | None = DRIFT_EVERY      # a drifting funnel over entry cohorts of this period (None: stationary)
     sojourn: str = "lognormal"           # the time-in-stage family (funnelsim.model.sojourn)
 
 
