@@ -49,7 +49,7 @@ def test_cohort_statistics_add_up_to_the_unsplit_ones(drifting):
                                   check_exact=False, rtol=1e-9)
     assert split.cohorts[0] == "2024-01" and split.cohorts[-1] == "2025-12" and len(split.cohorts) == 24
     # a stay's cohort is the month it began in
-    stays = Snapshot.read(events, funnel, segment_by="segment").spells.table.to_pandas()
+    stays = Snapshot.read(events, funnel, segment_by="segment", every=None).spells.table.to_pandas()
     began = pd.to_datetime(stays.loc[stays["stage"].eq("Qualified"), "entered"]).dt.strftime("%Y-%m")
     by_cohort = split.table[split.table["stage"].eq("Qualified")].groupby("cohort")["n"].sum()
     assert by_cohort.to_dict() == began.value_counts().to_dict()
@@ -165,7 +165,7 @@ def test_a_saved_drift_model_loads_and_refuses_a_stationary_log(tmp_path, drifti
     b = loaded.simulation_parameters(draws=50, seed=3, horizon_days=60)
     np.testing.assert_array_equal(a.pi, b.pi)
     assert a.cohort_sets == b.cohort_sets
-    stationary = Snapshot.read(events, funnel, segment_by="segment").stage_stats
+    stationary = Snapshot.read(events, funnel, segment_by="segment", every=None).stage_stats
     with pytest.raises(FunnelDataError, match="--drift month, not none"):
         FunnelModel.load(tmp_path / "m", stationary)
 
@@ -189,7 +189,7 @@ def test_the_cohort_table_and_its_plot(drifting, drift_model):
     assert len(ax.get_lines()) == len(model.data.stages)
     assert ax.yaxis.get_major_formatter()(0.25, 0) == "25%"
     with pytest.raises(FunnelDataError, match="does not drift"):
-        FunnelModel(Snapshot.read(drifting[0], drifting[2]).stage_stats).cohort_table()
+        FunnelModel(Snapshot.read(drifting[0], drifting[2], every=None).stage_stats).cohort_table()
 
 
 @pytest.mark.slow

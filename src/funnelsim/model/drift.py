@@ -310,7 +310,7 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
         raise FunnelDataError("the model does not drift: it was fitted on statistics not split by cohort",
                               hint="Fit it with --drift month (or week, quarter): Snapshot(..., every='month').")
     cohorts, data = model.cohorts, model.data
-    post = model.idata.posterior
+    post = model._require_fit().posterior
     total = post.sizes["chain"] * post.sizes["draw"]
     pick = np.unique(np.linspace(0, total - 1, min(draws, total)).round().astype(int))
 
