@@ -414,17 +414,19 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
             """(K, G) segment values at the last cohort (the values themselves without cohorts)."""
             return values if level is None else values + level[:, -1:]
 
-        def pooled(name, mean, spread_name, spread_prior, c, rotation=None):
+        def pooled(name, mean, spread_name, spread_prior, form, rotation=None):
             """Segment values around the pair's mean: centred where c is 1, non-centred where
             it is 0 (each form is fast where the other struggles). With a rotation, ``mean``
             and the values are sampled in rotated coordinates (rows of ``rotation``; the prior
-            is isotropic) and turned back. A single segment is the mean itself: no spread,
+            is isotropic) and turned back. ``form`` indexes the ``centred`` container (0: logits,
+            1: locations). A single segment is the mean itself: no spread,
             which nothing could be learnt from and whose ridge with the mean made the sampler
             diverge (13 divergent transitions on Olist's funnel without segments)."""
             mean = mean[:, None]
             if G == 1:
                 values = mean
             else:
+                c = containers["centred"][form]
                 spread = pm.Gamma(spread_name, **spread_prior, dims="stage")[data.pairs[:, 0]][:, None]
                 raw = pm.Normal(f"{name}_raw", c * mean, c * spread + (1.0 - c), dims=("pair", "segment"))
                 values = c * raw + (1.0 - c) * (mean + spread * raw)
@@ -439,8 +441,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         alpha_rotated = pm.Normal("alpha_raw", pt.dot(rotation, np.full(K, float(logit_mean["mu"]))),
                                   logit_mean["sigma"], dims="pair")
         pm.Deterministic("alpha", pt.dot(rotation.T, alpha_rotated), dims="pair")
-        centred = containers.get("centred", np.zeros((2, K, G)))
-        eta = pooled("eta", alpha_rotated, "alpha_spread", config["logit_spread"], centred[0], rotation)
+        eta = pooled("eta", alpha_rotated, "alpha_spread", config["logit_spread"], 0, rotation)
         logit_walk = loc_walk = None
         if cohorts is not None:
             logit_walk, loc_walk = drift.walks(config, cohorts, containers["cohort_weight"], data.pairs, S, rotation)
@@ -457,7 +458,7 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         logits, log_pi, log_stall = log_shares(eta if cohorts is None else drift.by_cell(eta, logit_walk), absent)
 
         location = pm.Normal("log_days", **config["log_days_mean"], dims="pair")
-        loc_segments = pooled("loc", location, "log_days_spread", config["log_days_spread"], centred[1])
+        loc_segments = pooled("loc", location, "log_days_spread", config["log_days_spread"], 1)
         loc = dense(loc_segments) if cohorts is None else dense(drift.by_cell(loc_segments, loc_walk), X)
         scale = dense(family.pymc_shape(config)) + (unseen < 0)   # 1 where unseen, so every entry is finite
         pm.Deterministic(family.params[0], loc if cohorts is None else dense(now(loc_segments, loc_walk)),

@@ -226,9 +226,11 @@ def backtest_rich(backtest) -> FitTable:
 def backtest_age_rich(backtest) -> FitTable:
     """The open deals' wins by their age in stage at the origins, pooled over the origins:
     forecast against actual (:attr:`funnelsim.sim.backtest.Backtest.age_calibration`)."""
+    from ..sim.backtest import LATE_CLOSE_Z
+
     out = FitTable(title="Wins by the open deals' age in stage at the origins (all origins)",
-                   caption="z: (wins - forecast) / the deals' own spread; beyond ±3 the model's time in stage misses "
-                           "deals of that age")
+                   caption=f"z: (wins - forecast) / the deals' own spread; beyond ±{LATE_CLOSE_Z:g} the model's time in "
+                           "stage misses deals of that age")
     for name in ("age in stage", "open deals", "forecast wins", "wins", "wins / forecast", "z", "forecast revenue",
                  "revenue"):
         out.add_column(name, justify="left" if name == "age in stage" else "right", key=name == "age in stage")
@@ -236,7 +238,7 @@ def backtest_age_rich(backtest) -> FitTable:
         z = "—" if pd.isna(r["z"]) else f"{r['z']:+.1f}"
         out.add_row(r["age"], f"{r['deals']:,}", f"{r['forecast_wins']:,.1f}", f"{r['wins']:,}",
                     "—" if pd.isna(r["wins_ratio"]) else f"{r['wins_ratio']:.2f}",
-                    f"[red]{z}[/]" if not pd.isna(r["z"]) and abs(r["z"]) > 3 else z,
+                    f"[red]{z}[/]" if not pd.isna(r["z"]) and abs(r["z"]) > LATE_CLOSE_Z else z,
                     f"{r['forecast_revenue']:,.0f}", f"{r['revenue']:,.0f}")
     return out
 

@@ -186,8 +186,9 @@ def run_origin(log, origin, settings: BacktestSettings) -> dict:
                       deal_value=settings.deal_value, new_deals=inputs.get("new_deals"))
     realised = snapshot.realised(settings.horizon_days, settings.deal_value)
     ds = result.dataset
-    won = snapshot.won_by_deal(pd.DataFrame({"deal_id": ds["deal"].values, "amount": ds["amount"].values}),
-                               settings.horizon_days, settings.deal_value)
+    # what each open deal won, valued as the actual is (not with the forecast's filled-in amounts)
+    won = snapshot.won_by_deal(deals, settings.horizon_days, settings.deal_value).set_index("deal_id").reindex(
+        ds["deal"].values.astype(str))
     out = {"origin": str(as_of.date()), "open_deals": len(deals), "actual": realised.pipeline,
            "samples": ds["pipeline_revenue"].values, "baselines": inputs["baselines"],
            "converged": bool(model.diagnostics["converged"]), "fit_s": model.timings.get("seconds"),
@@ -206,16 +207,16 @@ def age_rows(age_days, p_win, expected_revenue, won, revenue) -> list[dict]:
     deals' chances of winning in the horizon), ``wins_variance`` (sum of p (1 - p)), ``wins``
     (how many did), ``forecast_revenue`` and ``revenue`` (currency). Bands without deals are
     kept (zeros), so origins add up band by band."""
-    age_days, p_win = np.asarray(age_days, float), np.asarray(p_win, float)
-    band = np.searchsorted(np.asarray(AGE_BANDS[1:]), age_days, side="right")
+    p_win, won = np.asarray(p_win, float), np.asarray(won, bool)
+    expected_revenue, revenue = np.asarray(expected_revenue, float), np.asarray(revenue, float)
+    band = np.searchsorted(np.asarray(AGE_BANDS[1:]), np.asarray(age_days, float), side="right")
     rows = []
     for i, label in enumerate(age_band_labels()):
         pick = band == i
         p = p_win[pick]
         rows.append({"age": label, "deals": int(pick.sum()), "forecast_wins": math.fsum(p),
-                     "wins_variance": math.fsum(p * (1.0 - p)), "wins": int(np.asarray(won, bool)[pick].sum()),
-                     "forecast_revenue": math.fsum(np.asarray(expected_revenue, float)[pick]),
-                     "revenue": math.fsum(np.asarray(revenue, float)[pick])})
+                     "wins_variance": math.fsum(p * (1.0 - p)), "wins": int(won[pick].sum()),
+                     "forecast_revenue": math.fsum(expected_revenue[pick]), "revenue": math.fsum(revenue[pick])})
     return rows
 
 
