@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rng", "SALTS", "STREAM_WITHIN", "STREAM_START", "WON_VALUE", "NEW_DEAL_KEYS"]
+__all__ = ["rng", "SALTS", "STREAM_WITHIN", "STREAM_START", "STREAM_REVIVE", "WON_VALUE", "NEW_DEAL_KEYS"]
 
 SALTS = {
     "amount_ratio": 0xA40,     # posterior draws of log(realised / last open amount), data/deals.py
@@ -26,6 +26,7 @@ SALTS = {
 # counters of the simulator's per-deal streams
 STREAM_WITHIN = 1 << 20        # offset of the uniforms that pick a destination inside its group
 STREAM_START = 1 << 21         # the uniform that places a new deal's creation in its window
+STREAM_REVIVE = 1 << 22        # offset of the uniforms of a dormant deal's revival: when, and where to
 WON_VALUE = 1_000_003          # the uniforms that value a won deal
 # the keys of simulated new deals start here (a real deal's key is a hash of its id)
 NEW_DEAL_KEYS = np.uint64(0x5EED_0000_0000_0000)

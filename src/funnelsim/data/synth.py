@@ -51,6 +51,12 @@ Per deal:
    ``stall_shift``, ``speed_factor`` and the whole-funnel cells under that month's parameters
    (``p_win_from_entry`` as if the funnel stayed as it was that month).
 
+8. Dormant deals that revive (docs/revival.md). With ``revival_rate`` r > 0 (per day) a stay
+   that stalls waits Exp(r) days and, if that ends within ``revival_days`` of entering the
+   stage, moves on after all, to a destination drawn from the stage's other shares. Two extra
+   uniforms per move, only then: with r = 0 the log is as before. The truth's destination
+   probabilities and P(win from entry) are the stay's first choice (stall before revivals).
+
 The truth has one cell per (stage, segment) and per stage for the whole funnel (segment None),
 with destination probabilities, LogNormal sojourn parameters, P(win from entry) from the
 absorbing Markov chain of destinations (the ``max_moves`` cap is ignored there; its effect is
@@ -130,6 +136,9 @@ class SynthConfig:
     stall_drift_per_month: float = 0.0    # logit shift of stall (against every other destination) per month
     shock_sd: float = 0.0                 # a month's shared N(0, sd) shock of the forward logits
     shock_speed_sd: float = 0.0           # a month's shared N(0, sd) shock of log time in stage
+    # dormant deals that revive (module docstring, item 8): rate per day, and the window in days
+    revival_rate: float = 0.0
+    revival_days: float = 730.0
 
     @property
     def drifts(self) -> bool:
@@ -304,6 +313,14 @@ def _simulate(rng, cfg, pi, median, sigma, instant, seg, entry, t0, amount0, end
             v, h = rng.random(idx.size), instant[st, dest]
             quick = v < h  # given that, v / h is uniform on (0, 1): it places the stay in [lo, hi]
             days = np.where(quick, lo + (hi - lo) * v / np.where(quick, h, 1.0), days)
+        if cfg.revival_rate > 0:
+            probs = pi[st, g] if cohorts is None else cohorts[0][m, st, g]
+            wait = -np.log(rng.random(idx.size)) / cfg.revival_rate
+            budget = rng.random(idx.size) * (1.0 - probs[:, stall])
+            revived = (dest == stall) & (wait < cfg.revival_days)
+            where = np.minimum((np.cumsum(probs[:, :stall], axis=1) <= budget[:, None]).sum(axis=1), stall - 1)
+            dest = np.where(revived, where, dest).astype(np.int8)
+            days = np.where(revived, wait, days)
         t = t + days
         amt = np.where(dest < n_st, amt * np.exp(cfg.move_amount_sigma * e), amt)
         amt = np.where(dest == won, amt * np.exp(cfg.won_log_ratio_mean + cfg.won_log_ratio_sigma * e),
@@ -402,6 +419,9 @@ def _validate(cfg: SynthConfig, n_deals: int) -> None:
                              f"and a share between 0 and 1")
     if not 0 <= cfg.p_same_day_jump <= 1:
         raise ValueError(f"p_same_day_jump={cfg.p_same_day_jump} must be between 0 and 1")
+    if cfg.revival_rate < 0 or cfg.revival_days <= 0:
+        raise ValueError(f"revival_rate={cfg.revival_rate} and revival_days={cfg.revival_days}: need a rate >= 0 "
+                         f"per day and a positive window")
     lo, hi = cfg.instant_seconds
     if not 0 <= lo < hi <= 3600:
         raise ValueError(f"instant_seconds={cfg.instant_seconds}: need 0 <= low < high <= 3600 seconds")

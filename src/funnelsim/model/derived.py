@@ -28,6 +28,7 @@ from .sojourn import family as sojourn_family
 
 __all__ = [
     "Sojourn",
+    "eventual_pi",
     "p_win_from_entry",
     "p_close_from_entry",
     "visits_from_top",
@@ -177,6 +178,21 @@ def _solve_chain(pi, rhs) -> np.ndarray:
     a = np.eye(S) - np.moveaxis(pi[..., :S], 2, 1)  # (D, G, S, S)
     x = np.linalg.solve(a, np.moveaxis(rhs, 2, 1)[..., None])[..., 0]
     return np.moveaxis(x, 1, 2)
+
+
+def eventual_pi(pi, revival_rate=None, revival_days: float = 0.0) -> np.ndarray:
+    """``pi`` with dormant deals' revivals (docs/revival.md) counted where they end: a stay
+    that stalls revives with probability w = 1 - exp(-r x revival_days) and then moves to j with
+    the stage's shares pi_j / (1 - pi_stall), so j gets pi_j (1 + w pi_stall / (1 - pi_stall))
+    and stall keeps pi_stall (1 - w). ``revival_rate`` (D, S) per day; None returns ``pi``."""
+    if revival_rate is None:
+        return pi
+    pi = np.asarray(pi, float)
+    stall = pi[..., -1:]
+    w = -np.expm1(-np.asarray(revival_rate, float) * revival_days)[:, :, None, None]     # (D, S, 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boost = np.where(stall < 1.0, 1.0 + w * stall / (1.0 - stall), 1.0)
+    return np.concatenate([pi[..., :-1] * boost, stall * (1.0 - w)], axis=-1)
 
 
 def p_win_from_entry(pi) -> np.ndarray:

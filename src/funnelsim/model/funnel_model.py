@@ -190,7 +190,7 @@ class FunnelModel:
             _COMPILED[self.signature] = (model, compiled)
         else:
             model, compiled = cached
-            inputs = model_inputs(self.data, self.sojourn, self.centred, self.cohorts)
+            inputs = model_inputs(self.data, self.sojourn, self.centred, self.cohorts, bool(self.config["revival"]))
             compiled = compiled.with_data(**inputs)
             # the sampler starts from the PyMC model's initial point, which reads the model's own
             # data containers: without this a refit started where the first dataset's would, and
@@ -258,6 +258,8 @@ class FunnelModel:
             instant = self.data.pairs[self.data.instant_pairs]
             dense[:, instant[:, 0], instant[:, 1]] = share
             flat["instant"] = dense
+        if "revival_rate" in post.data_vars:       # (D, S) per day: dormant deals that revive
+            flat["revival_rate"] = _stacked(post["revival_rate"])
         return flat
 
     def simulation_parameters(self, draws: int | None = None, seed: int = 0, horizon_days: float | None = None):
@@ -278,6 +280,10 @@ class FunnelModel:
         ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
         won_amounts = won_amount_quantiles(self.amounts, segments)
         instant = arrays["instant"][pick] if "instant" in arrays else None
+        if "revival_rate" in arrays:
+            sets_revival = {"revival_rate": arrays["revival_rate"][pick], "revival_days": float(self.config["revival_days"])}
+        else:
+            sets_revival = {}
         pi, sets = arrays["pi"][pick], {}
         if self.cohorts is not None:
             sets = parameter_sets(self, pick, horizon_days, seed)
@@ -288,7 +294,7 @@ class FunnelModel:
         loc, shape = self.sojourn_family.natural(first, second)
         return Parameters(pi=pi, family=self.sojourn, loc=loc, shape=shape,
                           instant=instant, short_t=float(np.exp(self.data.short_log_t)),
-                          ratio_mean=ratio_mean, ratio_sd=ratio_sd, won_amounts=won_amounts, **sets)
+                          ratio_mean=ratio_mean, ratio_sd=ratio_sd, won_amounts=won_amounts, **sets, **sets_revival)
 
     def sojourn_draws(self) -> derived.Sojourn:
         """The time in stage of every posterior draw (see :class:`funnelsim.model.derived.Sojourn`)."""
@@ -298,16 +304,21 @@ class FunnelModel:
     def quantity_draws(self, pi=None, sojourn=None, weights=None) -> dict[str, np.ndarray]:
         """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel
         (segments weighted by their stays in the stage, or by ``weights`` (S, G)). ``pi`` and
-        ``sojourn`` default to the posterior's (a drifting model's: the last cohort's)."""
-        pi = self.posterior_arrays()["pi"] if pi is None else pi
+        ``sojourn`` default to the posterior's (a drifting model's: the last cohort's). With
+        dormant deals that revive (``model_config={"revival": True}``) the shares count the
+        revivals where they end (:func:`funnelsim.model.derived.eventual_pi`); the days are the
+        active moves' (a revival's wait is not time in stage of the usual kind)."""
+        arrays = self.posterior_arrays() if pi is None else {}
+        pi = arrays["pi"] if pi is None else pi
         sojourn = self.sojourn_draws() if sojourn is None else sojourn
         S = len(self.funnel.stages)
+        ends = derived.eventual_pi(pi, arrays.get("revival_rate"), float(self.config["revival_days"]))
         later = np.triu(np.ones((S, S)), k=1)                      # [s, s'] = 1 if s' after s
-        advance = np.einsum("dsgj,sj->dsg", pi[..., :S], later) + pi[..., S]
-        back = np.einsum("dsgj,sj->dsg", pi[..., :S], later.T)
+        advance = np.einsum("dsgj,sj->dsg", ends[..., :S], later) + ends[..., S]
+        back = np.einsum("dsgj,sj->dsg", ends[..., :S], later.T)
         per_segment = {
-            "p_advance": advance, "p_back": back, "p_lost": pi[..., S + 1], "p_stall": pi[..., S + 2],
-            "p_win_from_entry": derived.p_win_from_entry(pi),
+            "p_advance": advance, "p_back": back, "p_lost": ends[..., S + 1], "p_stall": ends[..., S + 2],
+            "p_win_from_entry": derived.p_win_from_entry(ends),
             "median_days": derived.median_days(pi, sojourn),
             "expected_days_to_close": derived.expected_days_to_close(pi, sojourn),
         }

@@ -101,6 +101,12 @@ DEFAULT_CONFIG = {
     "drift_speed_step": {"sigma": 0.1},
     # ... and the conversion shock of one cohort, not carried on: its sd ~ Half-Normal(sigma)
     "drift_conversion_shock": {"sigma": 0.2},
+    # dormant deals that revive (docs/revival.md): a stalled stay leaves after all at a
+    # constant rate r per day (log r ~ Normal(mu, sigma) per stage) within "revival_days" of
+    # entering the stage, to the stage's destinations in their usual shares; off by default
+    "revival": False,
+    "revival_rate": {"mu": float(np.log(1.0 / 3650.0)), "sigma": 1.5},
+    "revival_days": 730.0,
 }
 
 
@@ -304,7 +310,8 @@ def stats_hash(stats: StageStats) -> str:
 
 # --------------------------------------------------------------------------- the PyMC model
 
-def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=None) -> dict[str, np.ndarray]:
+def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=None,
+                 revival: bool = False) -> dict[str, np.ndarray]:
     """The model's data containers, packed into as few arrays as possible: nutpie's compiler
     spends about 0.4 s per container (measured: 11 containers cost 13 s to compile, 2 cost 5 s).
 
@@ -318,8 +325,8 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
       :func:`centred_cells`): data rather than structure, so one compiled graph serves every
       dataset of one shape (absent with a single segment, which is not pooled);
     - ``rotation`` (K, K): the coordinates the logits are sampled in (:func:`logit_rotation`);
-    - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull): exits
-      per duration bin and their mean log t.
+    - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull) and for
+      ``revival``: exits per duration bin and their mean log t.
 
     With ``cohorts`` (:class:`funnelsim.model.drift.CohortData`) the statistics are its cells'
     (segment axis G x C), the centring and the rotation still ``data``'s, and
@@ -338,7 +345,7 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
         inputs["centred"] = np.asarray(centred, float)
     if cohorts is not None:
         inputs["cohort_weight"] = cohorts.weights
-    if sojourn_family(sojourn).binned:
+    if sojourn_family(sojourn).binned or revival:
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
     if data.has_short:
         inputs["short_exits"] = data.short_n
@@ -406,7 +413,8 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         coords["cohort"], coords["cohort_step"] = list(cohorts.cohorts), list(cohorts.cohorts[1:])
     with pm.Model(coords=coords) as model:
         containers = {name: pm.Data(name, value)
-                      for name, value in model_inputs(data, sojourn, centred, cohorts).items()}
+                      for name, value in model_inputs(data, sojourn, centred, cohorts,
+                                                      bool(config["revival"])).items()}
         d = _unpacked(containers, E, cells.open_index.shape[1])
         absent = d["absent"]                   # (S, X, E)
 
@@ -470,7 +478,13 @@ def build_pymc_model(data: ModelData, sojourn: str, config: dict, centred: np.nd
         if data.has_short:
             instant_ll, timed = _instant_loglik(cells, d, config, log_pi, loc, scale, family)
             exit_ll = exit_ll + instant_ll
-        open_ll = _open_loglik(d, logits, log_stall, loc, scale, family, timed)
+        revival = None
+        if config["revival"]:
+            prior = config["revival_rate"]
+            rate = pt.exp(pm.Normal("revival_log_rate", prior["mu"], prior["sigma"], dims="stage"))
+            revival = (pm.Deterministic("revival_rate", rate, dims="stage"), float(config["revival_days"]))
+            exit_ll = exit_ll + _revival_exit_loglik(d, logits, loc, scale, family, timed, *revival)
+        open_ll = _open_loglik(d, logits, log_stall, loc, scale, family, timed, revival)
         pm.Potential("loglik", exit_ll + open_ll)
     return model
 
@@ -531,11 +545,33 @@ def _instant_loglik(data: ModelData, d, config, log_pi, loc, scale, family):
     return short_ll + (d["exit_n"] * timed).sum(), timed
 
 
-def _open_loglik(d, logits, log_stall, loc, scale, family, timed=None):
+def _revival_exit_loglik(d, logits, loc, scale, family, timed, rate, window):
+    """What dormant deals that revive add to the exits (docs/revival.md). A stay stalls with
+    probability pi_stall and then leaves at rate r (``rate`` (S,), per day) within ``window``
+    days of entry, to j with the stage's usual shares q_j = pi_j / (1 - pi_stall). An exit to
+    j after t days has density pi_j f_j(t) + pi_stall q_j r e^{-r t}, which is
+    pi_j f_j(t) (1 + rho r e^{-r t} / f_j(t)) with rho = pi_stall / (1 - pi_stall): the exact
+    terms of :func:`_exit_loglik` plus n log1p(rho r e^{-r t} / f_j(t)), taken per duration
+    bin at its exits' mean log t (f_j the timed part where the pair has instant stays)."""
+    import pytensor.tensor as pt
+
+    n, log_t = d["bin_exit_n"], d["bin_exit_log_t"]                           # (S, X, B, E)
+    log_f = family.exit_terms(pt, 1.0, log_t, log_t ** 2, log_t, loc[:, :, None, :], scale[:, None, None, :])
+    if timed is not None:
+        log_f = log_f + timed[:, :, None, :]
+    days = pt.exp(log_t) - OFFSET_DAYS
+    log_rho = -pt.logsumexp(logits, axis=-1)[:, :, None, None]                # stall against any move
+    log_revived = log_rho + pt.log(rate)[:, None, None, None] - rate[:, None, None, None] * days
+    return (n * pt.where(days < window, pt.softplus(log_revived - log_f), 0.0)).sum()
+
+
+def _open_loglik(d, logits, log_stall, loc, scale, family, timed=None, revival=None):
     """Σ over stays still open at age a of log(pi_stall + Σ_j pi_j S_j(a)), written as
     log pi_stall + log1p(Σ_j (pi_j / pi_stall) S_j(a)): the odds against stalling are
     exp(logit) (the stall logit is 0), so nothing underflows to log(0) however old the stay, and the
-    survival functions are taken directly (no log-space series, no logsumexp).
+    survival functions are taken directly (no log-space series, no logsumexp). With
+    ``revival`` (rate (S,) per day, window in days; :func:`_revival_exit_loglik`) a stalled
+    stay is still open at age a with probability e^{-r min(a, window)}, which replaces the 1.
 
     Only cells holding open stays and destinations seen from their stage are evaluated
     (flat gathers, see :attr:`ModelData.open_lookup`): the survival functions are most of
@@ -549,4 +585,12 @@ def _open_loglik(d, logits, log_stall, loc, scale, family, timed=None):
         surv = family.pymc_survival(d["open_age"][:, None], lam, sig)
     else:      # instant stays: (1 - h) S(a) / S(r), in logs (S(r) may underflow where the timed part is a prior)
         surv = pt.exp(family.pymc_log_sf(d["open_age"][:, None], lam, sig) + timed.reshape((-1,))[d["open_index"]])
-    return (d["open_total"] * log_stall).sum() + (d["open_count"] * pt.log1p((odds * surv).sum(axis=-1))).sum()
+    moving = (odds * surv).sum(axis=-1)
+    if revival is None:
+        still = pt.log1p(moving)
+    else:
+        rate, window = revival
+        stage = d["open_scale_index"][:, 0] // logits.shape[-1]
+        days = pt.minimum(pt.exp(d["open_age"]) - OFFSET_DAYS, window)
+        still = pt.log(pt.exp(-rate[stage] * days) + moving)
+    return (d["open_total"] * log_stall).sum() + (d["open_count"] * still).sum()

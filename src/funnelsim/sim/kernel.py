@@ -7,7 +7,11 @@ Pure numpy + numba (no PyMC). For each posterior draw and each open deal:
    pi_stall; the remaining time is drawn from the sojourn distribution truncated to T > age
    (inverse survival function: S_j(T) = u * S_j(age)).
 2. Every later stay starts fresh: destination by pi, time by the sojourn distribution.
-3. Repeat until won, lost, stalled, or past the horizon. A drifting funnel's later stays follow
+3. Repeat until won, lost, stalled, or past the horizon. With dormant deals that revive
+   (``Parameters.revival_rate``, docs/revival.md) a stall is not final: the stall weight of an
+   open deal is pi_stall e^{-r min(age, W)}, and a stalled path waits Exp(r) days (memoryless)
+   and, if that ends within W days of entering the stage, moves on to a destination drawn
+   from the stage's shares pi_j / (1 - pi_stall). A drifting funnel's later stays follow
    another parameter set than the current one (``Parameters.later``: a cohort projected over
    the horizon instead of the deal's own). A won deal's value is its last open
    amount times exp(m_g + s_g * z), the won/last-open ratio of its segment (per draw); a deal
@@ -33,7 +37,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._random import STREAM_START, STREAM_WITHIN, WON_VALUE
+from .._random import STREAM_REVIVE, STREAM_START, STREAM_WITHIN, WON_VALUE
 from ..data.stats import OFFSET_DAYS
 from ..model.sojourn import LOGNORMAL
 from ..model.sojourn import family as sojourn_family
@@ -107,7 +111,9 @@ def simulate(params: Parameters, pipeline: Pipeline, horizon_days: int, *, perio
         h_win=_contiguous(params.p_win_from_entry().transpose(1, 2, 0)),                        # (S, G, D)
         time_scale=_contiguous(np.ones((S, G)) if params.time_scale is None else params.time_scale),
         **instant_arrays(family, params, S, G, D),
-        later=np.arange(G, dtype=np.int64) if params.later is None else np.asarray(params.later, np.int64))
+        later=np.arange(G, dtype=np.int64) if params.later is None else np.asarray(params.later, np.int64),
+        revival=_contiguous(np.zeros((S, D)) if params.revival_rate is None else np.asarray(params.revival_rate).T),
+        revival_days=0.0 if params.revival_rate is None else float(params.revival_days))
     amounts = Amounts(ratio_mean=_contiguous(params.ratio_mean), ratio_sd=_contiguous(params.ratio_sd),
                        won_amounts=np.ascontiguousarray(params.won_amounts, np.float64))
     deals = Deals(stage=pipeline.stage, segment=pipeline.segment, age=pipeline.age_days,
@@ -155,18 +161,26 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
     Parameters (``draws``, :class:`Draws`) are in draw-last layout (``pi`` (S, G, S+3, D) and
     so on); ``first_shape`` is 1/sigma for LogNormal; ``possible`` (S, S+2) says which
     destinations any draw can take."""
-    family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _, any_instant, instant_pair, _, instant_c, later = draws
+    (family, possible, pi_t, loc_t, _, first_shape_t, h_win_t, _, any_instant, instant_pair, _, instant_c, later,
+     revival, revival_days) = draws
     g_later = later[g]                         # P(win | enter j) for the stage it enters next
     S = pi_t.shape[0]
     aged = t_age > OFFSET_DAYS                 # an open deal (a new deal's first stay is fresh)
     forward, other = scratch[0], scratch[1]          # the groups' weights, for the pick
+    revive_win = scratch[2]                          # P(win | revived): work space until the pick
     for k in range(n):
         keys[k] = _mix(draw_keys[k] + key_deal)
         weights[S + 2, k] = pi_t[s, g, S + 2, d0 + k]
         forward[k] = 0.0
         other[k] = 0.0
         ever[k] = 0.0
+        revive_win[k] = 0.0
         stages[k] = s
+    age_days = t_age - OFFSET_DAYS
+    if revival_days > 0.0:                     # still dormant at this age: pi_stall e^{-r min(age, W)}
+        dormant_days = min(age_days, revival_days)
+        for k in range(n):
+            weights[S + 2, k] *= np.exp(-revival[s, d0 + k] * dormant_days)
     for j in range(S + 2):
         if not possible[s, j]:                # never taken from stage s: weight 0, row left unset
             continue
@@ -197,6 +211,15 @@ def _first_moves(n, d0, s, g, t_age, log_t, key_deal, draw_keys, draws, weights,
             win_row = h_win_t[j, g_later, d0:d0 + n]
             for k in range(n):
                 ever[k] += w_row[k] * win_row[k]
+        if revival_days > 0.0 and j <= S:      # a revived stay moves by the plain shares
+            for k in range(n):
+                revive_win[k] += pi_row[k] * (1.0 if j == S else h_win_t[j, g_later, d0 + k])
+    if revival_days > 0.0:                     # a dormant deal revives within the window and may win
+        left = max(revival_days - age_days, 0.0)
+        for k in range(n):
+            moving = 1.0 - pi_t[s, g, S + 2, d0 + k]
+            w = -np.expm1(-revival[s, d0 + k] * left) * revive_win[k] / moving if moving > 0.0 else 0.0
+            ever[k] += weights[S + 2, k] * w
     won_possible = possible[s, S]
     for k in range(n):
         total = forward[k] + other[k] + weights[S + 2, k]
@@ -255,6 +278,45 @@ def _pick_all(n, stages, S, weights, keys, step, dest, u_time, sums, chosen, row
 
 
 @numba.njit(inline="always")
+def _revival_destination(pi_f, base, D, S, u):
+    """Where a revived stay goes: destination j (a stage, won, lost) with probability
+    pi_j / (1 - pi_stall), by uniform ``u``; the stage's pi_j are ``pi_f[base + j * D]`` (the
+    flat draw-last layout)."""
+    budget = u * (1.0 - pi_f[base + (S + 2) * D])
+    acc = 0.0
+    chosen = S + 2
+    for j in range(S + 2):
+        p = pi_f[base + j * D]
+        if p > 0.0:                 # the first whose running total passes the budget (else the last)
+            chosen = j
+            acc += p
+            if acc > budget:
+                break
+    return chosen
+
+
+@numba.njit(inline="always")
+def _revive_first(n, d0, s, g, t_age, draws, dest, keys, now, time_scale):
+    """Dormant deals that revive, in the current stay: a path whose first move is a stall
+    waits Exp(r) days more (memoryless, whatever its age) and, if that ends within the window
+    of its stage entry, moves to a destination by the stage's plain shares (uniforms of counter
+    STREAM_REVIVE)."""
+    pi_t, revival, revival_days = draws.pi, draws.revival, draws.revival_days
+    S, G, D = pi_t.shape[0], pi_t.shape[1], pi_t.shape[3]
+    pi_f = pi_t.reshape(pi_t.size)
+    age_days = t_age - OFFSET_DAYS
+    for k in range(n):
+        r = revival[s, d0 + k]
+        if dest[k] != S + 2 or r <= 0.0:
+            continue
+        u1, u2 = _uniforms(keys[k], STREAM_REVIVE)
+        wait = -np.log(u1) / r
+        if age_days + wait < revival_days:
+            now[k] = wait * time_scale
+            dest[k] = _revival_destination(pi_f, ((s * G + g) * (S + 3)) * D + d0 + k, D, S, u2)
+
+
+@numba.njit(inline="always")
 def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, start_width, now, u, z, ratio, lam, sig,
                  tails):
     """The rest of the current stay, for every draw (a path lost or stalled gets a time too,
@@ -266,7 +328,7 @@ def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, star
     destination's S_j(t_age) (weight / pi) and sojourn parameters are taken by selection, row
     by row (``ratio``, ``lam``, ``sig``, ``tails``: work space), so every loop runs over draws
     in order and vectorises."""
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scales, any_instant, instant_pair, _, instant_c, _ = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scales, any_instant, instant_pair, _, instant_c = draws[:12]
     time_scale = time_scales[s, g]
     S = weights.shape[0] - 3
     for k in range(n):
@@ -308,6 +370,8 @@ def _first_stays(n, d0, s, g, t_age, draws, weights, dest, keys, start_low, star
         for k in range(n):
             t = lam[k] * (-np.log(u[k]) + (t_age / lam[k]) ** sig[k]) ** (1.0 / sig[k])
             now[k] = max(t - t_age, 0.0) * time_scale
+    if draws.revival_days > 0.0:
+        _revive_first(n, d0, s, g, t_age, draws, dest, keys, now, time_scale)
     if start_width > 0.0:                           # a new deal: created in its window
         for k in range(n):
             u_start, _ = _uniforms(keys[k], STREAM_START)
@@ -327,7 +391,7 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
     loc, shape, time scale) and ``any_possible`` (S+2,), the destinations some stage can take.
     The paths are compacted in place after each step; the rest is work space. Returns the
     number of paths stopped at MAX_STEPS moves."""
-    family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, c_f = flat
+    family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, c_f, revival_f, revival_days = flat
     S = weights.shape[0] - 3
     G = scale_f.size // S
     D = pi_f.size // (S * G * (S + 3))
@@ -349,6 +413,9 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
                 forward[a] += w if is_forward else 0.0
                 other[a] += 0.0 if is_forward or j == S + 2 else w
         _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
+        start = scratch[2]                         # when the stay began (a revival counts from it)
+        for a in range(m):
+            start[a] = now[a]
         if any_instant:      # u S(r) / (1 - h): at or above S(r), an instant stay
             for a in range(m):
                 s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]
@@ -365,6 +432,17 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
                 lam, shape = loc_f[((s * G + g) * (S + 2) + j) * D + d], shape_f[(s * (S + 2) + j) * D + d]
                 t = lam * (-np.log(u[a])) ** (1.0 / shape)
                 now[a] += max(t - offset, 0.0) * scale_f[s * G + g]
+        if revival_days > 0.0:                     # a stalled path may revive (see _revive_first)
+            for a in range(m):
+                s, d = stages[a], d0 + lane[a]
+                r = revival_f[s * D + d]
+                if dest[a] != S + 2 or r <= 0.0:
+                    continue
+                u1, u2 = _uniforms(keys[a], STREAM_REVIVE + step)
+                wait = -np.log(u1) / r
+                if wait < revival_days:
+                    now[a] = start[a] + wait * scale_f[s * G + g]
+                    dest[a] = _revival_destination(pi_f, ((s * G + g) * nd) * D + d, D, S, u2)
         moving = 0
         for a in range(m):
             k, j, t = lane[a], dest[a], now[a]
@@ -423,7 +501,7 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
     won deal is worth) and ``totals`` (:class:`Totals`: the outputs added to)."""
     d0, n, horizon, offset, seed, period_of_day, block_deals = run
     stage0, segment, age, log_age, amount, deal_keys, start_low, start_width, slot, cell, counts = deals
-    family, possible, pi_t, loc_t, shape_t, _, _, time_scale, any_instant, _, _, instant_c, later = draws
+    family, possible, pi_t, loc_t, shape_t, _, _, time_scale, any_instant, _, _, instant_c, later = draws[:13]
     ratio_mean, ratio_sd, won_amounts = amounts
     sums, close_days, block_totals = totals
     N = stage0.size
@@ -436,7 +514,8 @@ def _simulate_chunk(run, deals, draws, amounts, totals):
     # draw-last and flat: a deal's paths are in draw order, so neighbouring paths read neighbouring values
     pi_f, loc_f, shape_f = pi_t.reshape(pi_t.size), loc_t.reshape(loc_t.size), shape_t.reshape(shape_t.size)
     scale_f = time_scale.reshape(time_scale.size)
-    flat = (family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, instant_c.reshape(instant_c.size))
+    flat = (family, pi_f, loc_f, shape_f, scale_f, any_possible, any_instant, instant_c.reshape(instant_c.size),
+            draws.revival.reshape(draws.revival.size), draws.revival_days)
     capped = np.zeros(blocks, np.int64)
     draw_keys = np.empty(n, np.uint64)
     for k in range(n):

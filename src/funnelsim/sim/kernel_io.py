@@ -87,6 +87,10 @@ class Parameters:
     follows its own, its cohort's), and ``cohort_sets`` maps (segment index, cohort index) to
     the set of that cohort's open deals. The first sets are the segments', in order. Without
     them (None) every set is its own segment's.
+
+    ``revival_rate`` (D, S), optional: dormant deals that revive (docs/revival.md); a stalled
+    stay still leaves, at this rate per day, within ``revival_days`` of entering its stage, to
+    the stage's destinations in their shares pi_j / (1 - pi_stall). None: stalls are final.
     """
 
     pi: np.ndarray
@@ -102,15 +106,18 @@ class Parameters:
     segment_of: np.ndarray | None = None
     later: np.ndarray | None = None
     cohort_sets: dict | None = None
+    revival_rate: np.ndarray | None = None
+    revival_days: float = 0.0
 
     @property
     def draws(self) -> int:
         return self.pi.shape[0]
 
     def p_win_from_entry(self) -> np.ndarray:
-        from ..model.derived import p_win_from_entry
+        """(D, S, G) P(win | enter stage), revivals within the window counted."""
+        from ..model.derived import eventual_pi, p_win_from_entry
 
-        return p_win_from_entry(self.pi)
+        return p_win_from_entry(eventual_pi(self.pi, self.revival_rate, self.revival_days))
 
 
 @dataclass
@@ -188,6 +195,8 @@ class Draws(NamedTuple):
     instant_h: np.ndarray        # (S, S+2, D) their instant share h
     instant_c: np.ndarray        # (S, G, S+2, D) S(r) / (1 - h): survival levels of the timed part (1 elsewhere)
     later: np.ndarray            # (G,) int: the parameter set of the stays entered during the horizon
+    revival: np.ndarray          # (S, D) dormant deals' revival rate per day (0: stalls are final)
+    revival_days: float          # revivals happen within this many days of entering the stage
 
 
 class Amounts(NamedTuple):
