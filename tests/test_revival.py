@@ -94,8 +94,30 @@ def test_synth_revives_a_share_of_the_stalls(revival_log):
     assert closed(revival_log) > 1.25 * closed(events)
 
 
+@pytest.mark.parametrize("sojourn, every", [("weibull", None), ("lognormal", "month")])
+def test_every_family_and_the_drift_take_revivals(revival_log, sojourn, every):
+    """The Weibull (binned exits) and a drifting funnel ((segment, cohort) cells) build a
+    revival likelihood that is finite, moves with the rate, and is the stall-final model's
+    as the rate goes to 0."""
+    snapshot = Snapshot.read(revival_log, FUNNEL, as_of="2025-06-29", every=every)
+    values = {}
+    for revival in (False, True):
+        model = FunnelModel(snapshot.stage_stats, amounts=snapshot.amounts, sojourn=sojourn,
+                            model_config={"revival": revival})
+        pm_model = model.build_model()
+        logp = pm_model.compile_logp(vars=[pm_model.potentials[0]], jacobian=False)
+        point = pm_model.initial_point()
+        for rate in ((1e-30, TRUE_RATE) if revival else (0.0,)):
+            if revival:
+                point["revival_log_rate"] = np.full(len(FUNNEL.stages), np.log(rate))
+            values[rate] = float(logp(point))
+    assert np.isfinite(list(values.values())).all(), values
+    assert values[1e-30] == pytest.approx(values[0.0], rel=1e-12)
+    assert abs(values[TRUE_RATE] - values[0.0]) > 1, values
+
+
 @pytest.mark.xdist_group("revival")
-def test_the_fit_recovers_the_revival_rate(revival_log):
+def test_the_fit_recovers_the_revival_rate(revival_log, tmp_path):
     snapshot = Snapshot.read(revival_log, FUNNEL, as_of="2025-12-28", every=None)
     model = FunnelModel.from_snapshot(snapshot, model_config={"revival": True})
     model.fit(draws=300, tune=300, chains=2, random_seed=1, progressbar=False)
@@ -107,6 +129,10 @@ def test_the_fit_recovers_the_revival_rate(revival_log):
     # the stage table counts revivals where they end: P(stall) is what never comes back
     table = model.stage_table().query("segment.isna()")
     assert (table["p_stall"] < 0.1).all(), table["p_stall"]       # 0.3 e^{-730 r} = 0.03 in the generator
+    # saved and loaded, the simulator gets the same revival rates
+    loaded = FunnelModel.load(model.save(tmp_path / "m"), model.stats)
+    np.testing.assert_array_equal(loaded.simulation_parameters().revival_rate, model.simulation_parameters().revival_rate)
+    assert loaded.simulation_parameters().revival_days == 730.0
 
 
 @pytest.mark.xdist_group("revival")

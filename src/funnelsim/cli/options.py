@@ -149,6 +149,12 @@ Strict = Annotated[bool, typer.Option(
     "--strict", help="Exit 3 and write nothing if the fit fails its diagnostics.", rich_help_panel=FITTING)]
 SojournFamily = Annotated[Sojourn, typer.Option(
     "--sojourn", help="Time-in-stage family.", rich_help_panel=FITTING)]
+Revival = Annotated[bool | None, typer.Option(
+    "--revival/--no-revival", help="Let dormant deals revive: a stalled deal still closes, at a rate per stage "
+                                   "fitted from the log, within 730 days of entering its stage (README, 'Dormant "
+                                   "deals'). Old open deals then keep a small chance of closing instead of almost "
+                                   "none. Default: the model's default.", show_default=False,
+    rich_help_panel=FITTING)]
 SamplerName = Annotated[Sampler, typer.Option("--sampler", help="MCMC sampler.", rich_help_panel=FITTING)]
 TargetAccept = Annotated[float, typer.Option(
     "--target-accept", min=0.5, max=0.999,

@@ -325,8 +325,10 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
       :func:`centred_cells`): data rather than structure, so one compiled graph serves every
       dataset of one shape (absent with a single segment, which is not pooled);
     - ``rotation`` (K, K): the coordinates the logits are sampled in (:func:`logit_rotation`);
-    - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull) and for
-      ``revival``: exits per duration bin and their mean log t.
+    - ``binned`` (2, S, G, B, E), for the families whose exits are binned (the Weibull): exits
+      per duration bin and their mean log t;
+    - ``revival_bins`` (R, 4), with ``revival``: the duration bins holding exits (see
+      :func:`revival_bins`).
 
     With ``cohorts`` (:class:`funnelsim.model.drift.CohortData`) the statistics are its cells'
     (segment axis G x C), the centring and the rotation still ``data``'s, and
@@ -345,11 +347,24 @@ def model_inputs(data: ModelData, sojourn: str, centred: np.ndarray, cohorts=Non
         inputs["centred"] = np.asarray(centred, float)
     if cohorts is not None:
         inputs["cohort_weight"] = cohorts.weights
-    if sojourn_family(sojourn).binned or revival:
+    if revival:
+        inputs["revival_bins"] = revival_bins(data)
+    if sojourn_family(sojourn).binned:
         inputs["binned"] = np.stack([data.bin_exit_n, data.bin_exit_log_t])
     if data.has_short:
         inputs["short_exits"] = data.short_n
     return inputs
+
+
+def revival_bins(data: ModelData) -> np.ndarray:
+    """The (stage, segment, duration bin, destination) bins holding exits, one row each: the
+    flat (S, G, E) index, the flat (S, E) index, the exits and their mean log t. Only these
+    bins are evaluated for revivals (:func:`_revival_exit_loglik`): a dense (S, G x C, B, E)
+    array would be most of a drifting fit's gradient."""
+    s, g, b, j = np.nonzero(data.bin_exit_n)
+    S, G, _, E = data.bin_exit_n.shape
+    return np.column_stack([(s * G + g) * E + j, s * E + j, data.bin_exit_n[s, g, b, j],
+                            data.bin_exit_log_t[s, g, b, j]]).astype(float)
 
 
 def _unpacked(containers, E: int, A: int) -> dict:
@@ -365,6 +380,10 @@ def _unpacked(containers, E: int, A: int) -> dict:
         d["bin_exit_n"], d["bin_exit_log_t"] = containers["binned"][0], containers["binned"][1]
     if "short_exits" in containers:
         d["short_n"] = containers["short_exits"]
+    if "revival_bins" in containers:
+        rows = containers["revival_bins"]
+        d["revival_index"], d["revival_scale_index"] = pt.cast(rows[:, 0], "int64"), pt.cast(rows[:, 1], "int64")
+        d["revival_n"], d["revival_log_t"] = rows[:, 2], rows[:, 3]
     return d
 
 
@@ -552,16 +571,20 @@ def _revival_exit_loglik(d, logits, loc, scale, family, timed, rate, window):
     j after t days has density pi_j f_j(t) + pi_stall q_j r e^{-r t}, which is
     pi_j f_j(t) (1 + rho r e^{-r t} / f_j(t)) with rho = pi_stall / (1 - pi_stall): the exact
     terms of :func:`_exit_loglik` plus n log1p(rho r e^{-r t} / f_j(t)), taken per duration
-    bin at its exits' mean log t (f_j the timed part where the pair has instant stays)."""
+    bin at its exits' mean log t (f_j the timed part where the pair has instant stays), for
+    the bins that hold exits (:func:`revival_bins`)."""
     import pytensor.tensor as pt
 
-    n, log_t = d["bin_exit_n"], d["bin_exit_log_t"]                           # (S, X, B, E)
-    log_f = family.exit_terms(pt, 1.0, log_t, log_t ** 2, log_t, loc[:, :, None, :], scale[:, None, None, :])
+    E = logits.shape[-1]
+    index, n, log_t = d["revival_index"], d["revival_n"], d["revival_log_t"]
+    log_f = family.exit_terms(pt, 1.0, log_t, log_t ** 2, log_t, loc.reshape((-1,))[index],
+                              scale.reshape((-1,))[d["revival_scale_index"]])
     if timed is not None:
-        log_f = log_f + timed[:, :, None, :]
+        log_f = log_f + timed.reshape((-1,))[index]
     days = pt.exp(log_t) - OFFSET_DAYS
-    log_rho = -pt.logsumexp(logits, axis=-1)[:, :, None, None]                # stall against any move
-    log_revived = log_rho + pt.log(rate)[:, None, None, None] - rate[:, None, None, None] * days
+    log_rho = -pt.logsumexp(logits, axis=-1).reshape((-1,))[index // E]      # stall against any move
+    r = rate[d["revival_scale_index"] // E]
+    log_revived = log_rho + pt.log(r) - r * days
     return (n * pt.where(days < window, pt.softplus(log_revived - log_f), 0.0)).sum()
 
 

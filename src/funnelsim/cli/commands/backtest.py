@@ -30,6 +30,7 @@ from ..options import (
     Horizon,
     Json,
     Lost,
+    Revival,
     Seed,
     SegmentBy,
     SegmentFrom,
@@ -62,6 +63,7 @@ def backtest(
     history_days: HistoryDays = None,
     drift: DriftPeriod = None,
     sojourn: SojournFamily = Sojourn.lognormal,
+    revival: Revival = None,
     dayfirst: Dayfirst = False,
     decimal: Decimal = ".",
     columns: Columns = None,
@@ -131,7 +133,8 @@ def backtest(
         dates = [parse_date(text, "--origins", dayfirst=dayfirst) for text in origins.split(",") if text.strip()]
     settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                 seed=seed, deal_value=deal_value, new_deals=new_deals, history_days=history_days,
-                                every=drift_every(drift), sojourn=sojourn.value)
+                                every=drift_every(drift), sojourn=sojourn.value,
+                                model_config=None if revival is None else {"revival": revival})
     err.print(f"Backtesting {len(dates)} origin(s), {horizon}-day horizon...", highlight=False)
     with progress("origins", len(dates)) as advance:
         result = run_backtest(event_source(events, table), FunnelDefinition(stages, won, lost), dates, settings,

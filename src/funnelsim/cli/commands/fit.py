@@ -27,6 +27,7 @@ from ..options import (
     Json,
     Lost,
     ModelDir,
+    Revival,
     Sampler,
     SamplerName,
     Seed,
@@ -72,6 +73,7 @@ def fit(
     chains: Chains = 4,
     seed: Seed = 0,
     sojourn: SojournFamily = Sojourn.lognormal,
+    revival: Revival = None,
     sampler: SamplerName = Sampler.nutpie,
     target_accept: TargetAccept = DEFAULT_TARGET_ACCEPT,
     strict: Strict = False,
@@ -88,7 +90,8 @@ def fit(
                              history_days=history_days, drift=drift, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
     stage_stats(snapshot)  # says how much of the history a --history-days window keeps
-    model = FunnelModel.from_snapshot(snapshot, sojourn=sojourn.value)
+    model = FunnelModel.from_snapshot(snapshot, sojourn=sojourn.value,
+                                      model_config=None if revival is None else {"revival": revival})
     fit_model(model, draws, tune, chains, seed, sampler.value, target_accept)
     out.print(stage_table_rich(model.stage_table()))
     diagnostics = model.diagnostics
