@@ -143,11 +143,15 @@ def forecast(
     out.print(diagnostics_panel(model.diagnostics))
     out.print(result.summary(target), highlight=False)
     if check:
+        from ...model.likelihood import DEFAULT_CONFIG
         from ...sim.backtest import BacktestSettings
 
+        # the past origins are fitted as this model was (a --model's family, revival, priors)
+        changed = {key: value for key, value in model.config.items() if value != DEFAULT_CONFIG.get(key)}
         settings = BacktestSettings(horizon_days=horizon, segment_by=segment_by, draws=draws, tune=tune, chains=chains,
                                     seed=seed, deal_value=deal_value, new_deals=result.has_new_deals,
-                                    history_days=history_days, every=snapshot.every)
+                                    history_days=history_days, every=snapshot.every, sojourn=model.sojourn,
+                                    model_config=changed or None)
         result.track_record = checked_record(events, table, stages, won, lost, snapshot.as_of, check, settings,
                                              columns=columns, dayfirst=dayfirst, decimal=decimal, encoding=encoding,
                                              sheet=sheet, segment_from=segment_from.value)
