@@ -9,6 +9,8 @@ peak_mb, converged (and the diagnostics). Default: 5 stages x 20 segments, 4 cha
 ``--drift month`` fits the funnel that drifts over entry cohorts (the synthetic log's two years:
 24 monthly cohorts; issue 20's line: 1,000,000 deals at most 60 s warm, converged, under 2 GB).
 
+``--revival`` fits dormant deals that revive (docs/revival.md) on the same log.
+
 ``--short-stays`` writes the log of issue 18's real funnel shape instead: Qualified a
 pass-through (every stay lasts seconds) and 10% of forward moves clicked through at once, so
 the fit includes the instant shares (docs/short-stays.md).
@@ -45,7 +47,7 @@ def config(segments: int, short_stays: bool = False):
 
 
 def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short_stays: bool,
-            drift: str | None = None) -> dict:
+            drift: str | None = None, revival: bool = False) -> dict:
     import funnelsim as fs
     from funnelsim.data import synth
     from funnelsim.model.funnel_model import DEFAULT_TUNE
@@ -57,7 +59,7 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short
     snap = fs.Snapshot.read(events, funnel, segment_by="segment", every=drift)
     stats = snap.stage_stats
     stats_s = time.perf_counter() - start
-    model = fs.FunnelModel(stats)
+    model = fs.FunnelModel(stats, model_config={"revival": revival})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(draws=draws, chains=chains, random_seed=1, **({} if tune is None else {"tune": tune}))
@@ -70,7 +72,7 @@ def measure(deals: int, segments: int, draws: int, tune: int, chains: int, short
             "stats_rows": len(stats.table), "segments": segments, "chains": chains, "draws": draws,
             "tune": tune or DEFAULT_TUNE, "short_stays": short_stays,
             "short_exits": int(stats.table.loc[stats.table["bin"] < 0, "n"].sum()),
-            "drift": drift, "cohorts": len(stats.cohorts)}
+            "drift": drift, "cohorts": len(stats.cohorts), "revival": revival}
 
 
 def main() -> None:
@@ -83,18 +85,20 @@ def main() -> None:
     parser.add_argument("--short-stays", action="store_true",
                         help="a pass-through stage and same-day jumps (instant stays)")
     parser.add_argument("--drift", default=None, help="week, month or quarter: the drifting model")
+    parser.add_argument("--revival", action="store_true", help="dormant deals that revive")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.segments, args.draws, args.tune, args.chains, args.short_stays,
-                                 args.drift)), flush=True)
+                                 args.drift, args.revival)), flush=True)
         return
     for deals in (int(s) for s in args.sizes.split(",")):
         subprocess.run([sys.executable, __file__, "--one", str(deals), "--segments", str(args.segments),
                         "--draws", str(args.draws), "--chains", str(args.chains),
                         *(["--tune", str(args.tune)] if args.tune else []),
                         *(["--short-stays"] if args.short_stays else []),
-                        *(["--drift", args.drift] if args.drift else [])],
+                        *(["--drift", args.drift] if args.drift else []),
+                        *(["--revival"] if args.revival else [])],
                        check=True)
 
 
