@@ -342,4 +342,7 @@ def test_wins_by_age_band_add_up_and_flag_a_band_the_forecast_misses():
     assert abs(t.loc["0-30 days", "z"]) < 3 and abs(t.loc["30-90 days", "z"]) < 3
     misses = result.age_misses()
     assert len(misses) == 2 and "90-180 days" in misses[0] and "late closes" in misses[0]
+    assert "--revival" in misses[0]                           # what to try, unless it is on already
+    revived = Backtest(pd.DataFrame(), BacktestSettings(every=None, model_config={"revival": True}), {}, [], by_age)
+    assert len(revived.age_misses()) == 2 and "--revival" not in revived.age_misses()[0]
     assert Backtest(pd.DataFrame(), BacktestSettings(every=None), {}, []).age_misses() == []

@@ -284,3 +284,14 @@ def test_bad_output_paths_and_a_quarter_backtest_exit_2_before_reading_the_log(t
     result = run("backtest", missing, *STAGES, "--horizon", "quarter", "--origins", "2024-06-30")
     assert result.returncode == 2 and "option --horizon" in result.stderr and "--horizon 91" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_saved_model_keeps_its_own_revival(crm):
+    """--revival with a --model fitted without it is refused (exit 2, what to do), not ignored."""
+    from .test_cli import run
+
+    _, model, common = crm
+    result = run("forecast", *common, "--model", model, "--revival")
+    assert result.returncode == 2, result.stderr
+    assert "fitted with --no-revival" in result.stderr and "--revival --out DIR" in result.stderr
+    assert "Traceback" not in result.stderr

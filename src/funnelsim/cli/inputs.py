@@ -148,18 +148,25 @@ def print_absent(model: FunnelModel) -> None:
 
 
 def model_for(snapshot: Snapshot, model_dir: Path | None, *, draws: int, tune: int, chains: int, seed: int,
-              strict: bool) -> FunnelModel:
+              strict: bool, revival: bool | None = None) -> FunnelModel:
     """The model of the snapshot: the saved one in ``model_dir`` (refused unless fitted on
-    these statistics), else fitted now with the default family and sampler; under ``strict``
-    a model that failed its diagnostics exits 3."""
+    these statistics, or with another ``revival`` than it was fitted with), else fitted now
+    with the default family and sampler and ``revival`` (None: the model's default); under
+    ``strict`` a model that failed its diagnostics exits 3."""
     from ..model.funnel_model import FunnelModel
     from ..report.render import diagnostics_panel
 
     stats = stage_stats(snapshot)
     if model_dir:
         model = FunnelModel.load(model_dir, stats)
+        if revival is not None and bool(model.config["revival"]) != revival:
+            fitted = "--revival" if model.config["revival"] else "--no-revival"
+            raise FunnelDataError(f"the saved model was fitted with {fitted}", source=str(model_dir),
+                                  column="--revival", value="--revival" if revival else "--no-revival",
+                                  hint=f"Leave the option out to use the model as it is, or fit again: "
+                                       f"funnelsim fit ... {'--revival' if revival else '--no-revival'} --out DIR.")
     else:
-        model = FunnelModel.from_snapshot(snapshot)
+        model = FunnelModel.from_snapshot(snapshot, model_config=None if revival is None else {"revival": revival})
         fit_model(model, draws, tune, chains, seed)
     if strict and not model.diagnostics["converged"]:
         out.print(diagnostics_panel(model.diagnostics))

@@ -273,10 +273,12 @@ class Backtest:
         t = self.age_calibration
         if t.empty:
             return []
+        revival = bool((self.settings.model_config or {}).get("revival"))
+        late = "misses late closes of old deals; the band is too low for them" + (
+            "" if revival else " (--revival lets deals that went dark still close: docs/revival.md)")
         return [f"open deals aged {r.age} at the origins won {r.wins:,} times against {r.forecast_wins:,.1f} forecast "
                 f"({r.wins_ratio:.1f}x, z = {r.z:+.1f}): the model's time in stage "
-                + ("misses late closes of old deals; the band is too low for them" if r.wins > r.forecast_wins
-                   else "expects more of them to close than did")
+                + (late if r.wins > r.forecast_wins else "expects more of them to close than did")
                 for r in t.itertuples() if abs(r.z) > LATE_CLOSE_Z]
 
     @property

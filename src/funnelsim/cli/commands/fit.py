@@ -139,6 +139,7 @@ def drift(
     seed: Seed = 0,
     model_dir: ModelDir = None,
     strict: Strict = False,
+    revival: Revival = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", metavar="PNG", callback=png_file,
         help="Also save the chart of --quantity by cohort, a line and its 90% band per stage, as this PNG.",
@@ -161,7 +162,8 @@ def drift(
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, drift=every.value, dayfirst=dayfirst, decimal=decimal,
                              columns=columns, encoding=encoding, sheet=sheet, segment_from=segment_from.value)
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict,
+                      revival=revival)
     found = model.cohort_table()
     for part in cohorts_rich(found):
         out.print(part)

@@ -33,6 +33,7 @@ from ..options import (
     NewDeals,
     Period,
     ReportPeriod,
+    Revival,
     Seed,
     SegmentBy,
     SegmentFrom,
@@ -83,6 +84,7 @@ def report(
     chains: Chains = 4,
     seed: Seed = 0,
     strict: Strict = False,
+    revival: Revival = None,
     horizon: Horizon = HORIZON_DAYS,
     period: ReportPeriod = Period.month,
     target: Target = None,
@@ -114,7 +116,8 @@ def report(
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict,
+                      revival=revival)
     horizon = horizon_days(horizon, snapshot.as_of)
     with simulating(f"Building the report of {len(snapshot.open_deals):,} open deals"):
         result = forecast_report(model, snapshot, horizon_days=horizon, target=target, compare_to=earlier,

@@ -39,6 +39,7 @@ from ..options import (
     NewDeals,
     Period,
     ReportPeriod,
+    Revival,
     Seed,
     SegmentBy,
     SegmentFrom,
@@ -91,6 +92,7 @@ def forecast(
     chains: Chains = 4,
     seed: Seed = 0,
     strict: Strict = False,
+    revival: Revival = None,
     horizon: Horizon = HORIZON_DAYS,
     period: ReportPeriod = Period.month,
     target: Target = None,
@@ -130,7 +132,8 @@ def forecast(
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict,
+                      revival=revival)
     horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
@@ -211,6 +214,7 @@ def whatif(
     chains: Chains = 4,
     seed: Seed = 0,
     strict: Strict = False,
+    revival: Revival = None,
     horizon: Horizon = HORIZON_DAYS,
     target: Target = None,
     deal_value: DealValue = None,
@@ -247,7 +251,8 @@ def whatif(
     deals = snapshot.open_deals
     check_names(plan, FunnelDefinition(stages, won, lost).stages, snapshot.stage_stats.segments, deals,
                 source=str(scenarios))
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict,
+                      revival=revival)
     inflow = new_deal_inflow(snapshot) if new_deals else None
     with simulating(f"Simulating {len(deals):,} open deals under {len(plan)} scenario(s)", "scenarios") as advance:
         table = compare(model, deals, plan, horizon_days=horizon, seed=seed, target=target, deal_value=deal_value,
@@ -280,6 +285,7 @@ def bottlenecks(
     chains: Chains = 4,
     seed: Seed = 0,
     strict: Strict = False,
+    revival: Revival = None,
     horizon: Horizon = HORIZON_DAYS,
     points: Annotated[float, typer.Option(
         "--points", help="Conversion points added to each stage in turn.", rich_help_panel=SIMULATING)] = 5.0,
@@ -306,7 +312,8 @@ def bottlenecks(
     snapshot = read_snapshot(events, stages, won, lost, table=table, as_of=as_of, segment_by=segment_by,
                              history_days=history_days, drift=drift, model_dir=model_dir, dayfirst=dayfirst, decimal=decimal, columns=columns, encoding=encoding, sheet=sheet,
                              segment_from=segment_from.value)
-    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict)
+    model = model_for(snapshot, model_dir, draws=draws, tune=tune, chains=chains, seed=seed, strict=strict,
+                      revival=revival)
     horizon = horizon_days(horizon, snapshot.as_of)
     deals = snapshot.open_deals
     inflow = new_deal_inflow(snapshot) if new_deals else None
