@@ -319,6 +319,7 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
     arrays = model.posterior_arrays()
     shape = arrays[model.sojourn_family.params[1]][pick]
     instant = arrays["instant"][pick] if "instant" in arrays else None
+    revival = arrays["revival_rate"][pick] if "revival_rate" in arrays else None   # counted where revivals end
     entries = cohorts.entries()                                                      # (S, G, C)
     segments = model._segments()
     rows = []
@@ -329,7 +330,7 @@ def cohort_table(model, prob: float = 0.9, draws: int = 500) -> pd.DataFrame:
         sojourn = derived.Sojourn(model.sojourn, *model.sojourn_family.natural(location, shape), instant,
                                   float(np.exp(data.short_log_t)))
         weights = np.where(entries[:, :, c].sum(axis=1, keepdims=True) > 0, entries[:, :, c], data.entries)
-        found = model.quantity_draws(pi, sojourn, weights)
+        found = model.quantity_draws(pi, sojourn, weights, revival)
         rows += interval_rows(found, data.stages, segments, entries[:, :, c], COHORT_QUANTITIES, prob, "entered",
                               cohort=cohorts.cohorts[c])
     return pd.DataFrame(rows)

@@ -280,10 +280,8 @@ class FunnelModel:
         ratio_mean, ratio_sd = ratio_draws(self.amounts, segments, pick.size, seed)
         won_amounts = won_amount_quantiles(self.amounts, segments)
         instant = arrays["instant"][pick] if "instant" in arrays else None
-        if "revival_rate" in arrays:
-            sets_revival = {"revival_rate": arrays["revival_rate"][pick], "revival_days": float(self.config["revival_days"])}
-        else:
-            sets_revival = {}
+        revival = ({"revival_rate": arrays["revival_rate"][pick], "revival_days": float(self.config["revival_days"])}
+                   if "revival_rate" in arrays else {})
         pi, sets = arrays["pi"][pick], {}
         if self.cohorts is not None:
             sets = parameter_sets(self, pick, horizon_days, seed)
@@ -294,25 +292,27 @@ class FunnelModel:
         loc, shape = self.sojourn_family.natural(first, second)
         return Parameters(pi=pi, family=self.sojourn, loc=loc, shape=shape,
                           instant=instant, short_t=float(np.exp(self.data.short_log_t)),
-                          ratio_mean=ratio_mean, ratio_sd=ratio_sd, won_amounts=won_amounts, **sets, **sets_revival)
+                          ratio_mean=ratio_mean, ratio_sd=ratio_sd, won_amounts=won_amounts, **sets, **revival)
 
     def sojourn_draws(self) -> derived.Sojourn:
         """The time in stage of every posterior draw (see :class:`funnelsim.model.derived.Sojourn`)."""
         return derived.Sojourn.from_posterior(self.sojourn_family, self.posterior_arrays(),
                                               float(np.exp(self.data.short_log_t)))
 
-    def quantity_draws(self, pi=None, sojourn=None, weights=None) -> dict[str, np.ndarray]:
+    def quantity_draws(self, pi=None, sojourn=None, weights=None, revival_rate=None) -> dict[str, np.ndarray]:
         """Each stage quantity per draw: (D, S, G) for segments and (D, S) for the whole funnel
         (segments weighted by their stays in the stage, or by ``weights`` (S, G)). ``pi`` and
         ``sojourn`` default to the posterior's (a drifting model's: the last cohort's). With
         dormant deals that revive (``model_config={"revival": True}``) the shares count the
-        revivals where they end (:func:`funnelsim.model.derived.eventual_pi`); the days are the
-        active moves' (a revival's wait is not time in stage of the usual kind)."""
-        arrays = self.posterior_arrays() if pi is None else {}
-        pi = arrays["pi"] if pi is None else pi
+        revivals where they end (:func:`funnelsim.model.derived.eventual_pi`; ``revival_rate``
+        (D, S) per day, the posterior's with its ``pi``); the days are the active moves' (a
+        revival's wait is not time in stage of the usual kind)."""
+        if pi is None:
+            arrays = self.posterior_arrays()
+            pi, revival_rate = arrays["pi"], arrays.get("revival_rate")
         sojourn = self.sojourn_draws() if sojourn is None else sojourn
         S = len(self.funnel.stages)
-        ends = derived.eventual_pi(pi, arrays.get("revival_rate"), float(self.config["revival_days"]))
+        ends = derived.eventual_pi(pi, revival_rate, float(self.config["revival_days"]))
         later = np.triu(np.ones((S, S)), k=1)                      # [s, s'] = 1 if s' after s
         advance = np.einsum("dsgj,sj->dsg", ends[..., :S], later) + ends[..., S]
         back = np.einsum("dsgj,sj->dsg", ends[..., :S], later.T)
