@@ -126,7 +126,7 @@ def test_a_bad_choice_exits_2_naming_the_choices(tmp_path, command, option, choi
 
 
 def test_forecast_whatif_and_bottlenecks_share_their_options():
-    """The 26 options the three take are declared once (--table, --drift, --csv and --xlsx too): same names, defaults and help."""
+    """The 27 options the three take are declared once (--table, --drift, --revival, --csv and --xlsx too): same names, defaults and help."""
     import typer.main
 
     from funnelsim.cli import app
@@ -140,7 +140,7 @@ def test_forecast_whatif_and_bottlenecks_share_their_options():
 
     forecast, whatif, bottlenecks = options("forecast"), options("whatif"), options("bottlenecks")
     shared = forecast.keys() & whatif.keys() & bottlenecks.keys()
-    assert len(shared - {"events"}) == 26
+    assert len(shared - {"events"}) == 27
     assert all(forecast[k] == whatif[k] == bottlenecks[k] for k in shared)
     for name in ("forecast", "whatif", "bottlenecks", "backtest", "demo"):
         assert options(name)["horizon"][2] == HORIZON_DAYS
