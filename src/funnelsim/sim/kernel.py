@@ -414,8 +414,9 @@ def _later_moves(m, d0, g, flat, horizon, offset, lane, stages, now, keys, won_a
                 other[a] += 0.0 if is_forward or j == S + 2 else w
         _pick_all(m, stages, S, weights, keys, step, dest, u, scratch, chosen, any_possible)
         start = scratch[2]                         # when the stay began (a revival counts from it)
-        for a in range(m):
-            start[a] = now[a]
+        if revival_days > 0.0:
+            for a in range(m):
+                start[a] = now[a]
         if any_instant:      # u S(r) / (1 - h): at or above S(r), an instant stay
             for a in range(m):
                 s, j, d = stages[a], min(dest[a], S + 1), d0 + lane[a]
